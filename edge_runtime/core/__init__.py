@@ -1,0 +1,1 @@
+"""Runtime core: clock, points, process image, scan engine, statistics."""
