@@ -1,0 +1,89 @@
+"""`pswd-edge`: run a node, run the demo site."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_runtime import __version__
+from edge_runtime.config.loader import load_node_config
+from edge_runtime.config.reader import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pswd-edge", description="PSWD edge controller runtime")
+    p.add_argument("--version", action="version", version=f"pswd-edge {__version__}")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one node from its TOML config")
+    run.add_argument("--config", required=True, type=Path, help="node config file")
+    run.add_argument("--duration", type=float, default=None,
+                     help="stop after this many seconds (default: run until Ctrl-C)")
+
+    check = sub.add_parser("check-config", help="load a node config and report every error")
+    check.add_argument("config", type=Path)
+
+    demo = sub.add_parser("demo", help="run a simulated site on this machine")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    demo.add_argument("--no-ui", action="store_true", help="plain log lines, no live view")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pswd-edge` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if args.command == "check-config":
+        try:
+            cfg = load_node_config(args.config)
+        except ConfigError as exc:
+            print("\n".join(exc.lines), file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{args.config}: ok: node {cfg.name} ({cfg.role}), {len(cfg.devices)} devices, "
+              f"scan {cfg.scan_period_s * 1000:g} ms")
+        return 0
+    if args.command == "run":
+        try:
+            cfg = load_node_config(args.config)
+        except ConfigError as exc:
+            print("\n".join(exc.lines), file=sys.stderr)
+            return EXIT_CONFIG
+        from edge_runtime.node import Node
+
+        return _run_until_signal(Node(cfg).run(args.duration))
+    if args.command == "demo":
+        from edge_runtime.demo import run_demo
+
+        return _run_until_signal(run_demo(duration_s=args.duration, ui=not args.no_ui))
+    return 1
+
+
+def _run_until_signal(coro: object) -> int:
+    """Run a coroutine; SIGINT/SIGTERM cancel it so it shuts down cleanly (outputs to failsafe)."""
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(runner())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

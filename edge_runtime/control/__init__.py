@@ -1,0 +1,1 @@
+"""Control blocks: plain objects stepped by the scan, no I/O."""

@@ -1,0 +1,153 @@
+"""A running node: drivers, process image, scan engine, watchdog, built from a NodeConfig."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edge_runtime import __version__
+from edge_runtime.config.schema import NodeConfig
+from edge_runtime.control.heartbeat import Heartbeat
+from edge_runtime.core.clock import Clock, WallClock
+from edge_runtime.core.commands import CommandQueue, ManualOutputs
+from edge_runtime.core.events import EventLog, Severity
+from edge_runtime.core.image import ProcessImage
+from edge_runtime.core.points import Sample
+from edge_runtime.core.scan import ControlBlock, ScanEngine
+from edge_runtime.io.failsafe import write_failsafe_blocking
+from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
+from edge_runtime.io.ports import FieldDevice, InputTable
+from edge_runtime.roles import ROLE_BLOCKS, ROLE_INTERLOCKS
+from edge_runtime.safety.watchdog import Watchdog, WatchdogThread, monitor
+
+log = logging.getLogger(__name__)
+
+# Builds a node's drivers around its input table; tests pass one that builds fakes.
+DriverFactory = Callable[[NodeConfig, InputTable, Clock], dict[str, FieldDevice]]
+
+
+def build_modbus_drivers(
+    config: NodeConfig, live: InputTable, clock: Clock
+) -> tuple[dict[str, FieldDevice], list[ModbusEndpoint]]:
+    """One endpoint per host:port (shared by its unit ids), one driver per device."""
+    endpoints: dict[tuple[str, int], ModbusEndpoint] = {}
+    drivers: dict[str, FieldDevice] = {}
+    for dev in config.devices:
+        key = (dev.host, dev.port)
+        if key not in endpoints:
+            endpoints[key] = ModbusEndpoint(dev.host, dev.port, timeout_s=dev.timeout_s)
+        drivers[dev.name] = ModbusDevice(dev, endpoints[key], live, clock)
+    return drivers, list(endpoints.values())
+
+
+class Node:
+    """One controller: role blocks over a process image over field drivers."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        clock: Clock | None = None,
+        driver_factory: DriverFactory | None = None,
+        blocks: Sequence[ControlBlock] | None = None,
+        interlocks: Sequence[ControlBlock] | None = None,
+        watchdog_thread: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or WallClock()
+        self.live: dict[str, Sample] = {}
+        self.events = EventLog()
+        self.commands = CommandQueue()
+        self._endpoints: list[ModbusEndpoint] = []
+        if driver_factory is None:
+            self.drivers, self._endpoints = build_modbus_drivers(config, self.live, self.clock)
+        else:
+            self.drivers = driver_factory(config, self.live, self.clock)
+        self.image = ProcessImage(config.devices, self.live)
+        self.watchdog = Watchdog(config.watchdog_s, self._on_watchdog)
+        self._use_thread = watchdog_thread
+        self.manual = ManualOutputs(self.commands, self.events, self.clock.wall)
+        heartbeats = [n for n, i in self.image.outputs_info.items() if i.spec.name == "ctrl_hb"]
+        role_blocks = ROLE_BLOCKS[config.role](config) if blocks is None else list(blocks)
+        self.engine = ScanEngine(
+            clock=self.clock,
+            period_s=config.scan_period_s,
+            image=self.image,
+            drivers=self.drivers,
+            blocks=[self.manual, Heartbeat(heartbeats), *role_blocks],
+            interlocks=ROLE_INTERLOCKS[config.role](config) if interlocks is None
+            else list(interlocks),
+            events=self.events,
+            watchdog=self.watchdog,
+        )
+
+    def _on_watchdog(self, reason: str, from_thread: bool) -> None:
+        self.events.raise_event(self.clock.wall(), "watchdog", Severity.CRITICAL,
+                                f"scan watchdog tripped: {reason}; outputs to failsafe",
+                                "watchdog")
+        if from_thread:
+            # The loop is frozen: the drivers cannot act, so write over fresh connections.
+            for err in write_failsafe_blocking(self.config.devices, timeout_s=0.5):
+                log.error("watchdog failsafe write: %s", err)
+        else:
+            self.image.stage_failsafe()
+            for device, values in self.image.flush_plan():
+                self.drivers[device].stage(values, self.clock.monotonic())
+
+    def reset_watchdog(self) -> None:
+        """Operator reset of a latched watchdog trip."""
+        self.watchdog.reset(self.clock.monotonic())
+        self.events.raise_event(self.clock.wall(), "watchdog", Severity.INFO,
+                                "watchdog reset by operator", "watchdog_reset")
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Run drivers and scan until cancelled or for `duration_s`; outputs to failsafe at exit."""
+        log.info("node %s (%s) starting: %d devices, scan %.0f ms", self.config.name,
+                 self.config.role, len(self.drivers), self.config.scan_period_s * 1000)
+        tasks = [asyncio.create_task(d.run(), name=f"driver-{n}") for n, d in self.drivers.items()]
+        tasks.append(asyncio.create_task(
+            monitor(self.watchdog, self.clock, self.config.watchdog_s / 4), name="watchdog"))
+        thread = WatchdogThread(self.watchdog, self.config.watchdog_s / 4)
+        if self._use_thread:
+            thread.start()
+        scan = asyncio.create_task(self.engine.run(), name="scan")
+        try:
+            if duration_s is None:
+                await scan
+            else:
+                done, _ = await asyncio.wait({scan}, timeout=duration_s)
+                if scan in done:
+                    scan.result()
+        finally:
+            scan.cancel()
+            thread.stop()
+            await self.shutdown(tasks)
+
+    async def shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Stop the drivers, then leave the plant in its failsafe state."""
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for ep in self._endpoints:
+            ep.close()
+        if self._endpoints:
+            errors = await asyncio.to_thread(write_failsafe_blocking, self.config.devices, 0.5)
+            for err in errors:
+                log.warning("failsafe at shutdown: %s", err)
+        log.info("node %s stopped", self.config.name)
+
+    def get_status(self) -> dict[str, Any]:
+        """Everything a status reader needs: node, scan, image, drivers, events, commands."""
+        return {
+            "node": {"name": self.config.name, "role": self.config.role,
+                     "site": self.config.site, "version": __version__},
+            "scan": self.engine.get_status(),
+            "devices": {n: d.get_status() for n, d in self.drivers.items()},
+            "events": self.events.get_status(),
+            "commands": self.commands.get_status(),
+        }

@@ -1,0 +1,1 @@
+"""Safety: watchdog, failsafe image, interlocks (run last every scan)."""
