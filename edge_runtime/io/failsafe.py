@@ -1,0 +1,83 @@
+"""Failsafe writes over fresh, blocking Modbus connections, for use when the event loop is stuck.
+
+The scan watchdog's thread calls write_failsafe_blocking when the loop itself is frozen, so
+nothing here touches asyncio: pymodbus's synchronous client on its own sockets, one thread per
+endpoint so a dead gateway does not delay the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from pymodbus.client import ModbusTcpClient
+
+from edge_runtime.config.schema import DeviceConfig
+from edge_runtime.io.blocks import WriteItem, plan_writes
+from edge_runtime.io.codec import encode
+
+log = logging.getLogger(__name__)
+
+
+def failsafe_writes(device: DeviceConfig) -> list[tuple[int, list[int]]]:
+    """(start address, registers) FC16 blocks that put every output of `device` at failsafe.
+
+    Raises CodecError if a failsafe value cannot be encoded (a configuration error).
+    """
+    items = [WriteItem(p.name, p.address, tuple(encode(p.failsafe, p.encoding)))
+             for p in device.io_map.outputs if p.failsafe is not None]
+    return [(b.start, list(b.words)) for b in plan_writes(items)]
+
+
+def _write_endpoint(host: str, port: int, devices: Sequence[DeviceConfig],
+                    timeout_s: float) -> list[str]:
+    errors: list[str] = []
+    client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
+    try:
+        if not client.connect():  # type: ignore[no-untyped-call]  # untyped in pymodbus 3.16
+            return [f"{d.name}: cannot connect to {host}:{port}" for d in devices]
+        for dev in devices:
+            try:
+                blocks = failsafe_writes(dev)
+            except ValueError as exc:  # CodecError is a ValueError
+                errors.append(f"{dev.name}: failsafe not encodable: {exc}")
+                continue
+            for start, words in blocks:
+                try:
+                    rsp = client.write_registers(start, words, device_id=dev.unit_id)
+                except Exception as exc:  # pymodbus raises several kinds; report them all
+                    errors.append(f"{dev.name}: write {start}+{len(words)} failed: {exc}")
+                    if not client.connected:
+                        break
+                    continue
+                if rsp.isError():
+                    errors.append(f"{dev.name}: write {start}+{len(words)}: "
+                                  f"modbus exception {rsp.exception_code}")
+    except Exception as exc:  # never raise into the watchdog thread
+        errors.append(f"{host}:{port}: {exc!r}")
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+    return errors
+
+
+def write_failsafe_blocking(devices: Sequence[DeviceConfig], timeout_s: float) -> list[str]:
+    """Write every output's failsafe value to every device; returns error strings, never raises."""
+    by_endpoint: dict[tuple[str, int], list[DeviceConfig]] = {}
+    for dev in devices:
+        if dev.io_map.outputs:
+            by_endpoint.setdefault((dev.host, dev.port), []).append(dev)
+    if not by_endpoint:
+        return []
+    errors: list[str] = []
+    try:
+        with ThreadPoolExecutor(max_workers=len(by_endpoint),
+                                thread_name_prefix="failsafe") as pool:
+            futures = [pool.submit(_write_endpoint, host, port, devs, timeout_s)
+                       for (host, port), devs in by_endpoint.items()]
+            for fut in futures:
+                errors.extend(fut.result())
+    except Exception as exc:  # e.g. no thread could be started: still report, never raise
+        errors.append(f"failsafe writer: {exc!r}")
+    log.debug("failsafe written to %d endpoint(s), %d error(s)", len(by_endpoint), len(errors))
+    return errors
