@@ -229,9 +229,6 @@ def test_non_numbers_are_refused(value: object) -> None:
         encode(value, enc(U16))  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "codec bug: an integer encode whose scaled raw value overflows to inf raises "
-    "OverflowError from round() instead of CodecError; remove this mark once fixed"))
 def test_huge_scaled_integer_is_a_codec_error() -> None:
     with pytest.raises(CodecError):
         encode(1e308, enc(U16, scale=0.001))  # 1e308 / 0.001 overflows to inf

@@ -437,10 +437,6 @@ def test_model_must_match_file_name(tmp_path: Path) -> None:
     assert any(line.startswith(f"{path}: [device] model: ") for line in errors_of(path))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "loader gap: a failsafe the register type cannot hold (1000 % on uint16 scale 0.01, no max) "
-    "loads clean and only fails, with CodecError, at the first failsafe write; "
-    "remove this mark once iomap.py checks encode(failsafe)"))
 def test_failsafe_the_type_cannot_hold_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD_POINTS.replace("max = 100.0\n", "")
                  .replace("failsafe = 100.0", "failsafe = 1000.0"))

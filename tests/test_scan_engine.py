@@ -184,8 +184,9 @@ async def test_watchdog_drives_failsafe_when_scan_stalls_and_latches(pump_device
         while not node.watchdog.tripped:
             await asyncio.sleep(0)
     checker.cancel()
-    tripped_after = clock.monotonic() - stalled_at
-    assert 0.5 < tripped_after <= 0.55 + 1e-9
+    # First check past the 500 ms timeout, at the monitor's 50 ms cadence.
+    assert "silent for 550 ms" in node.watchdog.last_reason
+    assert clock.monotonic() - stalled_at < 0.7
     assert fake.staged[-1][1] == {"speed_ref": 100.0}  # failsafe staged to the driver
     assert [e.code for e in node.events.recent()][-1] == "watchdog"
     # The trip latches: the scan resumes but outputs stay at failsafe until reset.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.config.schema import Access, IoMap, PointSpec, Table
-from edge_runtime.io.codec import DataType, Encoding
+from edge_runtime.io.codec import CodecError, DataType, Encoding, encode
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPES = [t.name.lower() for t in DataType]
@@ -95,6 +95,15 @@ def _read_point(name: str, sec: Section) -> PointSpec | None:
             sec.error("max_hold_s", "only outputs (access w or rw) have max_hold_s")
     if minimum is not None and maximum is not None and minimum >= maximum:
         sec.error("min", f"must be < max ({minimum:g} >= {maximum:g})")
+    encoding = Encoding(dtype, scale=scale, offset=offset, byte_swap=byte_swap,
+                        word_swap=word_swap)
+    # A failsafe the register cannot hold would only fail when it is needed most.
+    for key, bound in (("failsafe", failsafe), ("min", minimum), ("max", maximum)):
+        if bound is not None and scale != 0.0:
+            try:
+                encode(bound, encoding)
+            except CodecError as exc:
+                sec.error(key, f"does not fit the register: {exc}")
     if failsafe is not None:
         lo = minimum if minimum is not None else float("-inf")
         hi = maximum if maximum is not None else float("inf")
@@ -104,8 +113,7 @@ def _read_point(name: str, sec: Section) -> PointSpec | None:
         name=name,
         table=tbl,
         address=address,
-        encoding=Encoding(dtype, scale=scale, offset=offset, byte_swap=byte_swap,
-                          word_swap=word_swap),
+        encoding=encoding,
         access=access,
         unit=unit,
         description=description,

@@ -121,6 +121,8 @@ def encode(value: float, enc: Encoding) -> list[int]:
     if not math.isfinite(value):
         raise CodecError(f"value must be finite, got {value}")
     raw: int | float = (value - enc.offset) / enc.scale
+    if not math.isfinite(raw):
+        raise CodecError(f"{value:g} overflows {enc.dtype.name.lower()} after scaling")
     if enc.dtype.is_integer:
         raw = round(raw)
         lo, hi = _INT_RANGES[enc.dtype]
