@@ -172,6 +172,9 @@ async def test_refused_requests_answer_modbus_exceptions(sim: Simulator) -> None
     try:
         rr = await client.write_register(ref.address, 20000, device_id=1)  # 200 % > max
         assert rr.isError() and rr.exception_code == 3
+        rr = await client.write_register(ref.address, 6000, device_id=1)  # FC6 within range
+        assert not rr.isError() and rr.registers == [6000]
+        assert sim.rig.units["pump1"].bank.get("speed_ref") == 60.0
         rr = await client.write_register(status.address, 1, device_id=1)  # an input
         assert rr.isError() and rr.exception_code == 2
         rr = await client.read_holding_registers(0, count=50, device_id=1)  # past the map

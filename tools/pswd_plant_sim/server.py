@@ -27,7 +27,9 @@ from pswd_plant_sim.rig import Rig, Unit
 
 log = logging.getLogger(__name__)
 
-_READ_TABLE = {3: Table.HOLDING, 4: Table.INPUT}
+# pymodbus reads back after a write with the write's function code (FC6 echoes the register)
+_READ_TABLE = {3: Table.HOLDING, 4: Table.INPUT, 6: Table.HOLDING, 16: Table.HOLDING,
+               22: Table.HOLDING, 23: Table.HOLDING}
 _WRITE_CODES = (6, 16)
 
 
