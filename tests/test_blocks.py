@@ -9,6 +9,7 @@ import pytest
 
 from edge_runtime.config.schema import Access, PointSpec, Table
 from edge_runtime.io.blocks import (
+    OutputSchedule,
     WriteBlock,
     WriteItem,
     minimum_requests,
@@ -196,3 +197,84 @@ def test_overlapping_writes_refused() -> None:
 
 def test_plan_writes_empty() -> None:
     assert plan_writes([]) == []
+
+
+def out(name: str, address: int, dtype: str = "uint16", *, hold: float | None = 1.0,
+        failsafe: float | None = 0.0, lo: float | None = 0.0, hi: float | None = 100.0,
+        scale: float = 1.0) -> PointSpec:
+    """An output point."""
+    return PointSpec(name=name, table=Table.HOLDING, address=address,
+                     encoding=Encoding(DataType.from_name(dtype), scale=scale), access=Access.W,
+                     minimum=lo, maximum=hi, failsafe=failsafe, max_hold_s=hold)
+
+
+def due(s: OutputSchedule, now: float) -> dict[str, tuple[int, ...]]:
+    """Writes due at `now`, acknowledged as if the device accepted them all."""
+    items = s.due(now)
+    s.acknowledged(i.name for i in items)
+    s.finished(now, True, retry_s=0.1)
+    return {i.name: i.words for i in items}
+
+
+def test_schedule_writes_nothing_before_the_first_stage() -> None:
+    s = OutputSchedule("d", [out("a", 0)], refresh_s=1.0)
+    assert s.due(100.0) == [] and s.next_wake() == float("inf")
+
+
+def test_schedule_writes_changes_only_then_refreshes_everything() -> None:
+    s = OutputSchedule("d", [out("a", 0), out("b", 1, scale=0.1)], refresh_s=1.0)
+    assert s.stage({"a": 5.0, "b": 2.5}, 0.0) is True
+    assert due(s, 0.0) == {"a": (5,), "b": (25,)}
+    assert s.stage({"a": 5.0, "b": 2.5}, 0.1) is False  # unchanged: no wake-up
+    assert s.stage({"a": 6.0, "b": 2.5}, 0.2) is True
+    assert due(s, 0.2) == {"a": (6,)}
+    assert s.next_wake() == pytest.approx(1.0)  # the refresh (hold expiry is later: 1.2)
+    assert due(s, 1.0) == {"a": (6,), "b": (25,)}
+
+
+def test_schedule_failed_write_retries_and_keeps_unacknowledged_dirty() -> None:
+    s = OutputSchedule("d", [out("a", 0)], refresh_s=10.0)
+    s.stage({"a": 1.0}, 0.0)
+    assert [i.name for i in s.due(0.0)] == ["a"]
+    s.finished(0.0, False, retry_s=0.1)
+    assert s.next_wake() == pytest.approx(0.1)
+    assert due(s, 0.1) == {"a": (1,)}
+    assert due(s, 0.2) == {}
+
+
+def test_schedule_max_hold_drives_failsafe_until_staged_again() -> None:
+    s = OutputSchedule("d", [out("a", 0, failsafe=7.0, hold=0.5), out("b", 1, hold=None)],
+                       refresh_s=10.0)
+    s.stage({"a": 50.0, "b": 3.0}, 0.0)
+    due(s, 0.0)
+    assert s.next_wake() == pytest.approx(0.5)
+    assert due(s, 0.49) == {}
+    assert due(s, 0.5) == {"a": (7,)}  # at the wake-up time itself, so the writer never spins
+    assert s.held == {"a"}
+    assert s.stage({"a": 50.0, "b": 3.0}, 0.6) is True  # fresh scan: leave failsafe
+    assert s.held == set() and due(s, 0.6) == {"a": (50,)}
+
+
+def test_schedule_hold_without_failsafe_never_busy_loops() -> None:
+    s = OutputSchedule("d", [out("a", 0, failsafe=None, hold=0.5)], refresh_s=10.0)
+    s.stage({"a": 1.0}, 0.0)
+    due(s, 0.0)
+    assert due(s, 5.0) == {}  # no failsafe to drive: the value stands
+    assert s.next_wake() == pytest.approx(10.0)  # only the refresh wakes the writer
+
+
+def test_schedule_refuses_bad_values_and_keeps_the_previous_one() -> None:
+    s = OutputSchedule("d", [out("a", 0), out("big", 1, hi=None)], refresh_s=10.0)
+    s.stage({"a": 5.0}, 0.0)
+    due(s, 0.0)
+    for bad in (101.0, -0.5, float("nan"), float("inf"), True, "5"):
+        assert s.stage({"a": bad}, 0.1) is False  # type: ignore[dict-item]
+    assert s.stage({"nope": 1.0}, 0.1) is False
+    assert s.stage({"big": 70000.0}, 0.1) is False  # no max, but uint16 cannot hold it
+    assert s.refused == 8 and "raw 70000" in s.last_refusal
+    assert s.values == {"a": 5.0} and due(s, 0.2) == {}
+
+
+def test_schedule_unencodable_failsafe_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match=r"d\.a: failsafe"):
+        OutputSchedule("d", [out("a", 0, failsafe=-1.0, lo=None)], refresh_s=1.0)

@@ -220,12 +220,18 @@ async def test_server_down_at_start_then_recovers(tmp_path: Path) -> None:
         await wait_for(lambda: table.get("m1.temp", Sample(0, Quality.GOOD, 0)).reason
                        == "not connected", what="BAD not connected")
         assert not dev.get_status()["connected"]
+        dev.stage({"setpoint": 12.0}, dev.clock.monotonic())  # the scan runs; the device is away
+        await asyncio.sleep(0.3)  # a window to count connect attempts in, not a synchronisation
+        failures = dev.endpoint.connect_failures
+        assert 2 <= failures <= 6  # 0.1, 0.2, 0.4 s backoff: no spinning poller or writer
         async with ModbusPeer(port) as peer:
             await load_meter(peer, 1, io_map)
             await wait_for(lambda: all(good(table, f"m1.{n}") for n in INPUTS), timeout=3,
                            what="recovery")
+            await wait_for(lambda: peer.writes, what="staged output written after connecting")
     assert table["m1.flow"].value == 3.5
-    assert dev.endpoint.connect_failures >= 1
+    assert peer.writes[0][2:] == (10, [120])
+    assert dev.get_status()["errors"]["not_connected"] >= 1
 
 
 async def test_server_restart_mid_run_reconnects_and_rewrites_outputs(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Modbus request planning (sans-IO): group points into as few read and write requests as allowed.
+"""Modbus request planning (sans-IO): which registers to read and write, in how few requests.
 
 Reads: points of one table, sorted by address, are merged greedily into blocks of at most
 `max_count` registers (125, the FC3/FC4 limit), bridging at most `max_gap` unused registers;
@@ -10,16 +10,24 @@ A ReadBlock carries a decoder compiled once: at most four `struct.Struct`s over 
 bytes (big- or little-endian, bytes as received or byte-swapped per word), so decoding a block
 of 100 points costs a few C calls instead of one codec call per point. The result equals
 `codec.decode` point by point (golden-tested).
+
+OutputSchedule decides which outputs are due for writing at a given time: changed ones,
+all of them every refresh period, and failsafe values once the scan has not staged anything
+for longer than an output's max_hold_s. The driver does the I/O; time is handed in.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edge_runtime.config.schema import PointSpec, Table
-from edge_runtime.io.codec import CodecError
+from edge_runtime.io.codec import CodecError, encode
+
+log = logging.getLogger(__name__)
 
 MAX_READ_COUNT = 125  # FC3/FC4: registers per request
 MAX_WRITE_COUNT = 123  # FC16: registers per request
@@ -195,3 +203,119 @@ def plan_writes(items: Iterable[WriteItem], max_count: int = MAX_WRITE_COUNT) ->
     if names:
         blocks.append(WriteBlock(start, tuple(words), tuple(names)))
     return blocks
+
+
+def output_words(spec: PointSpec | None, value: object) -> tuple[int, ...]:
+    """Registers for a staged output value; CodecError says why it is refused."""
+    if spec is None:
+        raise CodecError("not an output of this device")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CodecError("not a finite number")
+    lo = -math.inf if spec.minimum is None else spec.minimum
+    hi = math.inf if spec.maximum is None else spec.maximum
+    if not lo <= value <= hi:
+        raise CodecError(f"outside {lo:g}..{hi:g}")
+    return tuple(encode(value, spec.encoding))
+
+
+class OutputSchedule:
+    """Which outputs of one device to write at time `now`: changed, refresh due, or failsafe."""
+
+    def __init__(self, device: str, outputs: Iterable[PointSpec], refresh_s: float) -> None:
+        self.device, self.refresh_s = device, refresh_s
+        self.specs = {p.name: p for p in outputs}
+        self.failsafe: dict[str, tuple[int, ...]] = {}
+        for p in self.specs.values():
+            if p.failsafe is not None:
+                try:
+                    self.failsafe[p.name] = tuple(encode(p.failsafe, p.encoding))
+                except CodecError as exc:  # a config bug: refuse to start rather than guess
+                    raise ValueError(f"{device}.{p.name}: failsafe {exc}") from None
+        self.values: dict[str, float] = {}  # accepted engineering values
+        self.commanded: dict[str, tuple[int, ...]] = {}  # their registers
+        self.written: dict[str, tuple[int, ...]] = {}  # registers the device last acknowledged
+        self.held: set[str] = set()  # outputs at failsafe because staging stopped
+        self.last_stage: float | None = None
+        self.refused = 0
+        self.last_refusal = ""
+        self._refused_last: dict[str, object] = {}
+        self._last_refresh = -math.inf
+        self._retry_at = math.inf
+        self._refreshing = False
+        self._targets: dict[str, tuple[int, ...]] = {}
+
+    def stage(self, values: Mapping[str, float], now: float) -> bool:
+        """Accept the scan's values (refusing bad ones); True when something must be written."""
+        changed = False
+        for name, value in values.items():
+            if self.values.get(name, math.nan) == value and type(value) is not bool:
+                continue  # unchanged: the common case every scan
+            try:
+                words = output_words(self.specs.get(name), value)
+            except CodecError as exc:
+                self._refuse(name, value, str(exc))
+                continue
+            self.values[name] = value
+            self._refused_last.pop(name, None)
+            if self.commanded.get(name) != words:
+                self.commanded[name] = words
+                changed = True
+        self.last_stage = now
+        if self.held:
+            log.info("%s: outputs staged again; leaving failsafe for %s",
+                     self.device, ", ".join(sorted(self.held)))
+            self.held.clear()
+            changed = True
+        return changed
+
+    def _refuse(self, name: str, value: object, why: str) -> None:
+        self.refused += 1
+        self.last_refusal = f"output {name} = {value!r} refused: {why}; keeping the previous value"
+        if self._refused_last.get(name, object()) != value:  # log once per refused value
+            self._refused_last[name] = value
+            log.warning("%s: %s", self.device, self.last_refusal)
+
+    def next_wake(self) -> float:
+        """Monotonic time of the next refresh, retry or max-hold expiry (inf: only on stage)."""
+        if self.last_stage is None:
+            return math.inf
+        # A pending retry replaces an overdue refresh (the retry writes everything due then):
+        # taking the earlier of the two would spin while the device is unreachable.
+        wake = self._retry_at if self._retry_at < math.inf else self._last_refresh + self.refresh_s
+        for name, spec in self.specs.items():
+            if spec.max_hold_s is not None and name in self.failsafe and name not in self.held:
+                wake = min(wake, self.last_stage + spec.max_hold_s)
+        return wake
+
+    def due(self, now: float) -> list[WriteItem]:
+        """Writes to make now; nothing before the first stage()."""
+        if self.last_stage is None:
+            return []
+        silent = now - self.last_stage
+        targets: dict[str, tuple[int, ...]] = {}
+        for name, spec in self.specs.items():
+            failsafe = self.failsafe.get(name)
+            if spec.max_hold_s is not None and failsafe is not None and silent >= spec.max_hold_s:
+                if name not in self.held:
+                    self.held.add(name)
+                    log.warning("%s: output %s: no new value for %.0f ms (max_hold_s %g): "
+                                "writing failsafe %g", self.device, name, silent * 1e3,
+                                spec.max_hold_s, spec.failsafe)
+                targets[name] = failsafe
+            elif name in self.commanded:
+                targets[name] = self.commanded[name]
+        self._targets = targets
+        self._refreshing = now >= self._last_refresh + self.refresh_s
+        return [WriteItem(n, self.specs[n].address, w) for n, w in targets.items()
+                if self._refreshing or self.written.get(n) != w]
+
+    def acknowledged(self, names: Iterable[str]) -> None:
+        """The device accepted the write of these outputs (from the last due())."""
+        for name in names:
+            self.written[name] = self._targets[name]
+
+    def finished(self, now: float, ok: bool, retry_s: float) -> None:
+        """The writes of the last due() are done; retry after retry_s if any failed."""
+        if ok and self._refreshing:
+            self._last_refresh = now
+        self._retry_at = math.inf if ok else now + retry_s

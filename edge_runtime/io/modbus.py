@@ -26,11 +26,17 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from edge_runtime.config.schema import DeviceConfig, PointSpec, Table
+from edge_runtime.config.schema import DeviceConfig, Table
 from edge_runtime.core.clock import Clock
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.blocks import ReadBlock, WriteItem, minimum_requests, plan_reads, plan_writes
-from edge_runtime.io.codec import CodecError, encode
+from edge_runtime.io.blocks import (
+    OutputSchedule,
+    ReadBlock,
+    minimum_requests,
+    plan_reads,
+    plan_writes,
+)
+from edge_runtime.io.codec import CodecError
 from edge_runtime.io.ports import InputTable
 
 log = logging.getLogger(__name__)
@@ -199,17 +205,10 @@ class ModbusEndpoint:
                 "last_error": self.last_error}
 
 
-def _output_words(spec: PointSpec | None, value: object) -> tuple[int, ...]:
-    """Registers for a staged output value; CodecError says why it is refused."""
-    if spec is None:
-        raise CodecError("not an output of this device")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CodecError("not a finite number")
-    lo = -math.inf if spec.minimum is None else spec.minimum
-    hi = math.inf if spec.maximum is None else spec.maximum
-    if not lo <= value <= hi:
-        raise CodecError(f"outside {lo:g}..{hi:g}")
-    return tuple(encode(value, spec.encoding))
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a read task's exception as seen: a cancelled poll may never await it."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ModbusDevice:
@@ -223,25 +222,11 @@ class ModbusDevice:
         self._minimum = minimum_requests(inputs)
         self._keys = {p.name: f"{config.name}.{p.name}" for p in inputs}
         self._block_reason = [""] * len(self.blocks)  # last error per block, to log transitions
-        self._outputs: dict[str, PointSpec] = {p.name: p for p in config.io_map.outputs}
-        self._failsafe: dict[str, tuple[int, ...]] = {}
-        for p in self._outputs.values():
-            if p.failsafe is not None:
-                try:
-                    self._failsafe[p.name] = tuple(encode(p.failsafe, p.encoding))
-                except CodecError as exc:  # a config bug: refuse to start rather than guess
-                    raise ValueError(f"{config.name}.{p.name}: failsafe {exc}") from None
-        self._values: dict[str, float] = {}  # accepted engineering values, by output name
-        self._commanded: dict[str, tuple[int, ...]] = {}  # their registers
-        self._written: dict[str, tuple[int, ...]] = {}  # registers last written successfully
-        self._written_gen = -1  # endpoint generation those writes went to
-        self._refused_last: dict[str, object] = {}
-        self._held: set[str] = set()  # outputs at failsafe because staging stopped
-        self._last_stage: float | None = None
-        self._last_refresh = -math.inf
-        self._retry_at = math.inf
+        self.outputs = OutputSchedule(config.name, config.io_map.outputs, config.refresh_s)
+        self._written_gen = -1  # endpoint generation the last writes went to
+        self._write_reason = ""  # last write error, to log transitions
         self._wake = asyncio.Event()
-        self.polls = self.writes = self.refused = self.overruns = 0
+        self.polls = self.writes = self.overruns = 0
         self.errors: Counter[str] = Counter()
         self.last_error = ""
         self.last_poll_ms = 0.0
@@ -261,7 +246,6 @@ class ModbusDevice:
         """Fewest read requests that could cover the inputs (for comparison)."""
         return self._minimum
 
-    # -- polling ----------------------------------------------------------------------------
     async def run(self) -> None:
         """Poll on absolute deadlines and write outputs until cancelled; never raises."""
         writer = asyncio.create_task(self._write_loop(), name=f"{self._config.name}-writer")
@@ -288,10 +272,11 @@ class ModbusDevice:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
 
+    # -- inputs -----------------------------------------------------------------------------
     async def poll_once(self) -> None:
         """Read every planned block once and publish the samples."""
-        cfg, ep, table = self._config, self.endpoint, self.table
-        if ep.generation != self._written_gen and self._last_stage is not None:
+        ep, blocks = self.endpoint, self.blocks
+        if ep.generation != self._written_gen and self.outputs.last_stage is not None:
             self._wake.set()  # (re)connected since the last write: rewrite every output
         if not await ep.ensure_connected():
             reason = "disconnected" if ep.ever_connected else "not connected"
@@ -299,30 +284,55 @@ class ModbusDevice:
             self._mark_bad(self._keys, reason)
             return
         t0 = time.perf_counter()
-        wall, good = self.clock.wall, Quality.GOOD
-        for i, block in enumerate(self.blocks):
-            try:
-                words = await ep.read(block.table, block.start, block.count,
-                                      unit_id=cfg.unit_id, timeout_s=cfg.timeout_s)
-                values = block.decode(words)
-            except FieldError as err:
-                self._block_failed(i, err.kind, err.reason)
-                if err.kind == DISCONNECTED:
+        # Pipelined: block i+1's request goes out before block i is decoded and published, so
+        # that CPU work overlaps the device's response time. The endpoint lock still keeps
+        # exactly one request in flight.
+        pending = self._read(blocks[0]) if blocks else None
+        try:
+            for i, block in enumerate(blocks):
+                assert pending is not None
+                try:
+                    words, error = await pending, None
+                except FieldError as err:
+                    words, error = (), err
+                pending = None
+                if error is not None and error.kind == DISCONNECTED:
+                    self._block_failed(i, error.kind, error.reason)
                     self._mark_bad(self._keys, "disconnected")
                     break
-                continue
-            except CodecError as exc:
-                self._block_failed(i, "decode", f"decode error: {exc}")
-                continue
-            if self._block_reason[i]:
-                log.info("%s: %s", self._config.name, f"{self._where(block)} reads again")
-                self._block_reason[i] = ""
-            ts, keys = wall(), self._keys
-            for name, value in values.items():
-                table[keys[name]] = (Sample(value, good, ts) if math.isfinite(value)
-                                     else Sample.bad("not a finite number", ts))
+                if i + 1 < len(blocks):
+                    pending = self._read(blocks[i + 1])
+                    await asyncio.sleep(0)  # let it send before the CPU work below
+                if error is not None:
+                    self._block_failed(i, error.kind, error.reason)
+                else:
+                    self._publish(i, block, words)
+        finally:
+            if pending is not None:
+                pending.cancel()
         self.polls += 1
         self.last_poll_ms = (time.perf_counter() - t0) * 1000
+
+    def _read(self, block: ReadBlock) -> asyncio.Task[Sequence[int]]:
+        cfg = self._config
+        task = asyncio.ensure_future(self.endpoint.read(
+            block.table, block.start, block.count, unit_id=cfg.unit_id, timeout_s=cfg.timeout_s))
+        task.add_done_callback(_retrieve)
+        return task
+
+    def _publish(self, i: int, block: ReadBlock, words: Sequence[int]) -> None:
+        try:
+            values = block.decode(words)
+        except CodecError as exc:
+            self._block_failed(i, "decode", f"decode error: {exc}")
+            return
+        if self._block_reason[i]:
+            log.info("%s: %s reads again", self._config.name, self._where(block))
+            self._block_reason[i] = ""
+        ts, keys, table, good = self.clock.wall(), self._keys, self.table, Quality.GOOD
+        for name, value in values.items():
+            table[keys[name]] = (Sample(value, good, ts) if math.isfinite(value)
+                                 else Sample.bad("not a finite number", ts))
 
     def _where(self, block: ReadBlock) -> str:
         return f"unit {self._config.unit_id} {block.table.value} {block.start}+{block.count}"
@@ -342,125 +352,71 @@ class ModbusDevice:
             prev = self.table.get(key)  # keep the last value for display; BAD is never used
             self.table[key] = Sample.bad(reason, ts, prev.value if prev is not None else None)
 
-    def _error(self, kind: str, message: str) -> None:
-        self.errors[kind] += 1
+    def _error(self, kind: str, message: str, n: int = 1) -> None:
+        self.errors[kind] += n
         self.last_error = message
 
     # -- outputs ----------------------------------------------------------------------------
     def stage(self, values: Mapping[str, float], now: float) -> None:
-        """Take the scan's output values; refuse bad ones; wake the writer on change."""
-        changed = False
-        for name, value in values.items():
-            if self._values.get(name, math.nan) == value and type(value) is not bool:
-                continue  # unchanged: the common case every scan
-            try:
-                words = _output_words(self._outputs.get(name), value)
-            except CodecError as exc:
-                self._refuse(name, value, str(exc))
-                continue
-            self._values[name] = value
-            self._refused_last.pop(name, None)
-            if self._commanded.get(name) != words:
-                self._commanded[name] = words
-                changed = True
-        self._last_stage = now
-        if self._held:
-            log.info("%s: outputs staged again; leaving failsafe for %s",
-                     self._config.name, ", ".join(sorted(self._held)))
-            self._held.clear()
-            changed = True
-        if changed:
+        """Take the scan's output values (bad ones refused); wake the writer on change."""
+        refused = self.outputs.refused
+        if self.outputs.stage(values, now):
             self._wake.set()
-
-    def _refuse(self, name: str, value: object, why: str) -> None:
-        self.refused += 1
-        self.errors["refused"] += 1
-        message = f"output {name} = {value!r} refused: {why}; keeping the previous value"
-        self.last_error = message
-        if self._refused_last.get(name, object()) != value:  # log once per refused value
-            self._refused_last[name] = value
-            log.warning("%s: %s", self._config.name, message)
-
-    def _next_wake(self) -> float:
-        if self._last_stage is None:
-            return math.inf
-        wake = min(self._last_refresh + self._config.refresh_s, self._retry_at)
-        for name, spec in self._outputs.items():
-            if spec.max_hold_s is not None and name not in self._held:
-                wake = min(wake, self._last_stage + spec.max_hold_s)
-        return wake
+        if self.outputs.refused != refused:
+            self._error("refused", self.outputs.last_refusal, self.outputs.refused - refused)
 
     async def _write_loop(self) -> None:
         while True:
-            delay = self._next_wake() - self.clock.monotonic()
+            delay = self.outputs.next_wake() - self.clock.monotonic()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(None if math.isinf(delay) else delay):
                         await self._wake.wait()
+            else:
+                await asyncio.sleep(0)  # always yield: a due time that does not move must not spin
             self._wake.clear()
             try:
                 await self.write_due()
             except Exception as exc:  # a driver bug must not end writing
                 self._error("internal", repr(exc))
                 log.exception("%s: write failed", self._config.name)
-                self._retry_at = self.clock.monotonic() + self._config.poll_s
-
-    def _targets(self, now: float) -> dict[str, tuple[int, ...]]:
-        assert self._last_stage is not None
-        silent = now - self._last_stage
-        targets: dict[str, tuple[int, ...]] = {}
-        for name, spec in self._outputs.items():
-            failsafe = self._failsafe.get(name)
-            if spec.max_hold_s is not None and failsafe is not None and silent > spec.max_hold_s:
-                if name not in self._held:
-                    self._held.add(name)
-                    self.errors["max_hold"] += 1
-                    self.last_error = (f"output {name}: no new value for {silent * 1e3:.0f} ms "
-                                       f"(max_hold_s {spec.max_hold_s:g}): "
-                                       f"failsafe {spec.failsafe:g}")
-                    log.warning("%s: %s", self._config.name, self.last_error)
-                targets[name] = failsafe
-            elif name in self._commanded:
-                targets[name] = self._commanded[name]
-        return targets
+                self.outputs.finished(self.clock.monotonic(), False, self._config.poll_s)
 
     async def write_due(self) -> None:
-        """Write outputs that changed, are due a refresh, or must go to failsafe."""
-        if self._last_stage is None:
-            return  # nothing is driven until the scan has decided something
-        cfg, ep = self._config, self.endpoint
+        """Write outputs that changed, are due a refresh, or must go to failsafe (FC16)."""
+        cfg, ep, outputs = self._config, self.endpoint, self.outputs
         now = self.clock.monotonic()
-        targets = self._targets(now)
-        refresh = now >= self._last_refresh + cfg.refresh_s
-        if ep.generation != self._written_gen:
-            self._written.clear()  # new connection (maybe a rebooted device): write everything
-        items = [WriteItem(n, self._outputs[n].address, w) for n, w in targets.items()
-                 if refresh or self._written.get(n) != w]
-        if not items:
-            self._retry_at = math.inf
+        held = len(outputs.held)
+        items = outputs.due(now)
+        if len(outputs.held) > held:
+            self._error("max_hold", f"outputs at failsafe: {', '.join(sorted(outputs.held))}")
+        if ep.generation != self._written_gen and await ep.ensure_connected():
+            outputs.written.clear()  # new connection (maybe a rebooted device): write everything
+            self._written_gen = ep.generation
+            items = outputs.due(now)
+        if not items or not await ep.ensure_connected():
+            outputs.finished(now, not items, cfg.poll_s)
             return
-        if not await ep.ensure_connected():
-            self._retry_at = now + cfg.poll_s
-            return
-        self._written_gen, ok = ep.generation, True
+        ok = True
         for block in plan_writes(items):
             try:
                 await ep.write(block.start, block.words, unit_id=cfg.unit_id,
                                timeout_s=cfg.timeout_s)
             except FieldError as err:
                 ok = False
-                self._error(err.kind, f"write unit {cfg.unit_id} holding {block.start}: "
-                                      f"{err.reason}")
-                log.warning("%s: write %s failed: %s", cfg.name, ",".join(block.names), err)
+                where = f"write unit {cfg.unit_id} holding {block.start}+{len(block.words)}"
+                self._error(err.kind, f"{where}: {err.reason}")
+                if err.reason != self._write_reason:  # log transitions, not every retry
+                    log.warning("%s: %s (%s): %s", cfg.name, where, ",".join(block.names), err)
+                    self._write_reason = err.reason
                 if err.kind == DISCONNECTED:
                     break
                 continue
             self.writes += 1
-            for name in block.names:
-                self._written[name] = targets[name]
-        if refresh and ok:
-            self._last_refresh = now
-        self._retry_at = math.inf if ok else now + cfg.poll_s
+            outputs.acknowledged(block.names)
+        if ok:
+            self._write_reason = ""
+        outputs.finished(now, ok, cfg.poll_s)
 
     def get_status(self) -> dict[str, Any]:
         """Connection, polling, request and error figures for every status reader."""
@@ -470,7 +426,7 @@ class ModbusDevice:
             "unit_id": cfg.unit_id, "polls": self.polls,
             "requests_per_poll": self.requests_per_poll, "minimum_requests": self._minimum,
             "last_poll_ms": round(self.last_poll_ms, 3), "overruns": self.overruns,
-            "writes": self.writes, "refused_writes": self.refused,
-            "outputs_at_failsafe": sorted(self._held), "errors": dict(self.errors),
+            "writes": self.writes, "refused_writes": self.outputs.refused,
+            "outputs_at_failsafe": sorted(self.outputs.held), "errors": dict(self.errors),
             "last_error": self.last_error, "connection": self.endpoint.get_status(),
         }
