@@ -349,6 +349,14 @@ async def test_write_failsafe_blocking_writes_to_a_real_server(tmp_path: Path) -
                                                                             *encode(100.0, speed)]
     assert errors == []
     assert peer.count(fc=FC_WRITE_MULTIPLE) == 2
+    async with ModbusPeer(port, unit_ids=(1, 2)) as peer:
+        peer.delays[1] = 1.0  # unit 1 hangs: reported, and unit 2 still gets its failsafe
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        errors = await asyncio.to_thread(write_failsafe_blocking, devices, 0.2)
+        assert loop.time() - t0 < 0.8
+        assert len(errors) == 1 and errors[0].startswith("a: write 10+3 failed")
+        assert await peer.get_registers(2, Table.HOLDING, 10, 1) == [200]
     dead = [dev_config(io_map, free_port(), name="gone")]
     errors = await asyncio.to_thread(write_failsafe_blocking, dead, 0.2)
     assert len(errors) == 1 and "gone: cannot connect" in errors[0]

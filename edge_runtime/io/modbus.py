@@ -6,9 +6,9 @@ FieldError. pymodbus's own retries and auto-reconnect are disabled and its respo
 distant backstop, so exactly one policy (ours) decides timeouts and reconnects.
 
 ModbusDevice implements the FieldDevice port: it polls the planned read blocks on absolute
-deadlines into the InputTable, and writes staged outputs from a separate task: on change
-(woken by an Event), on the periodic refresh, and as failsafe values when the scan stops
-staging for longer than an output's max_hold_s.
+deadlines into the InputTable, and writes staged outputs from a separate task, woken by an
+Event on change and by a timer for the periodic refresh and max_hold_s expiry; which writes
+are due is decided by the sans-IO blocks.OutputSchedule.
 """
 
 from __future__ import annotations
