@@ -151,7 +151,8 @@ def build_sim_config(data: Mapping[str, Any], file: str, base_dir: Path,
     endpoints = _read_endpoints(top, errors)
     devices = _read_devices(top, file, maps_dir, {e.name for e in endpoints}, loop.pumps, errors)
     top.finish()
-    faults = _read_faults(faults_raw, file, {d.name: d for d in devices}, errors)
+    faults = _read_faults(faults_raw, file, {d.name: d for d in devices}, loop.leak_cable_m,
+                          errors)
     return SimConfig(plant=plant, step_s=step_ms / 1000.0, realtime=realtime,
                      endpoints=endpoints, devices=devices, faults=faults)
 
@@ -216,7 +217,7 @@ def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], 
     return tuple(out)
 
 
-def _read_faults(raw: Any, file: str, devices: Mapping[str, DeviceSpec],
+def _read_faults(raw: Any, file: str, devices: Mapping[str, DeviceSpec], cable_m: float,
                  errors: ErrorLog) -> tuple[FaultSpec, ...]:
     if not isinstance(raw, list):
         errors.add(file, "", "faults", "must be an array of tables ([[faults]])")
@@ -230,7 +231,7 @@ def _read_faults(raw: Any, file: str, devices: Mapping[str, DeviceSpec],
         duration_s = sec.get_float("duration_s", None, above=0.0)
         point = sec.get_str("point", None)
         rate = sec.get_float("rate_per_s", 0.0, minval=-1e6, maxval=1e6)
-        position = sec.get_float("position_m", 0.0, minval=0.0, maxval=6553.0)
+        position = sec.get_float("position_m", 0.0, minval=0.0, maxval=cable_m)
         response = sec.get_str("response", "exception", choices=("exception", "silent"))
         sec.finish()
         if not isinstance(device, str) or kind not in _FAULT_KINDS:

@@ -150,7 +150,8 @@ def solve_parallel(
         return [math.sqrt(max(shutoff_bar * s * s - h, 0.0) / pump_k) for s in speeds]
 
     lo, hi = 0.0, top
-    for _ in range(60):  # bisection: sum of pump flows falls with head, system flow rises
+    # bisection to 2^-44 of the top head: pump flows fall with head, system flow rises
+    for _ in range(44):
         mid = 0.5 * (lo + hi)
         if sum(flows(mid)) > math.sqrt(mid / system_k):
             lo = mid

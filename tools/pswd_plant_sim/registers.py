@@ -10,7 +10,7 @@ for longer than that falls back to its `failsafe` value (Klipper's `max_duration
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edge_runtime.config.schema import IoMap, PointSpec, Table
 from edge_runtime.io.codec import CodecError, Encoding, decode, encode
@@ -61,6 +61,11 @@ class RegisterBank:
         self.client_words: dict[str, list[int]] = {}
         self.failsafe_active: set[str] = set()
         self.writes = 0
+        # Inputs are encoded lazily: after a step the owner marks the bank stale, and the
+        # first read (client or simulator side) calls `refresher` to write fresh inputs.
+        # Devices nobody polls cost nothing, which keeps 1,000-point configs cheap.
+        self.stale = False
+        self.refresher: Callable[[], None] | None = None
         for p in io_map.outputs:
             assert p.failsafe is not None  # the io_map loader requires it on outputs
             self._put(p, encode_saturating(p.failsafe, p.encoding))
@@ -80,10 +85,17 @@ class RegisterBank:
         return self._points[name]
 
     # -- client side ----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Bring the input registers up to date if a step made them stale."""
+        if self.stale and self.refresher is not None:
+            self.stale = False
+            self.refresher()
+
     def read(self, table: Table, address: int, count: int) -> list[int] | None:
         """Registers for a client read; None when any address is outside the device."""
         if table not in self._tables or count < 1:
             return None
+        self.refresh()
         base, regs = self._tables[table]
         off = address - base
         if off < 0 or off + count > len(regs):
@@ -129,6 +141,8 @@ class RegisterBank:
     def get(self, name: str) -> float:
         """Engineering value of a point as the registers hold it now."""
         p = self._points[name]
+        if not p.access.writable:
+            self.refresh()
         base, regs = self._tables[p.table]
         return decode(regs[p.address - base:p.end - base], p.encoding)
 

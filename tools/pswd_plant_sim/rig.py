@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from edge_runtime.config.schema import IoMap
@@ -96,7 +97,9 @@ class Rig:
             if spec.io_map.model == "battery_inverter":
                 sunspec.write_static(bank)
             inputs = tuple(p.name for p in spec.io_map.points if not p.access.writable)
-            self.units[spec.name] = Unit(spec, bank, device, inputs)
+            unit = Unit(spec, bank, device, inputs)
+            bank.refresher = partial(self._sync_unit, unit)
+            self.units[spec.name] = unit
         self._scheduled = sorted(faults, key=lambda f: f.at_s)
         for f in self._scheduled:
             problem = fault_error(f, self._spec(f.device))
@@ -137,14 +140,20 @@ class Rig:
                     self._end(unit, f)
 
     def _sync_inputs(self) -> None:
-        t = self.plant.t
         for unit in self.units.values():
-            values = unit.device.read()
-            apply_value_faults(values, unit.faults, t)
-            bank = unit.bank
-            for name in unit.inputs:
-                if name in values:
-                    bank.set(name, values[name])
+            unit.bank.stale = True  # encoded on the next read of this device
+
+    def _measure(self, unit: Unit) -> dict[str, float]:
+        values = unit.device.read()
+        apply_value_faults(values, unit.faults, self.plant.t)
+        return values
+
+    def _sync_unit(self, unit: Unit) -> None:
+        values = self._measure(unit)
+        bank = unit.bank
+        for name in unit.inputs:
+            if name in values:
+                bank.set(name, values[name])
 
     # -- faults ---------------------------------------------------------------------------
     def inject(self, spec: FaultSpec) -> ActiveFault:
@@ -157,7 +166,10 @@ class Rig:
         point = spec.point or unit.device.main_point
         until = t + spec.duration_s if spec.duration_s is not None else None
         active = ActiveFault(replace(spec, at_s=t), since=t, point=point, until=until)
+        if spec.kind is FaultKind.STUCK:  # frozen at what the transmitter shows right now
+            active.frozen = self._measure(unit).get(point)
         unit.faults.append(active)
+        unit.bank.stale = True
         if spec.kind not in VALUE_KINDS and spec.kind is not FaultKind.OFFLINE:
             unit.device.inject(spec.kind, spec.position_m)
         log.warning("fault injected at %.1f s: %s %s%s", t, spec.device, spec.kind.value,
@@ -174,6 +186,7 @@ class Rig:
 
     def _end(self, unit: Unit, fault: ActiveFault) -> None:
         unit.faults.remove(fault)
+        unit.bank.stale = True
         kind = fault.spec.kind
         if kind not in VALUE_KINDS and kind is not FaultKind.OFFLINE and not any(
             f.spec.kind is kind for f in unit.faults
