@@ -130,7 +130,7 @@ class RegisterBank:
             self.client_words[p.name] = regs[p.address - base:p.end - base]
             if p.name in self.failsafe_active:
                 self.failsafe_active.discard(p.name)
-                log.info("%s: %s written by the client again", self.name, p.name)
+                log.info("%s: %s under client control again (was failsafe)", self.name, p.name)
         return None
 
     # -- simulator side -------------------------------------------------------------------
