@@ -55,7 +55,6 @@ def words(values: list[str]) -> list[int]:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    mbpoll_path()
     simulator = Simulator(make_config(example_data()))
     await simulator.start()
     for _ in range(50):  # 5 s of plant: pumps up to speed, temperatures moving
