@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from edge_runtime.messages import annex_a
+from edge_runtime.messages import annex_a, models
 from edge_runtime.messages.annex_a import (
     ApprovalStatus,
     InfrastructureResponse,
@@ -217,9 +217,9 @@ def test_models_mirror_the_schema(kind: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         names = set(sub["properties"]) - ({"PSWD_version", "message_type"} if not path else set())
         assert set(fields) == names, annex_a.json_path(path)
-        hints = annex_a._hints(cls)
+        hints = models._hints(cls)
         for name in names:
-            inner = annex_a._unwrap_optional(hints[name])
+            inner = models._unwrap_optional(hints[name])
             if isinstance(inner, type) and dataclasses.is_dataclass(inner):
                 classes[(*path, name)] = inner
             is_required = name in sub.get("required", [])
@@ -465,3 +465,14 @@ def test_cli_large_file_is_not_read_whole(tmp_path: Path,
     big.write_bytes(b" " * (10 * 1024 * 1024))
     assert validate_main([str(big)]) == 1
     assert "larger than the 65536-byte limit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("2026-02-30T00:00:00Z", "not a valid RFC 3339 date-time"),
+    ("2026-01-01T24:00:00Z", "not a valid RFC 3339 date-time"),
+    ("2026-01-01T12:00:00", "not a valid RFC 3339 date-time"),
+    ("0001-01-01T00:00:00+01:00", "not a representable date-time"),
+])
+def test_parse_datetime_on_its_own(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_datetime(text)
