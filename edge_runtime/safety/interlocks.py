@@ -1,0 +1,401 @@
+"""Declarative interlocks: the node's safety layer, run last in every scan.
+
+One object (ControlBlock protocol, name "safety") evaluates every rule against the latched
+image, then has the last word on the outputs, in rising priority: control's values ->
+technician forces -> hold -> override -> trip -> isolate. Trips and isolations latch: they
+stay after their condition clears until an authorised role resets them, and a reset is
+refused while the condition is still present or cannot be evaluated. Each raise, clear,
+engagement and reset attempt is one event; nothing is logged per scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from edge_runtime.config.schema import Limits
+from edge_runtime.core.events import EventLog, Severity
+from edge_runtime.core.image import OutOfRange, ProcessImage, UnknownPoint
+from edge_runtime.core.points import NEVER_READ, Quality, Sample
+from edge_runtime.safety.limits import EPS, Condition, Level, LimitMonitor
+from edge_runtime.safety.redundancy import RedundancyGroup
+
+DEFAULT_RESET_ROLE = "infrastructure_manager"
+# What a point still unread after the start-up grace reads as: BAD, and no longer start-up.
+NEVER_ANSWERED = Sample.bad("never read since start-up", 0.0)
+
+
+class Action(StrEnum):
+    """What an active rule does to the outputs."""
+
+    ALARM = "alarm"  # event only
+    HOLD = "hold"  # keep each output at its value from the scan before activation
+    OVERRIDE = "override"  # write given values while active
+    TRIP = "trip"  # failsafe (or given safe) values, latched
+    ISOLATE = "isolate"  # a named set of values (close valves, stop pumps), latched
+
+
+class Reaction(StrEnum):
+    """How a trip / isolate is carried out (Redfish LeakDetector reaction types)."""
+
+    NONE = "none"  # alarm only: the reaction is configured but disabled
+    FORCE_OFF = "force_off"  # every output at once
+    GRACEFUL_SHUTDOWN = "graceful_shutdown"  # outputs in the listed order, step_s apart
+
+
+_PRIORITY = {Action.HOLD: 1, Action.OVERRIDE: 2, Action.TRIP: 3, Action.ISOLATE: 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One interlock: condition -> action on outputs (None value: the output's failsafe)."""
+
+    name: str
+    when: Condition
+    action: Action
+    outputs: Mapping[str, float | None] = field(default_factory=dict)
+    latch: bool = False
+    reset_roles: tuple[str, ...] = (DEFAULT_RESET_ROLE,)
+    severity: Severity = Severity.ALARM
+    delay_s: float = 0.0  # the condition must persist this long before it is raised
+    reaction: Reaction = Reaction.FORCE_OFF
+    reaction_delay_s: float = 0.0  # raised -> outputs acted on
+    step_s: float = 1.0  # graceful_shutdown: time between successive outputs
+    message: str = ""
+
+    @property
+    def acts(self) -> bool:
+        """True when the rule drives outputs (not just an alarm)."""
+        return self.action is not Action.ALARM and self.reaction is not Reaction.NONE
+
+
+@dataclass(slots=True)
+class RuleState:
+    """Run-time state of one rule."""
+
+    present: bool = False  # last known value of the condition
+    unknown: bool = False  # the condition could not be evaluated this scan
+    announced: bool = False  # the "cannot evaluate" event went out (not during start-up)
+    since: float | None = None
+    asserted: bool = False
+    asserted_at: float = 0.0
+    engaged: bool = False
+    engaged_at: float = 0.0
+    latched: bool = False
+    held: dict[str, float] = field(default_factory=dict)
+    raised: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResetOutcome:
+    """One reset attempt on one rule."""
+
+    rule: str
+    accepted: bool
+    reason: str = ""
+
+
+class SafetyLayer:
+    """Limits, redundancy, interlock rules and forces of one node; the scan's last word."""
+
+    name = "safety"
+
+    def __init__(
+        self,
+        rules: Sequence[Rule] = (),
+        *,
+        limits: Mapping[str, Limits] | None = None,
+        groups: Sequence[RedundancyGroup] = (),
+        substitutes: Mapping[str, str] | None = None,
+        events: EventLog | None = None,
+        wall: Callable[[], float] | None = None,
+        startup_s: float = 10.0,
+    ) -> None:
+        names = [r.name for r in rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate interlock names in {names}")
+        self.rules = list(rules)
+        self.states = {r.name: RuleState() for r in rules}
+        self.monitors = {p: LimitMonitor(p, lim) for p, lim in (limits or {}).items()}
+        self.groups = {g.cfg.out_name: g for g in groups}
+        self.substitutes = dict(substitutes or {})
+        self.events = events if events is not None else EventLog()
+        self._wall = wall
+        # Drivers poll asynchronously: before their first answer every input is NEVER_READ,
+        # which must not latch trips at every boot. After `startup_s` it counts as BAD.
+        self.startup_s = startup_s
+        self._t0: float | None = None
+        self.starting = True
+        self._read_unread = False  # the rule being evaluated read a not-yet-polled input
+        self.forces: dict[str, float] = {}
+        self.owner: dict[str, str] = {}  # output -> what set it last this scan
+        self._image: ProcessImage | None = None
+        self._now = 0.0
+        self._devices: dict[str, list[str]] | None = None
+        self._seen: set[str] = set()
+        self.lost: set[str] = set()
+        self._substituting: set[str] = set()
+        self._overruled: set[str] = set()
+        self._forced_marked: set[str] = set()
+        self._faults: set[str] = set()
+        self._last_out: dict[str, float] = {}
+        self.counts = {"raised": 0, "engaged": 0, "resets": 0, "refused_resets": 0}
+
+    # -- the scan ---------------------------------------------------------------------------
+    def step(self, image: ProcessImage, now: float, dt: float) -> None:
+        """Evaluate everything on this scan's inputs, then override the outputs."""
+        self._image, self._now = image, now
+        if self._t0 is None:
+            self._t0 = now
+        self.starting = now - self._t0 < self.startup_s - EPS
+        if self._devices is None:
+            self._devices = {}
+            for name, info in image.inputs_info.items():
+                self._devices.setdefault(info.device, []).append(name)
+        for group in self.groups.values():
+            group.ensure(image, now)
+        self._update_comms(image)
+        for point, monitor in self.monitors.items():
+            for t in monitor.update(self.sample(point), now):
+                self._emit(f"limit.{point}", t.severity, t.message,
+                           "limit" if t.raised else "limit_clear")
+        for rule in self.rules:
+            self._read_unread = False
+            try:
+                value = rule.when.evaluate(self)
+            except UnknownPoint as exc:  # config checks names; a bug must not stop the rest
+                self._fault(f"rule.{rule.name}", str(exc))
+                value = None
+            self._update_rule(rule, value, now)
+        self._apply(image, now)
+        self._last_out = dict(image.outputs)
+
+    def _update_comms(self, image: ProcessImage) -> None:
+        for device, names in (self._devices or {}).items():
+            if any(image.sample(n).quality.usable for n in names):
+                self._seen.add(device)
+                self.lost.discard(device)
+            elif device in self._seen or not self.starting:
+                self.lost.add(device)
+
+    def _update_rule(self, rule: Rule, value: bool | None, now: float) -> None:
+        st, src = self.states[rule.name], f"interlock.{rule.name}"
+        if value is None:
+            st.unknown = True
+            if not st.announced and not self._read_unread:  # start-up is not a fault
+                st.announced = True
+                self._emit(src, Severity.WARNING, f"cannot evaluate {rule.when}: input BAD; "
+                           f"holding {'active' if st.present else 'inactive'}",
+                           "interlock_unknown")
+            if not st.asserted:
+                st.since = None  # a pending delay must be seen to persist
+        else:
+            st.unknown = False
+            if st.announced:
+                st.announced = False
+                self._emit(src, Severity.INFO, f"{rule.when} can be evaluated again",
+                           "interlock_unknown_clear")
+            st.present = value
+            if value:
+                if st.since is None:
+                    st.since = now
+                if not st.asserted and now - st.since >= rule.delay_s - EPS:
+                    st.asserted, st.asserted_at = True, now
+                    st.raised += 1
+                    self.counts["raised"] += 1
+                    self._emit(src, rule.severity, f"{rule.message or rule.when}: raised "
+                               f"({rule.action})", "interlock")
+            else:
+                st.since = None
+                if st.asserted:
+                    st.asserted = False
+                    tail = (f"; {rule.action} stays latched until reset by "
+                            f"{' or '.join(rule.reset_roles)}" if st.latched else "")
+                    self._emit(src, Severity.INFO, f"{rule.when} cleared{tail}",
+                               "interlock_clear")
+        if (st.asserted and not st.engaged and rule.acts
+                and now - st.asserted_at >= rule.reaction_delay_s - EPS):
+            st.engaged, st.engaged_at, st.latched = True, now, rule.latch
+            st.held = {p: self._last_out.get(p, self._image_output(p)) for p in rule.outputs}
+            self.counts["engaged"] += 1
+            how = " (graceful)" if rule.reaction is Reaction.GRACEFUL_SHUTDOWN else ""
+            self._emit(src, rule.severity, f"{rule.action}{how}: " + ", ".join(rule.outputs),
+                       rule.action.value)
+        if st.engaged and not st.asserted and not st.latched:
+            st.engaged = False
+
+    def _apply(self, image: ProcessImage, now: float) -> None:
+        self.owner.clear()
+        for point, value in list(self.forces.items()):
+            try:
+                image.write(point, value)
+            except (UnknownPoint, OutOfRange, TypeError) as exc:
+                del self.forces[point]
+                self._emit(f"force.{point}", Severity.WARNING, f"force dropped: {exc}", "force")
+                continue
+            self.owner[point] = "force"
+        writes: list[tuple[int, int, str, float, Rule]] = []
+        for idx, rule in enumerate(self.rules):
+            st = self.states[rule.name]
+            if not st.engaged:
+                continue
+            for k, (point, given) in enumerate(rule.outputs.items()):
+                if (rule.reaction is Reaction.GRACEFUL_SHUTDOWN
+                        and now - st.engaged_at < k * rule.step_s - EPS):
+                    break
+                if rule.action is Action.HOLD:
+                    target = st.held[point]
+                elif given is None:
+                    info = image.outputs_info.get(point)
+                    target = float(info.spec.failsafe or 0.0) if info else 0.0
+                else:
+                    target = given
+                writes.append((_PRIORITY[rule.action], -idx, point, target, rule))
+        # Ascending priority, so the highest action writes last; the first-declared rule of
+        # equal priority writes last too.
+        for _, _, point, target, rule in sorted(writes, key=lambda w: (w[0], w[1])):
+            try:
+                image.write(point, target)
+            except (UnknownPoint, OutOfRange, TypeError) as exc:
+                self._fault(f"rule.{rule.name}.{point}", str(exc))
+                continue
+            self.owner[point] = f"{rule.action}:{rule.name}"
+        self._mark_forces(image)
+
+    def _mark_forces(self, image: ProcessImage) -> None:
+        effective = {p for p, o in self.owner.items() if o == "force"}
+        for point in self._forced_marked - effective:
+            image.output_quality[point] = Quality.GOOD
+        for point in effective:
+            image.output_quality[point] = Quality.FORCED
+        self._forced_marked = effective
+        overruled = {p for p in self.forces if p not in effective}
+        for point in overruled - self._overruled:
+            self._emit(f"force.{point}", Severity.WARNING,
+                       f"force overruled by {self.owner.get(point, 'interlock')}", "force")
+        self._overruled = overruled
+
+    # -- PointView --------------------------------------------------------------------------
+    def raw(self, name: str) -> Sample:
+        """Latched or voted sample, without substitution."""
+        image = self._image
+        if image is None:
+            raise UnknownPoint(name)
+        group = self.groups.get(name)
+        s = group.ensure(image, self._now) if group else image.sample(name)
+        if s is NEVER_READ:
+            if not self.starting:
+                return NEVER_ANSWERED
+            self._read_unread = True
+        return s
+
+    def sample(self, name: str) -> Sample:
+        """The sample rules and limits act on: a BAD input replaced by its substitute."""
+        s = self.raw(name)
+        sub = self.substitutes.get(name)
+        t = self.raw(sub) if sub is not None and not s.quality.usable else None
+        if t is None or not t.quality.usable:
+            if name in self._substituting:
+                self._substituting.discard(name)
+                self._emit(f"input.{name}", Severity.INFO, "substitution ended", "substitute")
+            return s
+        if name not in self._substituting and s is not NEVER_READ:
+            self._substituting.add(name)
+            self._emit(f"input.{name}", Severity.WARNING,
+                       f"BAD ({s.reason or 'no reason'}); substituted from {sub}", "substitute")
+        return Sample(t.value, Quality.SUBSTITUTED, t.ts, f"{name} BAD; from {sub}")
+
+    def level(self, name: str) -> Level:
+        """Limit level of a monitored point."""
+        monitor = self.monitors.get(name)
+        if monitor is None:
+            raise UnknownPoint(name)
+        return monitor.level
+
+    def comms_lost(self, device: str) -> bool:
+        """True while the device's inputs are all BAD after it once answered."""
+        return device in self.lost
+
+    # -- operators --------------------------------------------------------------------------
+    def force(self, point: str, value: float, *, source: str = "local") -> None:
+        """Force an output (applied after control each scan; any interlock still wins)."""
+        self.forces[point] = float(value)
+        self._emit(f"force.{point}", Severity.WARNING, f"forced to {value:g} by {source}",
+                   "force")
+
+    def release(self, point: str, *, source: str = "local") -> None:
+        """Release a forced output back to control."""
+        if self.forces.pop(point, None) is not None:
+            self._emit(f"force.{point}", Severity.INFO, f"force released by {source}", "force")
+
+    def reset(self, role: str, name: str | None = None, *,
+              source: str = "local") -> list[ResetOutcome]:
+        """Reset latched rules (all, or `name`) for `role`; every attempt is audited."""
+        if name is not None and name not in self.states:
+            outcomes = [ResetOutcome(name, False, "no such interlock")]
+        else:
+            outcomes = [self._reset_one(r, role) for r in self.rules
+                        if r.name == name or (name is None and self.states[r.name].latched)]
+            if not outcomes:
+                outcomes = [ResetOutcome(name or "*", False, "nothing latched")]
+        for o in outcomes:
+            self.counts["resets" if o.accepted else "refused_resets"] += 1
+            verdict = "accepted" if o.accepted else f"refused: {o.reason}"
+            self._emit(f"interlock.{o.rule}", Severity.INFO if o.accepted else Severity.WARNING,
+                       f"reset by {role} via {source} {verdict}",
+                       "trip_reset" if o.accepted else "trip_reset_refused")
+        return outcomes
+
+    def _reset_one(self, rule: Rule, role: str) -> ResetOutcome:
+        st = self.states[rule.name]
+        if not st.latched:
+            return ResetOutcome(rule.name, False, "not latched")
+        if role not in rule.reset_roles:
+            return ResetOutcome(rule.name, False, f"role {role!r} may not reset it "
+                                f"(needs {' or '.join(rule.reset_roles)})")
+        if st.unknown:
+            return ResetOutcome(rule.name, False, f"{rule.when} cannot be evaluated (input BAD)")
+        if st.present:
+            return ResetOutcome(rule.name, False, f"{rule.when} is still present")
+        st.latched = st.engaged = False
+        return ResetOutcome(rule.name, True)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _image_output(self, point: str) -> float:
+        try:
+            return self._image.output(point) if self._image is not None else 0.0
+        except UnknownPoint:
+            return 0.0
+
+    def _emit(self, source: str, severity: Severity, message: str, code: str) -> None:
+        ts = self._wall() if self._wall is not None else self._now
+        self.events.raise_event(ts, source, severity, message, code)
+
+    def _fault(self, key: str, reason: str) -> None:
+        if key not in self._faults:  # once per cause: a bad rule must not flood the log
+            self._faults.add(key)
+            self._emit(key, Severity.ALARM, f"interlock fault: {reason}", "interlock_fault")
+
+    def get_status(self) -> dict[str, Any]:
+        """Active, engaged and latched rules, limit levels, forces, redundancy and counts."""
+        st = self.states
+        return {
+            "active": [n for n, s in st.items() if s.asserted],
+            "engaged": [n for n, s in st.items() if s.engaged],
+            "latched": [n for n, s in st.items() if s.latched],
+            "unknown": [n for n, s in st.items() if s.unknown],
+            "rules": {r.name: {"when": str(r.when), "action": r.action.value,
+                               "present": st[r.name].present, "asserted": st[r.name].asserted,
+                               "engaged": st[r.name].engaged, "latched": st[r.name].latched,
+                               "raised": st[r.name].raised} for r in self.rules},
+            "limits": {p: m.level.value for p, m in self.monitors.items()},
+            "forces": dict(self.forces),
+            "overruled_forces": sorted(self._overruled),
+            "owners": dict(self.owner),
+            "comms_lost": sorted(self.lost),
+            "substituted": sorted(self._substituting),
+            "redundancy": {g.name: g.get_status() for g in self.groups.values()},
+            "counts": dict(self.counts),
+        }
