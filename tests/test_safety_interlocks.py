@@ -252,11 +252,12 @@ def test_force_applies_after_control_but_never_beats_a_trip(tmp_path: Path) -> N
     plant.safety.force("pump1.speed_ref", 30.0, source="commissioning")
     plant.scan()
     assert plant.out("pump1.speed_ref") == 30.0
-    assert plant.image.output_quality["pump1.speed_ref"] is Quality.FORCED
+    qualities = [plant.image.output_quality["pump1.speed_ref"]]
     plant.set("supply_temp_a.temperature", 50.0)
     plant.scan()
     assert plant.out("pump1.speed_ref") == 100.0  # the trip wins over the force
-    assert plant.image.output_quality["pump1.speed_ref"] is Quality.GOOD
+    qualities.append(plant.image.output_quality["pump1.speed_ref"])
+    assert qualities == [Quality.FORCED, Quality.GOOD]
     status = plant.safety.get_status()
     assert status["overruled_forces"] == ["pump1.speed_ref"]
     assert status["owners"]["pump1.speed_ref"] == "trip:overtemp"

@@ -296,6 +296,7 @@ def _group(rd: _Reader, name: str, body: Any) -> GroupConfig | None:
 
 
 def _limits(rd: _Reader, point: str, body: Any) -> None:
+    errors_before = len(rd.errors.lines)
     sec = rd.section("limits", point, body)
     values = {lvl.value: sec.get_float(lvl.value, None) for lvl in THRESHOLDS}
     hysteresis = sec.get_float("hysteresis", 0.0, minval=0.0)
@@ -307,6 +308,8 @@ def _limits(rd: _Reader, point: str, body: Any) -> None:
     if point in rd.device_limits:
         sec.error("(point)", f"{point} already has limits in its [devices] table")
         return
+    if len(rd.errors.lines) > errors_before:
+        return  # one report per mistake: check_limits would repeat the bounds errors
     lim = Limits(hysteresis=hysteresis, delay_s=delay_s, **values)
     problems = check_limits(lim)
     for key, reason in problems:

@@ -114,7 +114,7 @@ class RedundancyGroup:
         self._disc_since: float | None = None
         self._latched_ref: object = None
         self._started = False
-        self.counts = {"failovers": 0, "discrepancies": 0, "outvoted": 0}
+        self.counts = {"failovers": 0, "discrepancies": 0, "outvotes": 0}
 
     @property
     def name(self) -> str:
@@ -245,7 +245,7 @@ class RedundancyGroup:
         since = self._dev_since.setdefault(sensor, now)
         if sensor not in self.outvoted and now - since >= self.cfg.delay_s - EPS:
             self.outvoted.add(sensor)
-            self.counts["outvoted"] += 1
+            self.counts["outvotes"] += 1
             self._emit(now, Severity.ALARM, f"{sensor} outvoted: more than "
                        f"{self.cfg.tolerance:g} from the median", "outvoted")
 
