@@ -17,7 +17,8 @@ from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import NEVER_READ, Quality, Sample
 from edge_runtime.core.scan import ScanEngine
 from edge_runtime.safety.config import build_safety_layer, device_points, load_safety
-from edge_runtime.safety.interlocks import SafetyLayer
+from edge_runtime.safety.interlocks import Action, Rule, SafetyLayer
+from edge_runtime.safety.limits import Compare
 from edge_runtime.safety.redundancy import DerivedImage, RedundancyBlock
 from tests.fakes import FakeDevice, device, load_map, write_io_map
 
@@ -381,6 +382,22 @@ outputs = {"pump1.control_word" = 0}
     assert plant.safety.get_status()["latched"] == []
 
 
+def test_rule_delay_counts_scans(tmp_path: Path) -> None:
+    plant = Plant(tmp_path, """
+[safety.interlocks.hot]
+when = "supply_temp_b.temperature > 35"
+action = "override"
+delay_s = 0.3
+outputs = {"pump1.speed_ref" = 90}
+""")
+    plant.set("supply_temp_b.temperature", 38.0)
+    speeds = []
+    for _ in range(5):
+        plant.scan()
+        speeds.append(plant.out("pump1.speed_ref"))
+    assert speeds == [60.0, 60.0, 60.0, 90.0, 90.0]  # seen at scan 0, raised 0.3 s later
+
+
 def test_isolate_beats_override_on_the_same_output(tmp_path: Path) -> None:
     plant = Plant(tmp_path, """
 [safety.interlocks.hot]
@@ -416,6 +433,31 @@ severity = "warning"
     assert status["active"] == ["cable_break"] and status["engaged"] == []
     assert status["rules"]["cable_break"]["when"] == "bit(leak.status, 0) == 1"
     assert plant.events.recent(1)[0].severity is Severity.WARNING
+
+
+def test_a_rule_on_a_missing_point_faults_once_and_the_rest_still_acts(tmp_path: Path) -> None:
+    plant = Plant(tmp_path, LEAK_ISOLATE)
+    ghost = Rule("ghost", Compare("pump9.flow", ">", 1.0), Action.ALARM)
+    plant.safety = SafetyLayer([ghost, *plant.safety.rules], events=plant.events)
+    plant.engine.interlocks = [plant.safety]
+    plant.set("leak.leak_state", 1)
+    plant.scan(3)
+    assert plant.out("valve.position_cmd") == 0.0
+    assert plant.codes().count("interlock_fault") == 1
+
+
+def test_a_crashing_safety_layer_leaves_failsafe_outputs(tmp_path: Path) -> None:
+    class Broken:
+        def evaluate(self, view: object) -> bool | None:
+            raise RuntimeError("bug")
+
+    plant = Plant(tmp_path, "")
+    plant.safety = SafetyLayer([Rule("broken", Broken(), Action.ALARM)],  # type: ignore[arg-type]
+                               events=plant.events)
+    plant.engine.interlocks = [plant.safety]
+    plant.scan()
+    assert plant.out("pump1.speed_ref") == 100.0 and plant.out("valve.position_cmd") == 100.0
+    assert plant.codes() == ["scan_fault"]
 
 
 COMMS = """

@@ -11,7 +11,7 @@ engagement and reset attempt is one event; nothing is logged per scan.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -19,7 +19,7 @@ from edge_runtime.config.schema import Limits
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import OutOfRange, ProcessImage, UnknownPoint
 from edge_runtime.core.points import NEVER_READ, Quality, Sample
-from edge_runtime.safety.limits import EPS, Condition, Level, LimitMonitor
+from edge_runtime.safety.limits import EPS, CommsLost, Condition, Level, LimitMonitor
 from edge_runtime.safety.redundancy import RedundancyGroup
 
 DEFAULT_RESET_ROLE = "infrastructure_manager"
@@ -136,6 +136,7 @@ class SafetyLayer:
         self._devices: dict[str, list[str]] | None = None
         self._seen: set[str] = set()
         self.lost: set[str] = set()
+        self._watched = {r.when.device for r in rules if isinstance(r.when, CommsLost)}
         self._substituting: set[str] = set()
         self._overruled: set[str] = set()
         self._forced_marked: set[str] = set()
@@ -146,21 +147,39 @@ class SafetyLayer:
     # -- the scan ---------------------------------------------------------------------------
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
         """Evaluate everything on this scan's inputs, then override the outputs."""
+        try:
+            self._step(image, now)
+        except Exception:
+            # Safety that cannot judge the plant must not leave control's outputs standing.
+            image.stage_failsafe()
+            raise  # the scan engine reports it (once) and runs on
+
+    def _step(self, image: ProcessImage, now: float) -> None:
         self._image, self._now = image, now
         if self._t0 is None:
             self._t0 = now
         self.starting = now - self._t0 < self.startup_s - EPS
         if self._devices is None:
-            self._devices = {}
+            self._devices = {d: [] for d in self._watched}
             for name, info in image.inputs_info.items():
-                self._devices.setdefault(info.device, []).append(name)
-        for group in self.groups.values():
-            group.ensure(image, now)
-        self._update_comms(image)
+                if info.device in self._devices:
+                    self._devices[info.device].append(name)
+        # Config checks every name; a mismatched image costs one group or point, not all.
+        for name in self.groups:
+            try:
+                self.raw(name)  # votes the group unless the estimation phase already did
+            except UnknownPoint as exc:
+                self._fault(f"redundancy.{name}", str(exc))
         for point, monitor in self.monitors.items():
-            for t in monitor.update(self.sample(point), now):
+            try:
+                transitions = monitor.update(self.sample(point), now)
+            except UnknownPoint as exc:
+                self._fault(f"limit.{point}", str(exc))
+                continue
+            for t in transitions:
                 self._emit(f"limit.{point}", t.severity, t.message,
                            "limit" if t.raised else "limit_clear")
+        self._update_comms(image)
         for rule in self.rules:
             self._read_unread = False
             try:
@@ -218,7 +237,9 @@ class SafetyLayer:
         if (st.asserted and not st.engaged and rule.acts
                 and now - st.asserted_at >= rule.reaction_delay_s - EPS):
             st.engaged, st.engaged_at, st.latched = True, now, rule.latch
-            st.held = {p: self._last_out.get(p, self._image_output(p)) for p in rule.outputs}
+            if rule.action is Action.HOLD:  # the value sent before the condition came
+                out = self._image.outputs if self._image is not None else {}
+                st.held = {p: self._last_out.get(p, out.get(p, 0.0)) for p in rule.outputs}
             self.counts["engaged"] += 1
             how = " (graceful)" if rule.reaction is Reaction.GRACEFUL_SHUTDOWN else ""
             self._emit(src, rule.severity, f"{rule.action}{how}: " + ", ".join(rule.outputs),
@@ -363,12 +384,6 @@ class SafetyLayer:
         return ResetOutcome(rule.name, True)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _image_output(self, point: str) -> float:
-        try:
-            return self._image.output(point) if self._image is not None else 0.0
-        except UnknownPoint:
-            return 0.0
-
     def _emit(self, source: str, severity: Severity, message: str, code: str) -> None:
         ts = self._wall() if self._wall is not None else self._now
         self.events.raise_event(ts, source, severity, message, code)
@@ -387,9 +402,7 @@ class SafetyLayer:
             "latched": [n for n, s in st.items() if s.latched],
             "unknown": [n for n, s in st.items() if s.unknown],
             "rules": {r.name: {"when": str(r.when), "action": r.action.value,
-                               "present": st[r.name].present, "asserted": st[r.name].asserted,
-                               "engaged": st[r.name].engaged, "latched": st[r.name].latched,
-                               "raised": st[r.name].raised} for r in self.rules},
+                               **asdict(st[r.name])} for r in self.rules},
             "limits": {p: m.level.value for p, m in self.monitors.items()},
             "forces": dict(self.forces),
             "overruled_forces": sorted(self._overruled),
