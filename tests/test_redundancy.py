@@ -218,6 +218,8 @@ def test_group_config_needs_the_right_number_of_sensors() -> None:
      "[safety.redundancy.st] tolerance: required"),
     (f'mode = "1oo2"\nsensors = ["{A}", "{B}"]\ntolerance = 1\noutput = "{C}"',
      f"[safety.redundancy.st] output: '{C}' is already a point"),
+    ('mode = "1oo2"\nsensors = [{a = 1}, {b = 2}]\ntolerance = 1',
+     "[safety.redundancy.st] sensors: required: a list of distinct input names"),
     (f'mode = "1oo2"\nsensors = ["{A}", "{B}"]\ntolerance = 1\nvote = "max"',
      "[safety.redundancy.st] vote: unknown key"),
 ])

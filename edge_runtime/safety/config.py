@@ -277,8 +277,8 @@ def _group(rd: _Reader, name: str, body: Any) -> GroupConfig | None:
     if not _NAME.match(name):
         sec.error("(name)", "letters, digits, '-' and '_' only, starting with a letter")
     need = {"1oo2": 2, "2oo3": 3}.get(mode, 0)
-    if (not isinstance(sensors, list) or len(set(sensors)) != len(sensors)
-            or not all(isinstance(s, str) for s in sensors)):
+    if (not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors)
+            or len(set(sensors)) != len(sensors)):
         sec.error("sensors", f"required: a list of distinct input names, got {sensors!r}")
     elif need and len(sensors) != need:
         sec.error("sensors", f"{mode} needs {need} sensors, got {len(sensors)}")
