@@ -8,8 +8,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.config.loader import load_node_config
@@ -32,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="load a node config and report every error")
     check.add_argument("config", type=Path)
+
+    val = sub.add_parser("validate", add_help=False,
+                         help="validate an Annex A message file (or - for stdin)")
+    val.add_argument("args", nargs=argparse.REMAINDER)
 
     demo = sub.add_parser("demo", help="run a simulated site on this machine")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
@@ -62,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge_runtime.node import Node
 
         return _run_until_signal(Node(cfg).run(args.duration))
+    if args.command == "validate":
+        from edge_runtime.messages.validate_cli import validate_main
+
+        return validate_main(args.args)
     if args.command == "demo":
         from edge_runtime.demo import run_demo
 
@@ -69,11 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
-def _run_until_signal(coro: object) -> int:
+def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
     """Run a coroutine; SIGINT/SIGTERM cancel it so it shuts down cleanly (outputs to failsafe)."""
 
     async def runner() -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(coro)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):

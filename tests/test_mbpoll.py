@@ -11,9 +11,9 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from pswd_plant_sim.simulator import Simulator
 
 from edge_runtime.io.codec import decode
+from pswd_plant_sim.simulator import Simulator
 from tests.test_plant_sim import example_data, make_config, port_of
 
 _VALUE = re.compile(r"^\[(\d+)\]:\s+(0x[0-9A-Fa-f]{4}|-?[0-9.]+)", re.MULTILINE)

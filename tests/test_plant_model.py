@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from edge_runtime.config.iomap import default_io_maps_dir, load_io_map
+from edge_runtime.config.reader import ErrorLog
+from edge_runtime.config.schema import IoMap
 from pswd_plant_sim.battery import FOLLOWING, IDLE, REVERTED, Battery, BatteryConfig
 from pswd_plant_sim.faults import FaultKind, FaultSpec
 from pswd_plant_sim.loop import PUMP_FAULT_FAILURE, CoolantLoop, LoopConfig, valve_fraction
 from pswd_plant_sim.model import Plant, PlantConfig
 from pswd_plant_sim.rig import DeviceSpec, Rig
 from pswd_plant_sim.trace import ConstantPower, TraceConfig
-
-from edge_runtime.config.iomap import default_io_maps_dir, load_io_map
-from edge_runtime.config.reader import ErrorLog
-from edge_runtime.config.schema import IoMap
 
 
 def _settle(loop: CoolantLoop, seconds: float, it_kw: float = 0.0, dt: float = 0.5) -> None:

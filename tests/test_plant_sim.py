@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pswd_plant_sim.cli import main
-from pswd_plant_sim.config import SimConfig, build_sim_config
-from pswd_plant_sim.simulator import Simulator
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from edge_runtime.config.reader import ErrorLog
 from edge_runtime.config.schema import PointSpec, Table
 from edge_runtime.io.codec import decode, encode
+from pswd_plant_sim.cli import main
+from pswd_plant_sim.config import SimConfig, build_sim_config
+from pswd_plant_sim.simulator import Simulator
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

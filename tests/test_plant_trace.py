@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pswd_plant_sim.trace import CHECKPOINT, TRAINING, Trace, TraceConfig, generate
 
 

@@ -110,7 +110,9 @@ class ProcessImage:
         if (spec.minimum is not None and value < spec.minimum) or (
             spec.maximum is not None and value > spec.maximum
         ):
-            raise OutOfRange(f"{name}: {value:g} {spec.unit} outside {spec.minimum}..{spec.maximum}")
+            raise OutOfRange(
+                f"{name}: {value:g} {spec.unit} outside {spec.minimum}..{spec.maximum}"
+            )
         return info
 
     def write(self, name: str, value: float) -> None:
