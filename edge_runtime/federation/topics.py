@@ -1,0 +1,126 @@
+"""The MQTT topic contract (ARCHITECTURE.md section 5): every topic string is built here.
+
+    pswd/v1/{site}/{node}/state                      birth/death, retained, the death is the will
+    pswd/v1/{site}/{node}/telemetry                  CBOR batches
+    pswd/v1/{site}/{node}/cmd/{kind}                 signed command envelopes
+    pswd/v1/{site}/{node}/alarm                      alarm and event records
+    pswd/v1/{site}/{node}/error                      answers to invalid messages
+    pswd/v1/{site}/workload/announce                 Annex A.1
+    pswd/v1/{site}/workload/response/{workload_id}   Annex A.2
+    pswd/v1/{site}/grid/status, .../grid/forecast    retained
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ROOT = "pswd/v1"
+COMMAND_KINDS = ("thermal_control", "battery_control", "grid_signal", "rebirth", "workload")
+# Site, node and workload ids become topic levels: no wildcards, separators or control chars.
+_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Node names that would collide with the site-level topic families.
+RESERVED_NODES = frozenset({"workload", "grid"})
+
+
+def check_level(kind: str, value: str) -> str:
+    """Return `value` if it can be one topic level, else raise ValueError naming `kind`."""
+    if not _LEVEL.match(value):
+        raise ValueError(f"{kind} {value!r} cannot be an MQTT topic level "
+                         "(letters, digits, _ . : - only; at most 128 characters)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTopics:
+    """Topics of one site."""
+
+    site: str
+
+    def __post_init__(self) -> None:
+        check_level("site", self.site)
+
+    @property
+    def base(self) -> str:
+        return f"{ROOT}/{self.site}"
+
+    @property
+    def announce(self) -> str:
+        return f"{self.base}/workload/announce"
+
+    def shared_announce(self, group: str = "site") -> str:
+        """The announce topic on an MQTT 5 shared subscription (several coordinators)."""
+        return f"$share/{check_level('group', group)}/{self.announce}"
+
+    def response(self, workload_id: str) -> str:
+        return f"{self.base}/workload/response/{check_level('workload_id', workload_id)}"
+
+    @property
+    def grid_status(self) -> str:
+        return f"{self.base}/grid/status"
+
+    @property
+    def grid_forecast(self) -> str:
+        return f"{self.base}/grid/forecast"
+
+    @property
+    def all_states(self) -> str:
+        return f"{self.base}/+/state"
+
+    @property
+    def all_telemetry(self) -> str:
+        return f"{self.base}/+/telemetry"
+
+    def node(self, name: str) -> NodeTopics:
+        return NodeTopics(self.site, name)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTopics:
+    """Topics of one node."""
+
+    site: str
+    node: str
+
+    def __post_init__(self) -> None:
+        check_level("site", self.site)
+        check_level("node", self.node)
+        if self.node in RESERVED_NODES:
+            raise ValueError(f"node {self.node!r} is reserved for site-level topics")
+
+    @property
+    def base(self) -> str:
+        return f"{ROOT}/{self.site}/{self.node}"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def telemetry(self) -> str:
+        return f"{self.base}/telemetry"
+
+    @property
+    def alarm(self) -> str:
+        return f"{self.base}/alarm"
+
+    @property
+    def error(self) -> str:
+        return f"{self.base}/error"
+
+    def cmd(self, kind: str) -> str:
+        if kind not in COMMAND_KINDS:
+            raise ValueError(f"command kind {kind!r} unknown; one of {', '.join(COMMAND_KINDS)}")
+        return f"{self.base}/cmd/{kind}"
+
+    @property
+    def all_cmds(self) -> str:
+        return f"{self.base}/cmd/+"
+
+
+def parse(topic: str) -> tuple[str, str, str]:
+    """Split a PSWD topic into (site, node-or-family, rest); ValueError if it is not one."""
+    parts = topic.split("/", 4)
+    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != ROOT:
+        raise ValueError(f"topic {topic!r} is not under {ROOT}/")
+    return parts[2], parts[3], parts[4] if len(parts) > 4 else ""
