@@ -1,8 +1,11 @@
 """The process image: the single source of truth of a node during a scan.
 
 Inputs are latched once at the start of a scan into an immutable mapping, so every control
-block and interlock of that scan sees the same values. Outputs are staged in the image and
-handed to the drivers only at the end of the scan, after the interlocks had the last word.
+block and interlock of that scan sees the same values. The estimation phase may add derived
+inputs (a voted sensor group, say) for the rest of the scan through `derive()`; they never
+shadow a field input and are dropped at the next latch, so each scan derives afresh. Outputs
+are staged in the image and handed to the drivers only at the end of the scan, after the
+interlocks had the last word.
 """
 
 from __future__ import annotations
@@ -70,11 +73,28 @@ class ProcessImage:
             name: float(info.spec.failsafe or 0.0) for name, info in self.outputs_info.items()
         }
         self.output_quality: dict[str, Quality] = dict.fromkeys(self._outputs, Quality.GOOD)
+        self._derived: dict[str, Sample] = {}
+        self.derived_units: dict[str, str] = {}  # every name ever derived, with its unit
 
     # -- inputs -----------------------------------------------------------------------------
     def latch(self) -> None:
-        """Freeze the drivers' latest samples as this scan's inputs."""
+        """Freeze the drivers' latest samples as this scan's inputs; drop last scan's derived."""
         self._inputs = MappingProxyType(dict(self._live))
+        self._derived.clear()
+
+    def derive(self, name: str, sample: Sample, unit: str = "") -> None:
+        """Publish a computed input for the rest of this scan; a field input is never shadowed."""
+        if name in self.inputs_info:
+            raise ValueError(f"{name}: a field input cannot be replaced by a derived one")
+        if name in self.outputs_info:
+            raise ValueError(f"{name}: an output cannot be replaced by a derived input")
+        self._derived[name] = sample
+        self.derived_units[name] = unit
+
+    @property
+    def derived(self) -> Mapping[str, Sample]:
+        """Inputs derived so far in this scan (read-only)."""
+        return MappingProxyType(self._derived)
 
     @property
     def inputs(self) -> Mapping[str, Sample]:
@@ -82,11 +102,14 @@ class ProcessImage:
         return self._inputs
 
     def sample(self, name: str) -> Sample:
-        """Latched sample of an input."""
+        """Latched sample of an input, or the sample derived for it in this scan."""
         try:
             return self._inputs[name]
         except KeyError:
-            raise UnknownPoint(name) from None
+            derived = self._derived.get(name)
+            if derived is None:
+                raise UnknownPoint(name) from None
+            return derived
 
     def value(self, name: str) -> float | None:
         """Latched value of an input when its quality is usable, else None."""
@@ -144,6 +167,11 @@ class ProcessImage:
                 n: {"value": s.value, "quality": s.quality.value, "ts": s.ts,
                     "unit": self.inputs_info[n].unit, "reason": s.reason}
                 for n, s in self._inputs.items() if n in self.inputs_info
+            },
+            "derived": {
+                n: {"value": s.value, "quality": s.quality.value, "ts": s.ts,
+                    "unit": self.derived_units.get(n, ""), "reason": s.reason}
+                for n, s in self._derived.items()
             },
             "outputs": {
                 n: {"value": v, "quality": self.output_quality[n].value,

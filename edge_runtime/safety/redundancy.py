@@ -6,9 +6,8 @@ GOOD value (1oo2) or a vote of three GOOD sensors (2oo3); SUBSTITUTED when it re
 backup or on fewer sensors; UNCERTAIN while the sensors it rests on disagree; BAD when too
 few are usable. Every change of state is one event, never one per scan.
 
-The latched input mapping is read-only, so publishing needs `derive()` on the image (see
-DerivedImage below, the proposed ProcessImage addition); without it the group still works and
-the safety layer reads `group.sample` directly.
+The latched input mapping is read-only; the group publishes through `ProcessImage.derive()`,
+an overlay that lasts for the rest of the scan, so control blocks read the voted input by name.
 """
 
 from __future__ import annotations
@@ -16,55 +15,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import NEVER_READ, Quality, Sample
 from edge_runtime.safety.limits import EPS
 
-
-@runtime_checkable
-class DerivedSink(Protocol):
-    """An image that accepts derived inputs for the rest of the scan."""
-
-    def derive(self, name: str, sample: Sample, unit: str = "") -> None:
-        """Publish a computed input."""
-        ...
+# The overlay moved into ProcessImage itself; the old name stays for callers that used it.
+DerivedImage = ProcessImage
 
 
-class DerivedImage(ProcessImage):
-    """ProcessImage with the per-scan overlay of derived inputs proposed for core/image.py."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._derived: dict[str, Sample] = {}
-        self.derived_units: dict[str, str] = {}
-
-    def latch(self) -> None:
-        """Latch inputs and drop last scan's derived values: each scan derives afresh."""
-        super().latch()
-        self._derived.clear()
-
-    def derive(self, name: str, sample: Sample, unit: str = "") -> None:
-        """Publish a computed input; a field input can never be shadowed."""
-        if name in self.inputs_info:
-            raise ValueError(f"{name}: a field input cannot be replaced by a derived one")
-        self._derived[name] = sample
-        self.derived_units[name] = unit
-
-    def sample(self, name: str) -> Sample:
-        """Derived sample if one was published this scan, else the latched input."""
-        derived = self._derived.get(name)
-        return derived if derived is not None else super().sample(name)
-
-
-def publish(image: ProcessImage, name: str, sample: Sample, unit: str = "") -> bool:
-    """Publish a derived input when the image supports it; False when it does not."""
-    if isinstance(image, DerivedSink):
-        image.derive(name, sample, unit)
-        return True
-    return False
+def publish(image: ProcessImage, name: str, sample: Sample, unit: str = "") -> None:
+    """Publish a derived input on the image for the rest of this scan."""
+    image.derive(name, sample, unit)
 
 
 class Mode(StrEnum):
