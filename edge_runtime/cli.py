@@ -22,8 +22,9 @@ EXIT_CONFIG = 2
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pswd-edge", description="PSWD edge controller runtime")
     p.add_argument("--version", action="version", version=f"pswd-edge {__version__}")
-    p.add_argument("--log-level", default="INFO",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold")
+    p.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="logging threshold (default INFO; WARNING for the demo, whose view "
+                        "would be drowned by routine log lines)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one node from its TOML config")
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pswd-edge` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
+    level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if args.command == "check-config":
         try:
