@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group
@@ -74,7 +74,7 @@ def events_table(nodes: Sequence[Node], n: int = 6) -> Table:
     return t
 
 
-def render(nodes: Sequence[Node], points: dict[str, Sequence[str]], header: str) -> Group:
+def render(nodes: Sequence[Node], points: Mapping[str, Sequence[str]], header: str) -> Group:
     """The whole screen."""
     parts: list[Any] = [Text(header, style="bold"), scan_table(nodes)]
     for node in nodes:
