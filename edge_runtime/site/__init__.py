@@ -1,0 +1,1 @@
+"""Site role: admission of workload announcements, site-level aggregate state, coordinator."""

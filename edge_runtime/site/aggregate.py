@@ -1,0 +1,227 @@
+"""Site-level aggregate state: node births/deaths, named telemetry, grid status, reservations.
+
+Sans-IO: the coordinator feeds it decoded messages with the time they arrived; admission
+reads `snapshot(now)`. Times are UTC epoch seconds (telemetry carries source timestamps).
+
+What counts:
+  load        sum of the rack meters' power of online racks (GOOD or SUBSTITUTED samples
+              younger than telemetry_max_age_s); with no fresh meter at all the state is
+              unknown and admission rejects rather than guess
+  heat        heat the CDUs remove (flow x 4.186 kJ/(kg K) x return-supply dT, water at
+              1 kg/L); a CDU without fresh readings counts the racks' load instead
+  cooling     configured capacity of each online CDU; a CDU reporting a leak counts 0
+  battery     online racks with SOC above battery_min_soc_pct: available, discharge kW summed
+  reserved    admitted workloads until they show in telemetry: from admission to their
+              start plus reservation_hold_s (their later draw is in the measured load)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_runtime.core.points import Quality, Sample
+from edge_runtime.messages.annex_a import decode_json
+from edge_runtime.messages.models import MessageError, ValidationProblem, parse_datetime
+from edge_runtime.site.admission import Decision, GridState, Ramp, SiteSnapshot
+from edge_runtime.site.config import SiteConfig
+
+WATER_KJ_PER_KG_K = 4.186
+_FRESH = (Quality.GOOD, Quality.SUBSTITUTED, Quality.FORCED)
+
+
+@dataclass(slots=True)
+class NodeState:
+    """One node as the site sees it."""
+
+    role: str
+    online: bool
+    since: float
+    points: dict[str, Sample] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An admitted workload not yet visible in telemetry."""
+
+    workload_id: str
+    kw: float
+    heat_kw: float
+    until: float
+    ramp: Ramp
+
+
+_GRID_BOOLS = ("grid_available", "demand_response_required", "renewable_energy_available")
+_GRID_NUMBERS = ("import_limit_kw", "ramp_limit_kw_per_s", "carbon_intensity_g_co2_kwh")
+
+
+def parse_grid_status(raw: bytes | str) -> GridState:
+    """`grid/status` JSON as a GridState; MessageError naming the field on bad input.
+
+    Fields (all optional besides PSWD_version and timestamp): grid_available (bool),
+    import_limit_kw, ramp_limit_kw_per_s, carbon_intensity_g_co2_kwh (numbers >= 0),
+    demand_response_required, renewable_energy_available (bool), demand_response_until
+    (RFC 3339 date-time).
+    """
+    doc = decode_json(raw)  # RFC 7159 only, size-bounded; MessageError otherwise
+    if not isinstance(doc, dict):
+        raise MessageError([ValidationProblem("(root)", "must be a JSON object")])
+    problems = [ValidationProblem(k, "required field missing")
+                for k in ("PSWD_version", "timestamp") if k not in doc]
+    for key in _GRID_BOOLS:
+        if key in doc and not isinstance(doc[key], bool):
+            problems.append(ValidationProblem(key, f"must be a boolean, got {doc[key]!r}"))
+    for key in _GRID_NUMBERS:
+        v = doc.get(key)
+        if key in doc and (isinstance(v, bool) or not isinstance(v, int | float)
+                           or not math.isfinite(v) or v < 0):
+            problems.append(ValidationProblem(key, f"must be a number >= 0, got {v!r}"))
+    until: float | None = None
+    for key in ("timestamp", "demand_response_until"):
+        if key in doc:
+            try:
+                stamp = parse_datetime(doc[key]) if isinstance(doc[key], str) else None
+            except ValueError as exc:
+                problems.append(ValidationProblem(key, str(exc)))
+                continue
+            if stamp is None:
+                problems.append(ValidationProblem(key, "must be an RFC 3339 date-time string"))
+            elif key == "demand_response_until":
+                until = stamp.timestamp()
+    if problems:
+        raise MessageError(problems)
+
+    def num(key: str) -> float | None:
+        return float(doc[key]) if key in doc else None
+
+    return GridState(
+        available=doc.get("grid_available", True),
+        import_limit_kw=num("import_limit_kw"),
+        ramp_limit_kw_per_s=num("ramp_limit_kw_per_s"),
+        demand_response_required=doc.get("demand_response_required", False),
+        demand_response_until=until,
+        carbon_intensity_g_co2_kwh=num("carbon_intensity_g_co2_kwh"),
+        renewable_energy_available=doc.get("renewable_energy_available"))
+
+
+class SiteAggregate:
+    """Live site state built from what the nodes and the grid interface publish."""
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self.nodes: dict[str, NodeState] = {}
+        self.grid = GridState()
+        self.reservations: dict[str, Reservation] = {}
+
+    # --- feeding ------------------------------------------------------------------------------
+
+    def node_online(self, node: str, role: str, now: float) -> None:
+        """A birth: the node is up; its previous points are gone with its old session."""
+        self.nodes[node] = NodeState(role, True, now)
+
+    def node_offline(self, node: str, now: float) -> None:
+        """A death (or will): the node's readings no longer count."""
+        state = self.nodes.get(node)
+        if state is not None:
+            state.online, state.since = False, now
+
+    def update_points(self, node: str, samples: Iterable[tuple[str, Sample]]) -> None:
+        """Latest samples of a node, by point name; older samples never replace newer ones."""
+        state = self.nodes.get(node)
+        if state is None:  # telemetry before any birth: hold it, role unknown until birth
+            state = self.nodes[node] = NodeState("", True, 0.0)
+        for name, sample in samples:
+            old = state.points.get(name)
+            if old is None or sample.ts >= old.ts:
+                state.points[name] = sample
+
+    def update_grid(self, grid: GridState) -> None:
+        """A grid/status message."""
+        self.grid = grid
+
+    def reserve(self, workload_id: str, decision: Decision, now: float) -> None:
+        """Hold an admitted workload's power, heat and ramp until telemetry shows it."""
+        ramp_s = decision.approved_kw / decision.ramp_kw_per_s if decision.ramp_kw_per_s else 0.0
+        self.reservations[workload_id] = Reservation(
+            workload_id, decision.approved_kw, decision.heat_kw,
+            decision.start + self.config.reservation_hold_s,
+            Ramp(decision.start, ramp_s, decision.ramp_kw_per_s))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _fresh(self, node: NodeState, name: str, now: float) -> float | None:
+        s = node.points.get(name)
+        if s is None or s.value is None or s.quality not in _FRESH:
+            return None
+        if now - s.ts > self.config.telemetry_max_age_s:
+            return None
+        return s.value
+
+    def _online(self, role: str) -> list[tuple[str, NodeState]]:
+        return [(n, s) for n, s in self.nodes.items() if s.online and s.role == role]
+
+    def snapshot(self, now: float) -> SiteSnapshot:
+        """The aggregate at UTC time `now`, expired reservations dropped."""
+        cfg, pts = self.config, self.config.points
+        for wid in [w for w, r in self.reservations.items() if r.until <= now]:
+            del self.reservations[wid]
+        racks = self._online("rack")
+        loads = [self._fresh(s, pts.rack_power_kw, now) for _, s in racks]
+        known = [v for v in loads if v is not None]
+        load = sum(known)
+        unknown = ""
+        if not known:
+            unknown = (f"no fresh rack power telemetry ({pts.rack_power_kw}, max age "
+                       f"{cfg.telemetry_max_age_s:g} s) from {len(racks)} online rack(s)")
+        battery_kw, battery = 0.0, False
+        for _, s in racks:
+            soc = self._fresh(s, pts.battery_soc_pct, now)
+            if soc is not None and soc > cfg.battery_min_soc_pct:
+                battery = True
+                battery_kw += self._fresh(s, pts.battery_discharge_max_kw, now) or 0.0
+        cooling, heat, cdus_measured = 0.0, 0.0, 0
+        for name, s in self._online("cdu"):
+            leak = self._fresh(s, pts.cdu_leak_state, now)
+            if not leak:  # a leaking CDU (state 1) or cable fault (2) takes no new heat
+                cooling += cfg.cooling_capacity_kw.get(name, cfg.default_cooling_capacity_kw)
+            flow = self._fresh(s, pts.cdu_flow_lpm, now)
+            t_sup = self._fresh(s, pts.cdu_supply_temp_c, now)
+            t_ret = self._fresh(s, pts.cdu_return_temp_c, now)
+            if flow is not None and t_sup is not None and t_ret is not None:
+                heat += max(0.0, flow / 60.0 * WATER_KJ_PER_KG_K * (t_ret - t_sup))
+                cdus_measured += 1
+        if not cdus_measured:
+            heat = load
+        limit = cfg.power_limit_kw
+        if self.grid.import_limit_kw is not None:
+            limit = min(limit, self.grid.import_limit_kw)
+        res = list(self.reservations.values())
+        return SiteSnapshot(
+            power_limit_kw=limit, measured_load_kw=load, reserved_kw=sum(r.kw for r in res),
+            cooling_capacity_kw=cooling, heat_load_kw=heat,
+            reserved_heat_kw=sum(r.heat_kw for r in res), battery_available=battery,
+            battery_discharge_kw=battery_kw, ramp_limit_kw_per_s=cfg.ramp_limit_kw_per_s,
+            grid=self.grid, ramps=tuple(r.ramp for r in res if r.ramp.end > now),
+            power_known=bool(known), unknown_reason=unknown)
+
+    def get_status(self, now: float) -> dict[str, Any]:
+        """Plain-data view for the live view, OPC UA and HTTPS."""
+        snap = self.snapshot(now)
+        counts: dict[str, int] = {}
+        for s in self.nodes.values():
+            if s.online:
+                counts[s.role or "unknown"] = counts.get(s.role or "unknown", 0) + 1
+        return {
+            "nodes_online": counts,
+            "power_limit_kw": snap.power_limit_kw, "load_kw": snap.measured_load_kw,
+            "reserved_kw": snap.reserved_kw, "power_headroom_kw": snap.power_headroom_kw,
+            "cooling_capacity_kw": snap.cooling_capacity_kw, "heat_load_kw": snap.heat_load_kw,
+            "cooling_headroom_kw": snap.cooling_headroom_kw,
+            "battery_available": snap.battery_available,
+            "battery_discharge_kw": snap.battery_discharge_kw,
+            "grid_available": snap.grid.available,
+            "demand_response_required": snap.grid.demand_response_required,
+            "reservations": sorted(self.reservations), "state_known": snap.power_known,
+        }

@@ -1,0 +1,133 @@
+"""The `[site]` section of a site node's TOML config: admission policy and telemetry mapping.
+
+    [site]
+    power_limit_kw = 2000.0          # the site's connection limit (grid/status may lower it)
+    ramp_limit_kw_per_s = 200.0      # fastest total load ramp the connection agreement allows
+    telemetry_max_age_s = 5.0        # older power readings make the site state unknown
+    reservation_hold_s = 120.0       # an admitted workload is reserved until start + this
+    battery_min_soc_pct = 20.0       # below this a rack battery is not counted as available
+    cooling_system_type = "single_phase_liquid"
+    heat_recovery_available = false
+    municipal_heat_integration = false
+    share_group = "site"             # MQTT 5 shared-subscription group of the coordinators
+    forward_roles = ["rack", "cdu"]  # roles whose nodes get accepted announcements
+    [site.cooling_capacity_kw]       # nominal heat each CDU can remove, by node name
+    cdu-01 = 1500.0
+    [site.points]                    # which telemetry points mean what ("device.point")
+    rack_power_kw = "rack_meter.power_kw"
+    ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.config.reader import ErrorLog, Section, read_toml
+from edge_runtime.federation.topics import check_level
+from edge_runtime.messages.models import CoolingSystemType
+
+ROLES_FORWARDED = ("rack", "cdu")
+
+
+@dataclass(frozen=True, slots=True)
+class PointMap:
+    """Telemetry point names the aggregate reads, per role."""
+
+    rack_power_kw: str = "rack_meter.power_kw"
+    battery_soc_pct: str = "battery.soc_pct"
+    battery_discharge_max_kw: str = "battery.w_dis_cha_max_kw"
+    cdu_flow_lpm: str = "flow.flow"
+    cdu_supply_temp_c: str = "supply_temp.temperature"
+    cdu_return_temp_c: str = "return_temp.temperature"
+    cdu_leak_state: str = "leak.leak_state"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """Admission policy and aggregate settings of a site coordinator."""
+
+    power_limit_kw: float = 2000.0
+    ramp_limit_kw_per_s: float = 200.0
+    telemetry_max_age_s: float = 5.0
+    reservation_hold_s: float = 120.0
+    battery_min_soc_pct: float = 20.0
+    cooling_capacity_kw: dict[str, float] = field(default_factory=dict)
+    default_cooling_capacity_kw: float = 0.0
+    cooling_system_type: CoolingSystemType = CoolingSystemType.SINGLE_PHASE_LIQUID
+    heat_recovery_available: bool = False
+    municipal_heat_integration: bool = False
+    share_group: str = "site"
+    forward_roles: tuple[str, ...] = ROLES_FORWARDED
+    points: PointMap = field(default_factory=PointMap)
+
+
+def read_site_section(sec: Section) -> SiteConfig:
+    """Read `[site]` from an open Section (errors go to its ErrorLog); call finish() inside."""
+    d = SiteConfig()
+    power = sec.get_float("power_limit_kw", d.power_limit_kw, minval=0.0)
+    ramp = sec.get_float("ramp_limit_kw_per_s", d.ramp_limit_kw_per_s, above=0.0)
+    max_age = sec.get_float("telemetry_max_age_s", d.telemetry_max_age_s, above=0.0,
+                            maxval=3600.0)
+    hold = sec.get_float("reservation_hold_s", d.reservation_hold_s, minval=0.0,
+                         maxval=86_400.0)
+    soc = sec.get_float("battery_min_soc_pct", d.battery_min_soc_pct, minval=0.0, maxval=100.0)
+    default_cool = sec.get_float("default_cooling_capacity_kw", d.default_cooling_capacity_kw,
+                                 minval=0.0)
+    cooling_type = sec.get_str("cooling_system_type", d.cooling_system_type.value,
+                               choices=[c.value for c in CoolingSystemType])
+    recovery = sec.get_bool("heat_recovery_available", d.heat_recovery_available)
+    municipal = sec.get_bool("municipal_heat_integration", d.municipal_heat_integration)
+    group = sec.get_str("share_group", d.share_group)
+    if isinstance(group, str):
+        try:
+            check_level("share_group", group)
+        except ValueError as exc:
+            sec.error("share_group", str(exc))
+    roles = sec._get("forward_roles", list(d.forward_roles))
+    if not isinstance(roles, list) or not all(r in ROLES_FORWARDED for r in roles):
+        sec.error("forward_roles", f"must be a list of {', '.join(ROLES_FORWARDED)}, "
+                                   f"got {roles!r}")
+        roles = list(d.forward_roles)
+
+    cool_sec = sec.sub("cooling_capacity_kw")
+    cooling: dict[str, float] = {}
+    for node in list(cool_sec.data):
+        value = cool_sec.get_float(node, minval=0.0)
+        if isinstance(value, float):
+            cooling[node] = value
+    cool_sec.finish()
+
+    pts_sec = sec.sub("points")
+    defaults = PointMap()
+    names: dict[str, Any] = {}
+    for key in PointMap.__dataclass_fields__:
+        value = pts_sec.get_str(key, getattr(defaults, key))
+        if isinstance(value, str) and "." not in value:
+            pts_sec.error(key, f"must name a point as 'device.point', got {value!r}")
+        names[key] = value
+    pts_sec.finish()
+    sec.finish()
+    return SiteConfig(
+        power_limit_kw=power, ramp_limit_kw_per_s=ramp, telemetry_max_age_s=max_age,
+        reservation_hold_s=hold, battery_min_soc_pct=soc, cooling_capacity_kw=cooling,
+        default_cooling_capacity_kw=default_cool,
+        cooling_system_type=CoolingSystemType(cooling_type) if cooling_type in
+        [c.value for c in CoolingSystemType] else d.cooling_system_type,
+        heat_recovery_available=recovery, municipal_heat_integration=municipal,
+        share_group=group if isinstance(group, str) else d.share_group,
+        forward_roles=tuple(roles), points=PointMap(**names))
+
+
+def load_site_config(path: Path | str) -> SiteConfig:
+    """`[site]` of a TOML file (other sections are left to their own loaders); ConfigError."""
+    path = Path(path)
+    errors = ErrorLog()
+    data = read_toml(path, errors)
+    errors.raise_if_any()
+    assert data is not None
+    sec = Section(str(path), "site", data.get("site", {}), errors)
+    config = read_site_section(sec)
+    errors.raise_if_any()
+    return config
