@@ -1,0 +1,137 @@
+"""Site aggregate: births, deaths, fresh telemetry, CDU heat, grid status, reservations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.config.reader import ConfigError
+from edge_runtime.core.points import Quality, Sample
+from edge_runtime.messages.models import ApprovalStatus, MessageError
+from edge_runtime.site.admission import Decision
+from edge_runtime.site.aggregate import SiteAggregate, parse_grid_status
+from edge_runtime.site.config import SiteConfig, load_site_config
+
+T = 1_800_000_000.0
+CFG = SiteConfig(power_limit_kw=1000.0, cooling_capacity_kw={"cdu-01": 900.0},
+                 reservation_hold_s=60.0)
+
+
+def good(v: float, ts: float = T) -> Sample:
+    return Sample(v, Quality.GOOD, ts)
+
+
+def site() -> SiteAggregate:
+    agg = SiteAggregate(CFG)
+    agg.node_online("rack-01", "rack", T)
+    agg.node_online("rack-02", "rack", T)
+    agg.node_online("cdu-01", "cdu", T)
+    agg.update_points("rack-01", [("rack_meter.power_kw", good(200.0)),
+                                  ("battery.soc_pct", good(80.0)),
+                                  ("battery.w_dis_cha_max_kw", good(50.0))])
+    agg.update_points("rack-02", [("rack_meter.power_kw", good(100.0)),
+                                  ("battery.soc_pct", good(10.0)),
+                                  ("battery.w_dis_cha_max_kw", good(50.0))])
+    return agg
+
+
+def test_load_battery_and_cooling_from_telemetry() -> None:
+    s = site().snapshot(T + 1)
+    assert s.measured_load_kw == 300.0 and s.power_headroom_kw == 700.0
+    assert s.battery_available and s.battery_discharge_kw == 50.0  # rack-02 below min SOC
+    assert s.cooling_capacity_kw == 900.0
+    assert s.heat_load_kw == 300.0  # no CDU readings: the racks' load stands in
+    assert s.power_known
+
+
+def test_cdu_heat_from_flow_and_delta_t_and_leak_removes_capacity() -> None:
+    agg = site()
+    agg.update_points("cdu-01", [("flow.flow", good(600.0)),  # 10 kg/s
+                                 ("supply_temp.temperature", good(30.0)),
+                                 ("return_temp.temperature", good(36.0))])
+    assert agg.snapshot(T).heat_load_kw == pytest.approx(10 * 4.186 * 6)
+    agg.update_points("cdu-01", [("leak.leak_state", good(1.0, T + 1))])
+    assert agg.snapshot(T + 1).cooling_capacity_kw == 0.0
+
+
+def test_stale_bad_and_offline_readings_do_not_count() -> None:
+    agg = site()
+    agg.update_points("rack-02", [("rack_meter.power_kw", Sample.bad("comms lost", T + 1))])
+    assert agg.snapshot(T + 1).measured_load_kw == 200.0
+    agg.node_offline("rack-01", T + 1)
+    s = agg.snapshot(T + 1)
+    assert not s.power_known and "no fresh rack power telemetry" in s.unknown_reason
+    agg.node_online("rack-01", "rack", T + 2)  # rebirth clears the old session's points
+    assert not agg.snapshot(T + 2).power_known
+    agg.update_points("rack-01", [("rack_meter.power_kw", good(250.0, T + 2))])
+    assert agg.snapshot(T + 2).measured_load_kw == 250.0
+    assert not agg.snapshot(T + 2 + CFG.telemetry_max_age_s + 0.1).power_known
+
+
+def test_older_sample_never_replaces_newer() -> None:
+    agg = site()
+    agg.update_points("rack-01", [("rack_meter.power_kw", good(999.0, T - 1))])
+    assert agg.snapshot(T).measured_load_kw == 300.0
+
+
+def test_reservation_held_until_start_plus_hold() -> None:
+    agg = site()
+    d = Decision(ApprovalStatus.APPROVED, 400.0, 400.0, T + 10, 100.0, ())
+    agg.reserve("job-1", d, T)
+    s = agg.snapshot(T + 1)
+    assert s.reserved_kw == 400.0 and s.power_headroom_kw == 300.0
+    assert s.ramps[0].start == T + 10 and s.ramps[0].duration_s == 4.0
+    assert agg.snapshot(T + 10 + 59).reserved_kw == 400.0
+    assert agg.snapshot(T + 10 + 60).reserved_kw == 0.0
+    assert agg.get_status(T + 71)["reservations"] == []
+
+
+def test_grid_status_lowers_limit_and_reports_dr() -> None:
+    agg = site()
+    agg.update_grid(parse_grid_status(
+        b'{"PSWD_version":"1.0","timestamp":"2027-01-15T08:00:00Z","import_limit_kw":800,'
+        b'"demand_response_required":true,"demand_response_until":"2027-01-15T08:05:00Z"}'))
+    s = agg.snapshot(T)
+    assert s.power_limit_kw == 800.0 and s.grid.demand_response_required
+    assert s.grid.demand_response_until == datetime(2027, 1, 15, 8, 5, tzinfo=UTC).timestamp()
+    status = agg.get_status(T)
+    assert status["demand_response_required"] and status["nodes_online"] == {"rack": 2, "cdu": 1}
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (b"{", "(root)"),
+    (b"[1]", "(root)"),
+    (b'{"timestamp":"2027-01-15T08:00:00Z"}', "PSWD_version"),
+    (b'{"PSWD_version":"1.0","timestamp":"yesterday"}', "timestamp"),
+    (b'{"PSWD_version":"1.0","timestamp":"2027-01-15T08:00:00Z","import_limit_kw":-1}',
+     "import_limit_kw"),
+    (b'{"PSWD_version":"1.0","timestamp":"2027-01-15T08:00:00Z","grid_available":"yes"}',
+     "grid_available"),
+])
+def test_bad_grid_status_names_the_field(raw: bytes, field: str) -> None:
+    with pytest.raises(MessageError) as info:
+        parse_grid_status(raw)
+    assert info.value.problems[0].path == field
+
+
+def test_site_config_reads_bounds_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    good_file = tmp_path / "site.toml"
+    good_file.write_text('[node]\nname = "site-1"\n[site]\npower_limit_kw = 5000\n'
+                         '[site.cooling_capacity_kw]\ncdu-01 = 1500\n'
+                         '[site.points]\nrack_power_kw = "meter.p"\n')
+    cfg = load_site_config(good_file)
+    assert cfg.power_limit_kw == 5000.0 and cfg.cooling_capacity_kw == {"cdu-01": 1500.0}
+    assert cfg.points.rack_power_kw == "meter.p"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[site]\npower_limit_kw = -1\nramp_limit = 3\nshare_group = "a/b"\n'
+                   'forward_roles = ["site"]\n[site.points]\nrack_power_kw = "nodot"\n')
+    with pytest.raises(ConfigError) as info:
+        load_site_config(bad)
+    text = str(info.value)
+    for line in [f"{bad}: [site] power_limit_kw: must be >= 0, got -1",
+                 f"{bad}: [site] ramp_limit: unknown key",
+                 f"{bad}: [site] share_group:", f"{bad}: [site] forward_roles:",
+                 f"{bad}: [site.points] rack_power_kw: must name a point"]:
+        assert line in text
