@@ -1,0 +1,390 @@
+"""An MQTT client for asyncio programs, on paho-mqtt 2.x: MQTT 5 or 3.1.1, TLS 1.3 with a
+client certificate, reconnect with exponential backoff, and nothing that blocks the loop.
+
+Network I/O (connect, TLS handshake, reads, writes, keepalive) runs on one thread owned by the
+client, so a slow or dead broker never delays the scan; `publish()` only queues (paho's queue
+is thread-safe) and returns at once. Callbacks reach the asyncio loop through
+`call_soon_threadsafe`, except `on_connect`, which runs on the network thread right after the
+CONNACK and before anything else is sent: that is where births go, so they always lead.
+
+    client = MqttClient(cfg, client_id="cdu-1", on_message=handle)  # handle(Message): loop
+    client.set_will(topic, payload, qos=1, retain=True)       # registered at each CONNECT
+    client.subscribe("pswd/v1/site/cdu-1/cmd/+", qos=1)       # renewed on every connect
+    client.start()                                            # returns at once
+    await client.wait_connected(timeout=5)
+    client.publish(topic, payload, qos=1)                     # -> mid, or None if offline
+    await client.publish_acked(topic, payload, qos=1, timeout=5)  # waits for the PUBACK
+    await client.stop()
+
+Delivery: every connection starts clean (MQTT 5 clean start / 3.1.1 clean session) and paho's
+own queue of unacknowledged messages is dropped at each connect, so nothing is resent behind
+the application's back; whoever needs at-least-once keeps its own copy (the link's outbox)
+and republishes after `on_state(True)`. `publish()` while offline returns None.
+
+MQTT 5 request/response: `publish(..., response_topic=..., correlation_data=...)`, and
+`Message.response_topic` / `Message.correlation_data` on receipt (None under 3.1.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_runtime.federation.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    response_topic: str | None = None  # MQTT 5 request/response
+    correlation_data: bytes | None = None
+    properties: Properties | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The message the broker publishes when the connection dies without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    """A TLS 1.3-only client context with the node's certificate; None without [mqtt.tls]."""
+    if cfg.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cfg.tls.ca))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+    return ctx
+
+
+class MqttClient:
+    """One MQTT connection, kept up by a background thread; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        client_id: str | None = None,
+        on_message: Callable[[Message], None] | None = None,
+        on_connect: Callable[[MqttClient], None] | None = None,
+        on_state: Callable[[bool], None] | None = None,
+        on_published: Callable[[int], None] | None = None,
+        max_inflight: int = 100,
+        session_expiry_s: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`on_connect` runs on the network thread; the other callbacks run in the loop.
+        `ssl_context` replaces the one built from `cfg.tls` (tests of refused clients)."""
+        self.cfg = cfg
+        self.client_id = client_id if client_id is not None else cfg.client_id
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._on_state = on_state
+        self._on_published = on_published
+        self._session_expiry_s = session_expiry_s
+        protocol = paho.MQTTv5 if cfg.mqtt5 else paho.MQTTv311
+        kwargs: dict[str, Any] = {} if cfg.mqtt5 else {"clean_session": True}
+        self._paho = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=protocol, **kwargs)
+        self._paho.max_inflight_messages_set(max_inflight)
+        self._paho.max_queued_messages_set(0)
+        self._paho.on_connect = self._cb_connect
+        self._paho.on_disconnect = self._cb_disconnect
+        self._paho.on_message = self._cb_message
+        self._paho.on_publish = self._cb_publish
+        self._paho.on_log = self._cb_log
+        self._paho.on_subscribe = self._cb_subscribe
+        ctx = ssl_context or tls_context(cfg)
+        if ctx is not None:
+            self._paho.tls_set_context(ctx)
+        self._subscriptions: dict[str, int] = {}
+        self._sub_pending: set[int] = set()
+        self._subscribed = asyncio.Event()
+        self._lock = threading.Lock()
+        self._connected = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._up = asyncio.Event()
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self.errors: deque[str] = deque(maxlen=20)
+        self.connects = 0
+        self.disconnects = 0
+        self.published = 0
+        self.received = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK and the loss of the connection."""
+        return self._connected
+
+    def set_will(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True) -> None:
+        """Set the will registered with the broker at the next CONNECT (not the current one)."""
+        self._paho.will_set(topic, payload, qos=qos, retain=retain)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now if connected, and again after every reconnect."""
+        with self._lock:
+            self._subscriptions[topic] = qos
+            if self._connected:
+                self._track_sub(self._paho.subscribe(topic, qos)[1])
+
+    def _track_sub(self, mid: int | None) -> None:
+        if mid is not None:
+            self._sub_pending.add(mid)
+            self._call(self._subscribed.clear)
+
+    async def wait_subscribed(self, timeout: float | None = 5.0) -> None:
+        """Return once connected and every subscription is acknowledged (SUBACK)."""
+        async def _wait() -> None:
+            while True:
+                await self._up.wait()
+                await self._subscribed.wait()
+                with self._lock:
+                    if self._connected and not self._sub_pending:
+                        return
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(_wait(), timeout)
+
+    def start(self) -> None:
+        """Begin connecting in the background (call from inside the running loop)."""
+        if self._thread is not None:
+            raise RuntimeError("client already started")
+        self._loop = asyncio.get_running_loop()
+        if self.cfg.mqtt5:
+            props = _properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._session_expiry_s
+            self._paho.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s,
+                                     clean_start=True, properties=props)
+        else:
+            self._paho.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.client_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Return once connected; TimeoutError (with the last error) after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+        except TimeoutError:
+            seen = list(dict.fromkeys(reversed(self.errors)))[:3]
+            why = "; ".join(seen) if seen else "no error reported"
+            raise TimeoutError(f"MQTT {self.cfg.host}:{self.cfg.port} not connected after "
+                               f"{timeout} s: {why}") from None
+
+    async def stop(self, *, timeout: float = 5.0) -> None:
+        """Disconnect cleanly (no will is sent) and end the network thread."""
+        self._stop.set()
+        if self._connected:
+            self._paho.disconnect()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+        self._paho.disconnect()  # closes the socket if the thread gave up first
+        self._set_connected(False)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a DISCONNECT, as a crash would (tests, rebirth)."""
+        sock = self._paho.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                cast(socket.socket, sock).shutdown(socket.SHUT_RDWR)
+
+    # -- publishing -----------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
+                response_topic: str | None = None, correlation_data: bytes | None = None,
+                properties: Properties | None = None) -> int | None:
+        """Queue a message; its mid, or None when offline (nothing is kept for later)."""
+        if not self._connected:
+            return None
+        if self.cfg.mqtt5 and (response_topic is not None or correlation_data is not None):
+            properties = properties or _properties(PacketTypes.PUBLISH)
+            if response_topic is not None:
+                properties.ResponseTopic = response_topic
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+        info = self._paho.publish(topic, payload, qos, retain,
+                                  properties if self.cfg.mqtt5 else None)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None
+        self.published += 1
+        return info.mid
+
+    async def publish_acked(self, topic: str, payload: bytes | str, qos: int = 1,
+                            retain: bool = False, *, timeout: float = 5.0,
+                            **kwargs: Any) -> None:
+        """Publish and wait until the broker acknowledged it (QoS 1) or it was written (QoS 0);
+        ConnectionError if offline or the connection drops first, TimeoutError after `timeout`."""
+        assert self._loop is not None, "start() first"
+        fut: asyncio.Future[None] = self._loop.create_future()
+        mid = self.publish(topic, payload, qos, retain, **kwargs)
+        if mid is None:
+            raise ConnectionError(f"MQTT offline: cannot publish to {topic}")
+        # No await since publish(): the ack callback cannot have run yet.
+        self._acks[mid] = fut
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            self._acks.pop(mid, None)
+
+    # -- paho callbacks (network thread) --------------------------------------------------------
+    def _run(self) -> None:
+        delay = self.cfg.reconnect_min_s
+        while not self._stop.is_set():
+            try:
+                self._paho.reconnect()  # blocking TCP connect and TLS handshake: this thread only
+            except (OSError, ValueError) as exc:
+                self._note_error(f"connect to {self.cfg.host}:{self.cfg.port} failed: {exc}")
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.cfg.reconnect_max_s)
+                continue
+            rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stop.is_set():
+                rc = self._paho.loop(timeout=0.2)
+            if self._stop.is_set():
+                # flush the DISCONNECT queued by stop(); the broker drops the will on it
+                for _ in range(10):
+                    if self._paho.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
+                break
+            if self._connected:
+                delay = self.cfg.reconnect_min_s  # it was a working connection: retry soon
+            self._set_connected(False)
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.cfg.reconnect_max_s)
+        self._set_connected(False)
+
+    def _cb_connect(self, client: paho.Client, userdata: Any, flags: Any,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:
+            self._note_error(f"broker refused the connection: {reason}")
+            return
+        client.drop_out_messages()  # the application republishes what it still needs
+        with self._lock:
+            self._sub_pending.clear()
+            for topic, qos in self._subscriptions.items():
+                self._track_sub(client.subscribe(topic, qos)[1])
+            if not self._sub_pending:
+                self._call(self._subscribed.set)
+        self.connects += 1
+        self._connected = True
+        if self._on_connect is not None:
+            try:
+                self._on_connect(self)
+            except Exception:
+                log.exception("MQTT on_connect hook failed")
+        self._call(self._state_changed, True)
+
+    def _cb_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
+                       reason: ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure and self._connected:
+            self._note_error(f"disconnected: {reason}")
+        self._set_connected(False)
+
+    def _set_connected(self, up: bool) -> None:
+        if self._connected and not up:
+            self.disconnects += 1
+            self._connected = False
+            self._call(self._state_changed, False)
+
+    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        rt = getattr(props, "ResponseTopic", None) if props is not None else None
+        cd = getattr(props, "CorrelationData", None) if props is not None else None
+        self._call(self._deliver, Message(msg.topic, bytes(msg.payload), msg.qos,
+                                          bool(msg.retain), rt, cd, props))
+
+    def _cb_publish(self, client: paho.Client, userdata: Any, mid: int,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        self._call(self._published, mid)
+
+    def _cb_subscribe(self, client: paho.Client, userdata: Any, mid: int,
+                      reasons: list[ReasonCode], properties: Properties | None) -> None:
+        for r in reasons:
+            if r.is_failure:
+                self._note_error(f"subscription refused: {r}")
+        with self._lock:
+            self._sub_pending.discard(mid)
+            if not self._sub_pending:
+                self._call(self._subscribed.set)
+
+    def _cb_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
+        if level == paho.MQTT_LOG_ERR and not text.startswith("Client is not connected"):
+            self._note_error(text)
+
+    def _note_error(self, text: str) -> None:
+        if not self.errors or self.errors[-1] != text:
+            log.warning("MQTT %s: %s", self.client_id, text)
+        self.errors.append(text)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the program is ending
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- loop side --------------------------------------------------------------------------------
+    def _state_changed(self, up: bool) -> None:
+        if up != self._connected:
+            return  # stale: the state flipped again before this ran
+        if up:
+            self._up.set()
+        else:
+            self._up.clear()
+            for fut in self._acks.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("MQTT connection lost before the ack"))
+        if self._on_state is not None:
+            self._on_state(up)
+
+    def _deliver(self, msg: Message) -> None:
+        self.received += 1
+        if self._on_message is not None:
+            try:
+                self._on_message(msg)
+            except Exception:
+                log.exception("MQTT message handler failed on %s", msg.topic)
+
+    def _published(self, mid: int) -> None:
+        fut = self._acks.get(mid)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if self._on_published is not None:
+            self._on_published(mid)
+
+    def get_status(self) -> dict[str, Any]:
+        """Connection state and counters."""
+        return {"broker": f"{self.cfg.host}:{self.cfg.port}", "protocol": self.cfg.protocol,
+                "tls": self.cfg.tls is not None, "connected": self._connected,
+                "connects": self.connects, "disconnects": self.disconnects,
+                "published": self.published, "received": self.received,
+                "last_error": self.errors[-1] if self.errors else None}

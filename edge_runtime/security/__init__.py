@@ -1,0 +1,1 @@
+"""Security: PKI for TLS (MQTT, HTTPS, OPC UA)."""
