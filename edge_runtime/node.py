@@ -1,4 +1,8 @@
-"""A running node: drivers, process image, scan engine, watchdog, built from a NodeConfig."""
+"""A running node: drivers, process image, scan engine, safety layer, watchdog, from a NodeConfig.
+
+Scan order: commands (operator values) -> heartbeat -> estimation (redundancy voting) ->
+the role's control blocks -> role interlocks -> the safety layer, always last.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from edge_runtime.io.failsafe import write_failsafe_blocking
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
 from edge_runtime.io.ports import FieldDevice, InputTable
 from edge_runtime.roles import ROLE_BLOCKS, ROLE_INTERLOCKS
+from edge_runtime.safety.config import build_safety_layer
+from edge_runtime.safety.interlocks import SafetyLayer
+from edge_runtime.safety.redundancy import RedundancyBlock
 from edge_runtime.safety.watchdog import Watchdog, WatchdogThread, monitor
 
 log = logging.getLogger(__name__)
@@ -69,17 +76,24 @@ class Node:
         self.image = ProcessImage(config.devices, self.live)
         self.watchdog = Watchdog(config.watchdog_s, self._on_watchdog)
         self._use_thread = watchdog_thread
-        self.manual = ManualOutputs(self.commands, self.events, self.clock.wall)
+        self.safety: SafetyLayer = build_safety_layer(config.safety, self.events,
+                                                      wall=self.clock.wall)
+        self.manual = ManualOutputs(self.commands, self.events, self.clock.wall,
+                                    safety=self.safety)
         heartbeats = [n for n, i in self.image.outputs_info.items() if i.spec.name == "ctrl_hb"]
+        # Estimation before control, so control blocks read the voted inputs by name.
+        groups = list(self.safety.groups.values())
+        estimation: list[ControlBlock] = [RedundancyBlock(groups)] if groups else []
         role_blocks = ROLE_BLOCKS[config.role](config) if blocks is None else list(blocks)
+        role_interlocks = (ROLE_INTERLOCKS[config.role](config) if interlocks is None
+                           else list(interlocks))
         self.engine = ScanEngine(
             clock=self.clock,
             period_s=config.scan_period_s,
             image=self.image,
             drivers=self.drivers,
-            blocks=[self.manual, Heartbeat(heartbeats), *role_blocks],
-            interlocks=ROLE_INTERLOCKS[config.role](config) if interlocks is None
-            else list(interlocks),
+            blocks=[self.manual, Heartbeat(heartbeats), *estimation, *role_blocks],
+            interlocks=[*role_interlocks, self.safety],  # the safety layer has the last word
             events=self.events,
             watchdog=self.watchdog,
         )
@@ -147,6 +161,7 @@ class Node:
             "node": {"name": self.config.name, "role": self.config.role,
                      "site": self.config.site, "version": __version__},
             "scan": self.engine.get_status(),
+            "safety": self.safety.get_status(),
             "devices": {n: d.get_status() for n, d in self.drivers.items()},
             "events": self.events.get_status(),
             "commands": self.commands.get_status(),

@@ -11,6 +11,7 @@ from typing import Any
 from edge_runtime.config.iomap import default_io_maps_dir, load_io_map
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.config.schema import ROLES, DeviceConfig, IoMap, Limits, NodeConfig
+from edge_runtime.safety.config import SafetyConfig, device_points, load_safety
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _LIMIT_ORDER = ("low_low", "low", "high", "high_high")
@@ -45,6 +46,7 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     maps_dir = (path.parent / maps_dir_raw).resolve() if maps_dir_raw else default_io_maps_dir()
 
     devices_table = top.table("devices")
+    safety_table = top.table("safety")
     top.finish()
 
     io_maps: dict[str, IoMap | None] = {}
@@ -55,6 +57,10 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
         if dev is not None:
             devices.append(dev)
     _check_unit_ids(file, devices, errors)
+    safety = SafetyConfig()
+    if len(devices) == len(devices_table):  # a broken device would make every name unknown
+        inputs, outputs, limits = device_points(devices)
+        safety = load_safety(safety_table, file, inputs, outputs, errors, limits=limits)
     errors.raise_if_any()
     return NodeConfig(
         name=name,
@@ -65,6 +71,7 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
         devices=tuple(devices),
         source=path,
         io_maps_dir=maps_dir,
+        safety=safety,
     )
 
 

@@ -6,8 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_runtime.io.codec import Encoding
+
+if TYPE_CHECKING:  # safety.config imports this module: import it lazily at run time
+    from edge_runtime.safety.config import SafetyConfig
 
 
 class Table(Enum):
@@ -125,6 +129,12 @@ class DeviceConfig:
 ROLES = ("cdu", "rack", "site")
 
 
+def _no_safety() -> SafetyConfig:
+    from edge_runtime.safety.config import SafetyConfig
+
+    return SafetyConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A whole node: its role, scan timing and devices."""
@@ -137,6 +147,7 @@ class NodeConfig:
     devices: tuple[DeviceConfig, ...]
     source: Path
     io_maps_dir: Path
+    safety: SafetyConfig = field(default_factory=_no_safety)  # the [safety] section
 
     def device(self, name: str) -> DeviceConfig:
         """Device by name."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import OutOfRange, ProcessImage, UnknownPoint
@@ -34,7 +35,58 @@ class ReleaseOutput:
     source: str = "local"
 
 
-Command = SetOutput | ReleaseOutput
+@dataclass(frozen=True, slots=True)
+class ForceOutput:
+    """Technician force of an output: applied after control, still below every interlock."""
+
+    point: str
+    value: float
+    role: str  # as established by the authenticated channel the command came in on
+    source: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseForce:
+    """End a technician force."""
+
+    point: str
+    role: str
+    source: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class ResetTrip:
+    """Reset latched interlocks: one by name, or every latched one (interlock None)."""
+
+    role: str
+    interlock: str | None = None
+    source: str = "local"
+
+
+Command = SetOutput | ReleaseOutput | ForceOutput | ReleaseForce | ResetTrip
+# Who may force outputs (spec 10.2.2 roles); trip resets are checked per interlock rule.
+FORCE_ROLES = ("infrastructure_manager",)
+
+
+class CommandRefused(Exception):
+    """A command that was checked and refused; the message is the reason."""
+
+
+class SafetyPort(Protocol):
+    """What the command path needs from the safety layer."""
+
+    def force(self, point: str, value: float, *, source: str = "local") -> None:
+        """Force an output."""
+        ...
+
+    def release(self, point: str, *, source: str = "local") -> None:
+        """Release a force."""
+        ...
+
+    def reset(self, role: str, name: str | None = None, *,
+              source: str = "local") -> Sequence[Any]:
+        """Reset latched interlocks; outcomes with `accepted`, `rule`, `reason`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +134,12 @@ class ManualOutputs:
 
     name = "commands"
 
-    def __init__(self, queue: CommandQueue, events: EventLog, wall: Any) -> None:
+    def __init__(self, queue: CommandQueue, events: EventLog, wall: Any,
+                 safety: SafetyPort | None = None) -> None:
         self.queue = queue
         self.events = events
         self._wall = wall  # callable giving UTC seconds for audit records
+        self.safety = safety  # forces and trip resets go to it; without one they are refused
         self.manual: dict[str, float] = {}
 
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
@@ -101,14 +155,39 @@ class ManualOutputs:
             if isinstance(cmd, SetOutput):
                 image.check_output(cmd.point, cmd.value)
                 self.manual[cmd.point] = float(cmd.value)
-            elif cmd.point in self.manual:
-                del self.manual[cmd.point]
-            elif cmd.point not in image.outputs_info:
-                raise UnknownPoint(cmd.point)
-        except (UnknownPoint, OutOfRange, TypeError) as exc:
+            elif isinstance(cmd, ReleaseOutput):
+                if cmd.point in self.manual:
+                    del self.manual[cmd.point]
+                elif cmd.point not in image.outputs_info:
+                    raise UnknownPoint(cmd.point)
+            else:
+                self._apply_safety(cmd, image)
+        except (UnknownPoint, OutOfRange, TypeError, CommandRefused) as exc:
             self.queue.record(ts, cmd, False, str(exc))
             self.events.raise_event(ts, f"command.{cmd.source}", Severity.WARNING,
                                     f"refused {cmd!r}: {exc}", "command_refused")
             return
         self.queue.record(ts, cmd, True)
         log.info("applied %r", cmd)
+
+    def _apply_safety(self, cmd: ForceOutput | ReleaseForce | ResetTrip,
+                      image: ProcessImage) -> None:
+        safety = self.safety
+        if safety is None:
+            raise CommandRefused("this node has no safety layer")
+        if isinstance(cmd, ResetTrip):
+            outcomes = safety.reset(cmd.role, cmd.interlock, source=cmd.source)
+            refused = [f"{o.rule}: {o.reason}" for o in outcomes if not o.accepted]
+            if refused:  # the safety layer has already raised its own event for each
+                raise CommandRefused("; ".join(refused))
+            return
+        if cmd.role not in FORCE_ROLES:
+            raise CommandRefused(f"role {cmd.role!r} may not force outputs "
+                                 f"(needs {' or '.join(FORCE_ROLES)})")
+        if isinstance(cmd, ForceOutput):
+            image.check_output(cmd.point, cmd.value)
+            safety.force(cmd.point, float(cmd.value), source=cmd.source)
+        else:
+            if cmd.point not in image.outputs_info:
+                raise UnknownPoint(cmd.point)
+            safety.release(cmd.point, source=cmd.source)
