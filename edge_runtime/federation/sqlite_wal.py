@@ -1,0 +1,144 @@
+"""SQLite file plumbing for the outbox: one owner per file, checkpoints off the event loop.
+
+Kept apart from the outbox's message logic: a flock on `<name>.lock`, a thread that copies
+the WAL into the database, and moving a bad file aside.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 500  # writes between early checkpoints (about 2 MB of WAL at 4 KB pages)
+RESTART_FRAMES = 16384  # WAL frames (4 KB pages, 64 MB) past which writers are held to restart
+PASSES = 4  # PASSIVE passes per round, each catching the frames written during the one before
+
+
+class FileInUse(Exception):
+    """Another process holds the file's lock."""
+
+
+def lock_file(path: Path) -> IO[bytes]:
+    """Hold `<name>.lock` with flock until the returned file is closed (or the process dies).
+
+    Raises FileInUse if another process holds it, OSError if the lock file cannot be opened.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    fh = open(lock_path, "ab")  # noqa: SIM115 - held open for the owner's lifetime
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        fh.close()
+        raise FileInUse(f"{lock_path} is locked by another process") from exc
+    except OSError:
+        fh.close()
+        raise
+    return fh
+
+
+class Checkpointer:
+    """Copies the WAL of `path` into the database from its own thread and connection.
+
+    A checkpoint syncs the WAL and the database file (milliseconds on a busy disk); on the
+    writer's connection it would land inside some write on the event loop. Here it runs every
+    interval_s, or sooner after CHECKPOINT_EVERY writes, in PASSIVE mode, which never blocks
+    the writer. With synchronous=NORMAL that bounds what a power loss can take back to about
+    the last interval_s of writes. The writer sets wal_autocheckpoint=0.
+    """
+
+    def __init__(self, path: Path, synchronous: str, interval_s: float) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._interval_s = interval_s
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._writes = 0
+        self.checkpoints = 0
+        self.restarts = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name=f"wal-checkpoint:{path.name}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def wrote(self) -> None:
+        """Count one write; wake the thread early after a burst."""
+        self._writes += 1
+        if self._writes >= CHECKPOINT_EVERY:
+            self._writes = 0
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Stop and join the thread (it finishes a checkpoint in progress first)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, timeout=1.0)
+        except sqlite3.Error as exc:
+            log.error("%s: WAL checkpointer cannot open the file: %s", self._path, exc)
+            return
+        try:
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            while not self._stopping.is_set():
+                self._wake.wait(self._interval_s)
+                self._wake.clear()
+                if self._stopping.is_set():
+                    break
+                self._checkpoint(db)
+        finally:
+            db.close()
+
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        try:
+            # The WAL starts over (and journal_size_limit trims it) only when a write begins
+            # with every frame copied. Frames written during a long pass are caught by short
+            # follow-up passes, which rarely overlap a write; none of them blocks the writer.
+            for _ in range(PASSES):
+                # fetchall: a statement left unfinished would hold a read mark on the WAL.
+                [(_busy, frames, copied)] = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if copied >= frames:
+                    break
+            if frames >= RESTART_FRAMES:
+                # Writes so steady that no write ever began on a fully copied WAL: RESTART
+                # holds writers while it copies what is left (a stall of milliseconds, about
+                # once per RESTART_FRAMES frames) so the WAL cannot grow without bound.
+                db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                self.restarts += 1
+            self.checkpoints += 1
+        except sqlite3.Error as exc:  # retried next round, never fatal
+            self.failures += 1
+            log.warning("%s: WAL checkpoint failed: %s", self._path, exc)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a bad database (and its -wal/-shm) to `<name>.corrupt-<UTC time>`; returns it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            extra.rename(aside.with_name(aside.name + suffix))
+    path.rename(aside)
+    return aside
