@@ -20,6 +20,7 @@ module. Outside pytest (the benchmarks), use `with Broker(directory) as broker:`
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import getpass
 import os
@@ -27,13 +28,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_runtime.federation.config import MqttConfig, TlsConfig
+from edge_runtime.federation.mqtt import Message
 from edge_runtime.security.pki import PkiFiles, write_pki
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -80,7 +82,9 @@ class Broker:
             lines.append(f"user {getpass.getuser()}")  # else it drops to 'mosquitto' and
             # cannot read the temp directory
         if persistence:
-            lines += ["persistence true", f"persistence_location {self.directory}/"]
+            # saved after every change, so sessions and subscriptions survive a SIGKILL
+            lines += ["persistence true", f"persistence_location {self.directory}/",
+                      "autosave_on_changes true", "autosave_interval 1"]
         if self.pki is not None:
             lines += [f"cafile {self.pki.ca}", f"certfile {self.pki.server_cert}",
                       f"keyfile {self.pki.server_key}", "tls_version tlsv1.3",
@@ -181,3 +185,40 @@ def mosquitto_fixture(tmp_path: Path) -> Iterator[Broker]:
 def mosquitto_tls_fixture(tmp_path: Path) -> Iterator[Broker]:
     """A TLS 1.3-only Mosquitto requiring client certificates; `broker.pki` has the files."""
     yield from _broker(tmp_path, "mosquitto-tls", tls=True)
+
+
+class Inbox:
+    """Collects messages from an MqttClient (pass it as on_message); waits with a bound."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, msg: Message) -> None:
+        self.messages.append(msg)
+        self._changed.set()
+
+    def on(self, topic: str) -> list[Message]:
+        """Messages received on one topic, in order."""
+        return [m for m in self.messages if m.topic == topic]
+
+    async def wait_until(self, predicate: Callable[[Inbox], bool], timeout: float = 5.0,
+                         what: str = "condition") -> None:
+        """Return once predicate(self) holds; TimeoutError naming `what` after `timeout` s."""
+        async def _wait() -> None:
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{what} not met within {timeout} s; got {len(self.messages)} "
+                               f"messages on {sorted({m.topic for m in self.messages})}") from None
+
+    async def wait_for(self, n: int, topic: str | None = None,
+                       timeout: float = 5.0) -> list[Message]:
+        """Wait for at least n messages (on `topic` if given); returns them."""
+        def enough(box: Inbox) -> bool:
+            return len(box.on(topic) if topic else box.messages) >= n
+        await self.wait_until(enough, timeout, f"{n} messages on {topic or 'any topic'}")
+        return self.on(topic) if topic else self.messages

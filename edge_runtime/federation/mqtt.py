@@ -100,10 +100,14 @@ class MqttClient:
         on_published: Callable[[int], None] | None = None,
         max_inflight: int = 100,
         session_expiry_s: int = 0,
+        clean_start: bool = True,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`on_connect` runs on the network thread; the other callbacks run in the loop.
-        `ssl_context` replaces the one built from `cfg.tls` (tests of refused clients)."""
+        `ssl_context` replaces the one built from `cfg.tls` (tests of refused clients).
+        `clean_start=False` with `session_expiry_s` > 0 (MQTT 5; 3.1.1: clean session off)
+        keeps the broker-side session, so QoS 1 messages published while this subscriber is
+        away are queued for it (with broker persistence, even across a broker restart)."""
         self.cfg = cfg
         self.client_id = client_id if client_id is not None else cfg.client_id
         self._on_message = on_message
@@ -112,7 +116,8 @@ class MqttClient:
         self._on_published = on_published
         self._session_expiry_s = session_expiry_s
         protocol = paho.MQTTv5 if cfg.mqtt5 else paho.MQTTv311
-        kwargs: dict[str, Any] = {} if cfg.mqtt5 else {"clean_session": True}
+        self._clean_start = clean_start
+        kwargs: dict[str, Any] = {} if cfg.mqtt5 else {"clean_session": clean_start}
         self._paho = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                  protocol=protocol, **kwargs)
         self._paho.max_inflight_messages_set(max_inflight)
@@ -185,7 +190,7 @@ class MqttClient:
             props = _properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self._session_expiry_s
             self._paho.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s,
-                                     clean_start=True, properties=props)
+                                     clean_start=self._clean_start, properties=props)
         else:
             self._paho.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.client_id}",

@@ -1,0 +1,523 @@
+"""NodeLink: a running Node on MQTT. State, telemetry, alarms out; commands in; errors answered.
+
+Wiring (the lead: node startup and `pswd-edge run`):
+
+    from edge_runtime.federation.config import load_mqtt_config
+    from edge_runtime.federation.link import NodeLink
+
+    node = Node(cfg)
+    mqtt_cfg = load_mqtt_config(path)          # None when the file has no [mqtt] section
+    if mqtt_cfg is None:
+        await node.run(duration)
+    else:
+        link = NodeLink(node, mqtt_cfg)         # before node.run(): it adds its recorder
+        task = asyncio.create_task(link.run(), name="mqtt-link")
+        try:
+            await node.run(duration)
+        finally:
+            task.cancel()                       # publishes the death, stores unsent telemetry
+            await asyncio.gather(task, return_exceptions=True)
+
+`link.get_status()` belongs in `node.get_status()["mqtt"]`. Once the node config loader reads
+`[mqtt]` itself, pass its MqttConfig instead of calling load_mqtt_config.
+
+What it does, all on the loop that runs the scan, none of it awaiting the broker:
+- A TelemetryRecorder, appended as the last interlock of `node.engine` (after the safety
+  layer, it only reads), keeps every new input sample (by source timestamp) and every changed
+  output of every scan. Every `telemetry_period_ms` the link turns them into CBOR batches
+  (edge_runtime.messages.telemetry), sequence numbered under the current session.
+- Every batch and every alarm (node.events) goes into the outbox first (store-and-forward,
+  SQLite WAL, survives kill -9) and leaves it on the broker's acknowledgement: PUBACK with
+  telemetry_qos = 1 (the default: no batch is lost when the broker dies), socket write with
+  0. After a reconnect the node publishes its birth, then replays what is stored in order;
+  replayed batches are re-encoded under the new session with historical = true (alarms get
+  the MQTT 5 user property historical=true).
+- Births: JSON state (retained) with the full point list, then the CBOR birth (retained, on
+  the telemetry topic) declaring the aliases. Death: the MQTT will (edge_runtime.federation.state).
+- Commands on `cmd/{kind}`: JSON, at most max_message_bytes. thermal_control, battery_control
+  and grid_signal carry {"PSWD_version": "1.0", "timestamp": RFC 3339, "action":
+  "set_output" | "release_output", "point": "device.point", "value": number}; accepted ones go
+  to node.commands (applied and audited at the next scan). rebirth: any JSON object (or
+  empty). workload: an Annex A.1 announcement, recorded as an event. Every invalid message is
+  answered on `.../error` with the reason and the field, and counted by category.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_runtime import __version__
+from edge_runtime.config.schema import NodeConfig
+from edge_runtime.core.clock import Clock
+from edge_runtime.core.commands import CommandQueue, ReleaseOutput, SetOutput
+from edge_runtime.core.events import EventLog, Severity
+from edge_runtime.core.image import OutOfRange, ProcessImage, UnknownPoint
+from edge_runtime.core.points import Quality, Sample
+from edge_runtime.core.scan import ScanEngine
+from edge_runtime.federation import state
+from edge_runtime.federation.config import MqttConfig
+from edge_runtime.federation.mqtt import Message, MqttClient
+from edge_runtime.federation.outbox import Entry, Outbox, OutboxError, open_outbox
+from edge_runtime.federation.topics import COMMAND_KINDS, NodeTopics
+from edge_runtime.messages.annex_a import decode_json, parse_message
+from edge_runtime.messages.models import MessageError, parse_datetime
+from edge_runtime.messages.telemetry import (
+    Batch,
+    PointDef,
+    TelemetryError,
+    decode_batch,
+    encode_batch,
+    encode_birth,
+    make_batch,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_SAMPLES = 10_000  # ~110 kB of CBOR at most, well under the codec's 1 MB bound
+MAX_OFFSET_MS = 2**32 - 1
+INFLIGHT = 64  # unacknowledged publishes from the outbox
+ERROR_ANSWERS_PER_S = 50  # beyond this, invalid messages are only counted (no echo storms)
+CONTROL_KINDS = ("thermal_control", "battery_control", "grid_signal")
+
+
+class LinkedNode(Protocol):
+    """What the link needs of edge_runtime.node.Node."""
+
+    config: NodeConfig
+    clock: Clock
+    image: ProcessImage
+    events: EventLog
+    commands: CommandQueue
+    engine: ScanEngine
+
+
+class TelemetryRecorder:
+    """Last block of the scan: collects new input samples and changed outputs. No I/O."""
+
+    name = "telemetry"
+
+    def __init__(self, points: tuple[PointDef, ...], inputs: Mapping[str, Any],
+                 wall: Callable[[], float], max_pending: int = 1_000_000) -> None:
+        alias = {p.name: p.alias for p in points}
+        self._inputs = [(n, alias[n]) for n in sorted(inputs)]
+        self._outputs = [(p.name, p.alias) for p in points if p.name not in inputs]
+        self._wall = wall
+        self._last_in: dict[str, Sample] = {}
+        self._last_out: dict[str, tuple[float, Quality]] = {}
+        self.pending: list[tuple[int, Sample]] = []
+        self.max_pending = max_pending
+        self.dropped = 0
+
+    def step(self, image: ProcessImage, now: float, dt: float) -> None:
+        """Record what changed in this scan."""
+        inputs, last_in, pending = image.inputs, self._last_in, self.pending
+        for name, alias in self._inputs:
+            s = inputs.get(name)
+            # Samples are immutable and latched by reference: `is` finds the unchanged ones.
+            if s is None or s is last_in.get(name) or s.ts <= 0:
+                continue
+            last_in[name] = s
+            pending.append((alias, s))
+        if self._outputs:
+            ts = self._wall()
+            outputs, quality = image.outputs, image.output_quality
+            for name, alias in self._outputs:
+                now_out = (outputs[name], quality.get(name, Quality.GOOD))
+                if self._last_out.get(name) != now_out:
+                    self._last_out[name] = now_out
+                    pending.append((alias, Sample(now_out[0], now_out[1], ts)))
+        if len(pending) > self.max_pending:  # the link task is stuck: keep the newest
+            excess = len(pending) - self.max_pending
+            del pending[:excess]
+            self.dropped += excess
+
+    def take(self) -> list[tuple[int, Sample]]:
+        """Everything recorded since the last take, oldest first."""
+        out, self.pending = self.pending, []
+        return out
+
+
+def split_batches(samples: list[tuple[int, Sample]], *, session: int, first_seq: int,
+                  max_samples: int = MAX_BATCH_SAMPLES) -> list[Batch]:
+    """Samples in time order, cut into batches that fit the codec (size, 32-bit offsets)."""
+    samples = sorted(samples, key=lambda a_s: a_s[1].ts)
+    batches: list[Batch] = []
+    start = 0
+    while start < len(samples):
+        base = round(samples[start][1].ts * 1000)
+        end = start + 1
+        limit = min(len(samples), start + max_samples)
+        while end < limit and round(samples[end][1].ts * 1000) - base <= MAX_OFFSET_MS:
+            end += 1
+        batches.append(make_batch(samples[start:end], session=session,
+                                  seq=first_seq + len(batches)))
+        start = end
+    return batches
+
+
+def fingerprint(points: tuple[PointDef, ...]) -> str:
+    """Identifies an alias table: stored batches are re-encoded only under the same one."""
+    text = "\n".join(f"{p.alias}\t{p.name}\t{p.unit}\t{p.data_type.value}" for p in points)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Invalid(Exception):
+    """An incoming message refused: category (counted), reason, field."""
+
+    def __init__(self, category: str, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.category, self.reason, self.field = category, reason, field
+
+
+class NodeLink:
+    """Attach a Node to MQTT; `await run()` beside `node.run()` (see the module docstring)."""
+
+    def __init__(self, node: LinkedNode, cfg: MqttConfig, *, outbox: Outbox | None = None,
+                 verify: Callable[[str, dict[str, Any]], str | None] | None = None) -> None:
+        """`verify(kind, doc)` returns None or why a command is refused (HMAC signatures)."""
+        self.node = node
+        self.cfg = cfg
+        nc = node.config
+        self.topics = NodeTopics(nc.site, nc.name)
+        self.who = state.Identity(nc.site, nc.name, nc.role, __version__)
+        self.points = state.point_list(node.image.inputs_info, node.image.outputs_info)
+        self.fingerprint = fingerprint(self.points)
+        self.recorder = TelemetryRecorder(self.points, node.image.inputs_info, node.clock.wall)
+        self.sessions = state.SessionCounter(cfg.state_dir)
+        self.session = self.sessions.current
+        self._outbox = outbox
+        self._verify = verify
+        self.client = MqttClient(cfg, client_id=cfg.client_id or nc.name,
+                                 on_message=self._on_message, on_state=self._on_state,
+                                 on_published=self._on_published)
+        self._online = False
+        self._generation = 0  # connections seen by this link
+        self._put_seq = 0  # seq guessed at put time; right whenever nothing waits before it
+        self._send_seq = 0  # next seq to go out in this session
+        self._encoded: dict[int, tuple[int, int]] = {}  # outbox seq -> (session, seq) in payload
+        self._inflight: dict[int, int] = {}  # mid -> outbox seq
+        self._cursor = 0
+        self._acks: list[int] = []
+        self._wake = asyncio.Event()
+        self._events_seen = node.events.total
+        self._error_budget = (0.0, 0)
+        self.invalid: Counter[str] = Counter()
+        self.sent = Counter[str]()
+        self.replayed = 0
+        self.stale_dropped = 0
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox (opened by run())."""
+        if self._outbox is None:
+            raise RuntimeError("NodeLink.run() has not opened the outbox yet")
+        return self._outbox
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Keep the node on MQTT until cancelled; then store what is unsent, publish the death."""
+        if self._outbox is None:
+            self._outbox = open_outbox(self.cfg.state_dir / "outbox.sqlite",
+                                       events=self.node.events, clock=self.node.clock,
+                                       max_rows=self.cfg.outbox_capacity)
+        self.node.engine.interlocks.append(self.recorder)
+        self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
+                                                            "connection lost"))
+        self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1)
+        self.client.start()
+        try:
+            await asyncio.gather(self._ticker(), self._sender())
+        finally:
+            with contextlib.suppress(ValueError):
+                self.node.engine.interlocks.remove(self.recorder)
+            self._store_telemetry()
+            self._flush_acks()
+            if self._online:
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    await self.client.publish_acked(
+                        self.topics.state, self._death(self.session, "shutdown"), 1, True,
+                        timeout=1.0)
+            await self.client.stop()
+            self.outbox.close()
+
+    def _death(self, session: int, reason: str) -> bytes:
+        return state.death_json(self.who, session=session, wall_s=self.node.clock.wall(),
+                                reason=reason)
+
+    def _birth(self) -> None:
+        """New session: JSON state, then the CBOR alias table, both retained; seq back to 0."""
+        self.session = self.sessions.next()
+        self._put_seq = self._send_seq = 0
+        self._encoded.clear()
+        wall = self.node.clock.wall()
+        self.client.publish(self.topics.state, state.birth_json(
+            self.who, session=self.session, wall_s=wall, points=self.points,
+            period_ms=self.cfg.telemetry_period_ms), 1, True)
+        self.client.publish(self.topics.telemetry, encode_birth(
+            self.points, session=self.session, time_ms=round(wall * 1000)), 1, True)
+        self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
+                                                            "connection lost"))
+        log.info("%s: birth of session %d (%d points)", self.who.node, self.session,
+                 len(self.points))
+
+    def _on_state(self, up: bool) -> None:
+        self._online = up
+        self._inflight.clear()
+        self._cursor = 0
+        if up:
+            self._generation += 1
+            self._birth()
+            waiting = self.outbox.mark_reconnected()
+            if waiting:
+                log.info("%s: replaying %d stored messages", self.who.node, waiting)
+        self._wake.set()
+
+    # -- outgoing -------------------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.cfg.telemetry_period_ms / 1000
+        deadline = loop.time()
+        while True:
+            deadline += period
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            if loop.time() - deadline > period:
+                deadline = loop.time()  # the loop was stalled: do not burst to catch up
+            self._store_telemetry()
+            self._store_alarms()
+            self._wake.set()
+
+    def _store_telemetry(self) -> None:
+        if self._outbox is None:
+            return
+        samples = self.recorder.take()
+        if not samples:
+            return
+        for batch in split_batches(samples, session=self.session, first_seq=self._put_seq):
+            try:
+                seq = self.outbox.put(self.topics.telemetry, encode_batch(batch),
+                                      kind="telemetry", qos=self.cfg.telemetry_qos,
+                                      properties={"aliases": self.fingerprint})
+            except (OutboxError, TelemetryError) as exc:
+                log.error("%s: telemetry batch not stored: %s", self.who.node, exc)
+                continue
+            self._encoded[seq] = (batch.session, batch.seq)
+            self._put_seq += 1
+
+    def _store_alarms(self) -> None:
+        events = self.node.events
+        new = events.since(self._events_seen)
+        self._events_seen = events.total
+        for ev in new:
+            if ev.source == "outbox":
+                continue  # about the outbox itself: storing it there could recurse when full
+            doc = {"PSWD_version": "1.0", "timestamp": state.timestamp(ev.ts),
+                   "site": self.who.site, "node": self.who.node, "source": ev.source,
+                   "severity": ev.severity.value, "message": ev.message, "code": ev.code}
+            try:
+                self.outbox.put(self.topics.alarm, json.dumps(doc).encode(), kind="alarm")
+            except OutboxError as exc:
+                log.error("%s: alarm not stored: %s", self.who.node, exc)
+
+    async def _sender(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._flush_acks()
+            self._send_some()
+
+    def _send_some(self) -> None:
+        while self._online and len(self._inflight) < INFLIGHT:
+            entries = self.outbox.pending(INFLIGHT - len(self._inflight), after=self._cursor)
+            if not entries:
+                return
+            for e in entries:
+                payload = self._prepare(e)
+                if payload is None:
+                    self._acks.append(e.seq)
+                    self._cursor = e.seq
+                    continue
+                historical = e.historical and self.cfg.mqtt5
+                mid = self.client.publish(
+                    e.topic, payload, e.qos, e.retain,
+                    properties=_historical_props() if historical else None)
+                if mid is None:
+                    return  # went offline: _on_state resets the cursor
+                if e.kind == "telemetry":
+                    self._send_seq += 1
+                    self.sent["telemetry"] += 1
+                else:
+                    self.sent[e.kind] += 1
+                self.replayed += e.historical
+                self._inflight[mid] = e.seq
+                self._cursor = e.seq
+
+    def _prepare(self, e: Entry) -> bytes | None:
+        """The bytes to publish; telemetry re-encoded when its (session, seq) is not next."""
+        if e.kind != "telemetry":
+            return e.payload
+        if (self._encoded.pop(e.seq, None) == (self.session, self._send_seq)
+                and not e.historical):
+            return e.payload
+        if (e.properties or {}).get("aliases") != self.fingerprint:
+            self.stale_dropped += 1  # stored under another point list: aliases would lie
+            log.warning("%s: stored batch %d has another alias table; dropped", self.who.node,
+                        e.seq)
+            return None
+        try:
+            batch = decode_batch(e.payload)
+        except TelemetryError as exc:
+            self.stale_dropped += 1
+            log.error("%s: stored batch %d unreadable, dropped: %s", self.who.node, e.seq, exc)
+            return None
+        # Live batches only lag a rebirth; stored ones waited for a link (historical).
+        return encode_batch(dataclasses.replace(batch, session=self.session,
+                                                seq=self._send_seq, historical=e.historical))
+
+    def _on_published(self, mid: int) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is not None:
+            if not self._acks:
+                asyncio.get_running_loop().call_soon(self._flush_acks)
+            self._acks.append(seq)
+            self._wake.set()
+
+    def _flush_acks(self) -> None:
+        if self._acks and self._outbox is not None:
+            acks, self._acks = self._acks, []
+            self.outbox.ack_many(acks)
+
+    # -- incoming -------------------------------------------------------------------------------
+    def _on_message(self, msg: Message) -> None:
+        try:
+            self._handle(msg)
+        except Invalid as bad:
+            self._answer_error(msg, bad)
+        except Exception as exc:  # a bug here must not take the link down
+            log.exception("%s: handling %s failed", self.who.node, msg.topic)
+            self._answer_error(msg, Invalid("internal", f"internal error: {exc!r}"))
+
+    def _handle(self, msg: Message) -> None:
+        kind = msg.topic.removeprefix(f"{self.topics.base}/cmd/")
+        if kind not in COMMAND_KINDS:
+            raise Invalid("unknown_topic", f"unknown command kind {kind!r}; one of "
+                          f"{', '.join(COMMAND_KINDS)}", "topic")
+        if msg.retain:  # a retained command would be re-applied at every reconnect
+            raise Invalid("retained", "retained commands are refused; publish with retain "
+                          "false", "retain")
+        if len(msg.payload) > self.cfg.max_message_bytes:
+            raise Invalid("oversized", f"message is {len(msg.payload)} bytes, larger than the "
+                          f"{self.cfg.max_message_bytes}-byte limit")
+        if kind == "rebirth" and not msg.payload.strip():
+            self._rebirth()
+            return
+        try:
+            doc = decode_json(msg.payload)
+        except MessageError as exc:
+            raise Invalid("malformed", str(exc)) from None
+        if not isinstance(doc, dict):
+            raise Invalid("malformed", "expected a JSON object", "$")
+        if kind == "rebirth":
+            self._rebirth()
+        elif kind == "workload":
+            self._workload(doc)
+        else:
+            self._control(kind, doc)
+
+    def _rebirth(self) -> None:
+        if self._online:
+            self._birth()  # what is stored but unsent is re-encoded under the new session
+            self._wake.set()
+
+    def _workload(self, doc: dict[str, Any]) -> None:
+        try:
+            announcement = parse_message(json.dumps(doc))
+        except MessageError as exc:
+            raise Invalid("schema", str(exc), exc.problems[0].path if exc.problems else None
+                          ) from None
+        self.node.events.raise_event(self.node.clock.wall(), "mqtt.workload", Severity.INFO,
+                                     f"workload announced: {announcement!r}"[:300],
+                                     "workload_announced")
+
+    def _control(self, kind: str, doc: dict[str, Any]) -> None:
+        for key in ("PSWD_version", "timestamp", "action", "point"):
+            if not isinstance(doc.get(key), str):
+                raise Invalid("schema", f"{key}: required text, got {doc.get(key)!r}"[:200], key)
+        if doc["PSWD_version"] != "1.0":
+            raise Invalid("schema", f"PSWD_version: expected '1.0', got {doc['PSWD_version']!r}",
+                          "PSWD_version")
+        try:
+            parse_datetime(doc["timestamp"])
+        except ValueError as exc:
+            raise Invalid("schema", f"timestamp: {exc}", "timestamp") from None
+        extra = set(doc) - {"PSWD_version", "timestamp", "action", "point", "value",
+                            "command_id", "signature", "nonce", "role"}
+        if extra:
+            raise Invalid("schema", f"unknown field(s) {', '.join(sorted(extra))}",
+                          sorted(extra)[0])
+        if self._verify is not None and (why := self._verify(kind, doc)) is not None:
+            raise Invalid("refused", why, "signature")
+        action, point, source = doc["action"], doc["point"], f"mqtt.{kind}"
+        try:
+            if action == "set_output":
+                value = doc.get("value")
+                if isinstance(value, bool) or not isinstance(value, int | float) \
+                        or not math.isfinite(value):
+                    raise Invalid("schema", f"value: expected a finite number, got {value!r}",
+                                  "value")
+                self.node.image.check_output(point, value)
+                self.node.commands.submit(SetOutput(point, float(value), source))
+            elif action == "release_output":
+                if point not in self.node.image.outputs_info:
+                    raise UnknownPoint(point)
+                self.node.commands.submit(ReleaseOutput(point, source))
+            else:
+                raise Invalid("schema", f"action: expected 'set_output' or 'release_output', "
+                              f"got {action!r}", "action")
+        except (UnknownPoint, OutOfRange, TypeError) as exc:
+            raise Invalid("refused", str(exc), "point" if isinstance(exc, UnknownPoint)
+                          else "value") from None
+
+    def _answer_error(self, msg: Message, bad: Invalid) -> None:
+        self.invalid[bad.category] += 1
+        log.warning("%s: invalid message on %s: %s", self.who.node, msg.topic, bad.reason)
+        now = self.node.clock.monotonic()
+        window, used = self._error_budget
+        if now - window >= 1.0:
+            window, used = now, 0
+        self._error_budget = (window, used + 1)
+        if used >= ERROR_ANSWERS_PER_S:
+            self.invalid["unanswered"] += 1
+            return
+        doc = {"PSWD_version": "1.0", "timestamp": state.timestamp(self.node.clock.wall()),
+               "node": self.who.node, "topic": msg.topic, "error": bad.reason,
+               "field": bad.field, "category": bad.category,
+               "invalid_total": sum(v for k, v in self.invalid.items() if k != "unanswered")}
+        self.client.publish(self.topics.error, json.dumps(doc).encode(), 1,
+                            correlation_data=msg.correlation_data)
+
+    def get_status(self) -> dict[str, Any]:
+        """Link, session, counters, outbox and client status."""
+        return {"online": self._online, "session": self.session, "next_seq": self._send_seq,
+                "points": len(self.points), "sent": dict(self.sent), "replayed": self.replayed,
+                "invalid": dict(self.invalid), "stale_dropped": self.stale_dropped,
+                "recorder_dropped": self.recorder.dropped, "inflight": len(self._inflight),
+                "outbox": self._outbox.get_status() if self._outbox is not None else None,
+                "mqtt": self.client.get_status()}
+
+
+def _historical_props() -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = [("historical", "true")]
+    return props
