@@ -85,7 +85,7 @@ def test_reservation_held_until_start_plus_hold() -> None:
     assert s.ramps[0].start == T + 10 and s.ramps[0].duration_s == 4.0
     assert agg.snapshot(T + 10 + 59).reserved_kw == 400.0
     assert agg.snapshot(T + 10 + 60).reserved_kw == 0.0
-    assert agg.get_status(T + 71)["reservations"] == []
+    assert agg.get_status(T + 71)["reservations"] == 0
 
 
 def test_grid_status_lowers_limit_and_reports_dr() -> None:
@@ -135,3 +135,22 @@ def test_site_config_reads_bounds_and_rejects_unknown_keys(tmp_path: Path) -> No
                  f"{bad}: [site] share_group:", f"{bad}: [site] forward_roles:",
                  f"{bad}: [site.points] rack_power_kw: must name a point"]:
         assert line in text
+
+
+def test_bookings_totals_replace_and_lazy_expiry() -> None:
+    from edge_runtime.site.admission import Ramp
+    from edge_runtime.site.aggregate import Bookings, Reservation
+
+    b = Bookings()
+    b.add(Reservation("a", 100.0, 90.0, T + 10, Ramp(T, 2.0, 50.0)))
+    b.add(Reservation("b", 200.0, 180.0, T + 20, Ramp(T, 4.0, 50.0)))
+    b.add(Reservation("a", 50.0, 45.0, T + 30, Ramp(T, 1.0, 50.0)))  # an update replaces
+    assert len(b) == 2 and b.kw == 250.0 and b.heat_kw == 225.0
+    b.expire(T + 1.5)  # a's new ramp ended; b's still running
+    assert [r.duration_s for r in b.active_ramps()] == [4.0]
+    b.expire(T + 10)  # a's stale heap entry (until T+10) must not drop the updated booking
+    assert "a" in b and b.kw == 250.0
+    b.expire(T + 20)
+    assert "b" not in b and b.kw == 50.0 and b.active_ramps() == ()
+    b.remove("a")
+    assert len(b) == 0 and b.kw == 0.0 and b.get("a") is None

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import NodeTopics, SiteTopics
 
 OFFSET_LIMIT_S = 0.001  # spec 5.2.2: ±1 ms
@@ -272,3 +273,47 @@ async def clock_status(node: str, exchange: Exchange | None, wall: Callable[[], 
         if estimate.offset_s is not None:
             return estimate
     return status or UNKNOWN
+
+
+class MqttTimeExchange:
+    """The `Exchange` of estimate_over_mqtt over an MqttClient the node already runs.
+
+    The node's on_message passes every message to `handle()` first. Replies come to the node's
+    own reply topic (MQTT 5 response topic too, so both protocols work); one round trip at a
+    time, so a late reply to a timed-out request is told apart by its t1.
+    """
+
+    def __init__(self, client: MqttClient, *, site: str, node: str,
+                 wall: Callable[[], float], timeout_s: float = 0.5) -> None:
+        self.client, self.node, self.wall, self.timeout_s = client, node, wall, timeout_s
+        self.request_topic = time_request_topic(site)
+        self.reply_topic = time_reply_topic(site, node)
+        client.subscribe(self.reply_topic, 0)
+        self._pending: tuple[float, asyncio.Future[tuple[bytes, float]]] | None = None
+
+    def handle(self, msg: Message) -> bool:
+        """True if `msg` was a clock reply (consumed)."""
+        if msg.topic != self.reply_topic:
+            return False
+        t4 = self.wall()
+        if self._pending is not None:
+            t1, fut = self._pending
+            try:
+                same = parse_time_reply(msg.payload, t4).t1 == t1
+            except ValueError:
+                same = False
+            if same and not fut.done():
+                fut.set_result((msg.payload, t4))
+        return True
+
+    async def __call__(self, request: bytes) -> tuple[bytes, float]:
+        _, t1 = parse_time_request(request)
+        fut: asyncio.Future[tuple[bytes, float]] = asyncio.get_running_loop().create_future()
+        self._pending = (t1, fut)
+        try:
+            if self.client.publish(self.request_topic, request, 0,
+                                   response_topic=self.reply_topic) is None:
+                raise TimeoutError("MQTT offline")
+            return await asyncio.wait_for(fut, self.timeout_s)
+        finally:
+            self._pending = None

@@ -17,6 +17,7 @@ What counts:
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -106,6 +107,71 @@ def parse_grid_status(raw: bytes | str) -> GridState:
         renewable_energy_available=doc.get("renewable_energy_available"))
 
 
+class Bookings:
+    """Reservations with running totals and lazy expiry, so a snapshot costs O(active ramps)
+    rather than O(reservations): at 1,000 announcements/s and a 120 s hold there are 120,000."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[int, Reservation]] = {}
+        self._expiry: list[tuple[float, int, str]] = []  # heap of (until, seq, id)
+        self._ramp_ends: list[tuple[float, int, str]] = []  # heap of (ramp end, seq, id)
+        self._ramps: dict[str, Ramp] = {}  # ramps not yet known to have ended
+        self._seq = 0
+        self.kw = 0.0
+        self.heat_kw = 0.0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, workload_id: object) -> bool:
+        return workload_id in self._by_id
+
+    def get(self, workload_id: str) -> Reservation | None:
+        """The reservation of a workload, if it holds one."""
+        entry = self._by_id.get(workload_id)
+        return entry[1] if entry else None
+
+    def add(self, r: Reservation) -> None:
+        """Book (replacing the workload's earlier booking)."""
+        self.remove(r.workload_id)
+        self._seq += 1
+        self._by_id[r.workload_id] = (self._seq, r)
+        heapq.heappush(self._expiry, (r.until, self._seq, r.workload_id))
+        heapq.heappush(self._ramp_ends, (r.ramp.end, self._seq, r.workload_id))
+        self._ramps[r.workload_id] = r.ramp
+        self.kw += r.kw
+        self.heat_kw += r.heat_kw
+
+    def remove(self, workload_id: str) -> None:
+        """Drop a booking (its heap entries go stale and are skipped)."""
+        entry = self._by_id.pop(workload_id, None)
+        self._ramps.pop(workload_id, None)
+        if entry is not None:
+            self.kw -= entry[1].kw
+            self.heat_kw -= entry[1].heat_kw
+        if not self._by_id:  # no drift from float subtraction once empty
+            self.kw = self.heat_kw = 0.0
+
+    def _live(self, seq: int, workload_id: str) -> bool:
+        entry = self._by_id.get(workload_id)
+        return entry is not None and entry[0] == seq
+
+    def expire(self, now: float) -> None:
+        """Drop bookings whose hold ended by `now`, and forget ramps that ended."""
+        while self._expiry and self._expiry[0][0] <= now:
+            _, seq, wid = heapq.heappop(self._expiry)
+            if self._live(seq, wid):
+                self.remove(wid)
+        while self._ramp_ends and self._ramp_ends[0][0] <= now:
+            _, seq, wid = heapq.heappop(self._ramp_ends)
+            if self._live(seq, wid):
+                self._ramps.pop(wid, None)
+
+    def active_ramps(self) -> tuple[Ramp, ...]:
+        """Ramps of live bookings not ended at the last expire()."""
+        return tuple(self._ramps.values())
+
+
 class SiteAggregate:
     """Live site state built from what the nodes and the grid interface publish."""
 
@@ -113,7 +179,7 @@ class SiteAggregate:
         self.config = config
         self.nodes: dict[str, NodeState] = {}
         self.grid = GridState()
-        self.reservations: dict[str, Reservation] = {}
+        self.reservations = Bookings()
 
     # --- feeding ------------------------------------------------------------------------------
 
@@ -144,10 +210,10 @@ class SiteAggregate:
     def reserve(self, workload_id: str, decision: Decision, now: float) -> None:
         """Hold an admitted workload's power, heat and ramp until telemetry shows it."""
         ramp_s = decision.approved_kw / decision.ramp_kw_per_s if decision.ramp_kw_per_s else 0.0
-        self.reservations[workload_id] = Reservation(
+        self.reservations.add(Reservation(
             workload_id, decision.approved_kw, decision.heat_kw,
             decision.start + self.config.reservation_hold_s,
-            Ramp(decision.start, ramp_s, decision.ramp_kw_per_s))
+            Ramp(decision.start, ramp_s, decision.ramp_kw_per_s)))
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -165,8 +231,7 @@ class SiteAggregate:
     def snapshot(self, now: float) -> SiteSnapshot:
         """The aggregate at UTC time `now`, expired reservations dropped."""
         cfg, pts = self.config, self.config.points
-        for wid in [w for w, r in self.reservations.items() if r.until <= now]:
-            del self.reservations[wid]
+        self.reservations.expire(now)
         racks = self._online("rack")
         loads = [self._fresh(s, pts.rack_power_kw, now) for _, s in racks]
         known = [v for v in loads if v is not None]
@@ -197,13 +262,13 @@ class SiteAggregate:
         limit = cfg.power_limit_kw
         if self.grid.import_limit_kw is not None:
             limit = min(limit, self.grid.import_limit_kw)
-        res = list(self.reservations.values())
+        res = self.reservations
         return SiteSnapshot(
-            power_limit_kw=limit, measured_load_kw=load, reserved_kw=sum(r.kw for r in res),
+            power_limit_kw=limit, measured_load_kw=load, reserved_kw=max(0.0, res.kw),
             cooling_capacity_kw=cooling, heat_load_kw=heat,
-            reserved_heat_kw=sum(r.heat_kw for r in res), battery_available=battery,
+            reserved_heat_kw=max(0.0, res.heat_kw), battery_available=battery,
             battery_discharge_kw=battery_kw, ramp_limit_kw_per_s=cfg.ramp_limit_kw_per_s,
-            grid=self.grid, ramps=tuple(r.ramp for r in res if r.ramp.end > now),
+            grid=self.grid, ramps=res.active_ramps(),
             power_known=bool(known), unknown_reason=unknown)
 
     def get_status(self, now: float) -> dict[str, Any]:
@@ -223,5 +288,5 @@ class SiteAggregate:
             "battery_discharge_kw": snap.battery_discharge_kw,
             "grid_available": snap.grid.available,
             "demand_response_required": snap.grid.demand_response_required,
-            "reservations": sorted(self.reservations), "state_known": snap.power_known,
+            "reservations": len(self.reservations), "state_known": snap.power_known,
         }

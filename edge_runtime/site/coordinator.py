@@ -1,0 +1,126 @@
+"""Site coordinator (role `site`): answers Annex A workload announcements over MQTT.
+
+It subscribes to `pswd/v1/{site}/workload/announce` on the MQTT 5 shared subscription
+`$share/{share_group}/...`, so several coordinator processes split the announcements between
+them (the broker hands each message to one member of the group); it answers every A.1 with an
+A.2 on `pswd/v1/{site}/workload/response/{workload_id}` and, when the announcement carries an
+MQTT 5 response topic, on that topic with the announcement's correlation data. Invalid
+announcements are answered on `pswd/v1/{site}/{node}/error` with the reasons (and on the
+response topic when there is one). Accepted announcements go to the online rack and CDU nodes
+as `cmd/workload` so they prepare (pre-cool, hold battery charge). Every instance also reads,
+without sharing, node state and telemetry, grid status and the other instances' responses,
+so each keeps the whole site aggregate and books what the others admitted.
+The decisions live in handler.py and admission.py (sans-IO); this module is the MQTT adapter.
+
+Running the site role
+---------------------
+    pswd-edge run --config examples/site.toml
+
+`examples/site.toml` holds `[node]` (role = "site"), `[mqtt]` (broker, see
+federation/config.py) and `[site]` (admission policy, see site/config.py). For a second
+instance on another machine, copy the file and change `[node] name` and `[mqtt] client_id`:
+both join the same shared-subscription group and split the load.
+
+Brokers in production
+---------------------
+One site, one machine: Mosquitto 2.x, which has MQTT 5 shared subscriptions. Its config:
+
+    listener 8883
+    cafile /etc/pswd/pki/ca.crt          # TLS 1.3 with client certificates (spec 5.3 a)
+    certfile /etc/pswd/pki/broker.crt
+    keyfile /etc/pswd/pki/broker.key
+    tls_version tlsv1.3
+    require_certificate true
+    use_identity_as_username true
+    set_tcp_nodelay true                 # else a QoS 1 hop can wait 40 ms for a delayed ACK
+
+Beyond one machine: a clustered broker that supports MQTT 5 shared subscriptions across its
+nodes (EMQX, HiveMQ, VerneMQ). Coordinators connect to any cluster member and the cluster
+hands each `$share/{group}/...` message to one member of the group wherever it is connected,
+so scaling out is starting another coordinator, not writing a distribution layer. Shared
+subscriptions deliver at least once: a coordinator that dies before its PUBACK has its
+announcement redelivered to another; duplicates (same workload_id and timestamp) are answered
+again from a cache by the instance that saw them, not admitted twice. The demo's embedded
+amqtt broker speaks MQTT 3.1.1 only, without shared subscriptions or response topics: run a
+single coordinator there; answers then go to workload/response/{id} only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from edge_runtime.core.clock import Clock, WallClock
+from edge_runtime.federation.config import MqttConfig
+from edge_runtime.federation.mqtt import Message, MqttClient
+from edge_runtime.federation.workload_client import set_nodelay
+from edge_runtime.site.config import SiteConfig
+from edge_runtime.site.handler import Outgoing, SiteHandler
+
+log = logging.getLogger(__name__)
+
+
+class SiteCoordinator:
+    """One coordinator instance: an MqttClient feeding a SiteHandler."""
+
+    def __init__(self, mqtt: MqttConfig, *, site: str, node: str, config: SiteConfig,
+                 clock: Clock | None = None, client_id: str | None = None) -> None:
+        self.clock: Clock = clock or WallClock()
+        self.handler = SiteHandler(site, node, config)
+        self.client = MqttClient(mqtt, client_id=client_id or mqtt.client_id or node,
+                                 on_message=self._on_message, on_connect=set_nodelay)
+        if not mqtt.mqtt5:
+            log.warning("site coordinator on MQTT 3.1.1: no shared subscription, no response "
+                        "topics; run a single instance")
+        for topic, qos in self._subscriptions(mqtt.mqtt5):
+            self.client.subscribe(topic, qos)
+        self.published = 0
+
+    def _subscriptions(self, mqtt5: bool) -> list[tuple[str, int]]:
+        subs = self.handler.subscriptions()
+        if mqtt5:
+            return subs
+        # 3.1.1 has no $share: subscribe to the plain topics
+        return [(t.split("/", 2)[2] if t.startswith("$share/") else t, q) for t, q in subs]
+
+    def _on_message(self, msg: Message) -> None:
+        out = self.handler.handle(msg.topic, msg.payload, self.clock.wall(),
+                                  response_topic=msg.response_topic,
+                                  correlation_data=msg.correlation_data)
+        self.publish(out)
+
+    def publish(self, messages: list[Outgoing]) -> None:
+        """Send what the handler produced (dropped with a warning while offline)."""
+        for o in messages:
+            mid = self.client.publish(o.topic, o.payload, o.qos, o.retain,
+                                      correlation_data=o.correlation_data)
+            if mid is None:
+                log.warning("offline: could not publish to %s", o.topic)
+            else:
+                self.published += 1
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        """Connect and subscribe; returns once every subscription is acknowledged."""
+        self.client.start()
+        await self.client.wait_connected(timeout_s)
+        await self.client.wait_subscribed(timeout_s)
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self.client.stop()
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Run until cancelled (or for `duration_s`)."""
+        self.client.start()
+        try:
+            if duration_s is None:
+                await asyncio.Event().wait()
+            else:
+                await asyncio.sleep(duration_s)
+        finally:
+            await self.client.stop()
+
+    def get_status(self) -> dict[str, Any]:
+        """Handler counters, aggregate and MQTT link."""
+        return {**self.handler.get_status(self.clock.wall()), "mqtt": self.client.get_status()}

@@ -1,0 +1,348 @@
+"""What a site coordinator does with each MQTT message, sans-IO: message in, publishes out.
+
+    announce (A.1)            validate -> admission -> A.2 on workload/response/{id} and on the
+                              MQTT 5 response topic (with the correlation data); accepted ones
+                              are reserved and forwarded to the rack/CDU nodes (cmd/workload)
+    workload/response/+       another instance's decision: reserve it here too, so instances
+                              behind one shared subscription do not hand out the same headroom
+    {node}/state              birth / death (JSON: "state" or "status" online|offline, "role")
+    {node}/telemetry          CBOR births and batches (messages/telemetry.py) -> aggregate
+    grid/status               GridState -> aggregate
+    time/request              clock round trip (federation/timesync.py)
+Anything invalid is answered on this coordinator's error topic with the reasons (and on the
+response topic when the requester gave one), counted, and never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from edge_runtime.federation.timesync import parse_time_request, time_reply, time_reply_topic
+from edge_runtime.federation.timesync import time_request_topic as _time_request_topic
+from edge_runtime.federation.topics import ROOT, NodeTopics, SiteTopics, check_level
+from edge_runtime.messages.annex_a import (
+    MESSAGE_TYPES,
+    InfrastructureCapacity,
+    InfrastructureResponse,
+    MessageError,
+    ThermalCoordination,
+    ValidationProblem,
+    WorkloadAnnouncement,
+    format_datetime,
+    parse_message,
+    validate,
+)
+from edge_runtime.messages.models import PSWD_VERSION, ApprovalStatus, GridStatus
+from edge_runtime.messages.telemetry import Birth, TelemetryError, decode_batch, decode_birth
+from edge_runtime.site.admission import Decision, SiteSnapshot, decide, parse_condition
+from edge_runtime.site.aggregate import SiteAggregate, parse_grid_status
+from edge_runtime.site.config import SiteConfig
+
+log = logging.getLogger(__name__)
+_RECENT = 4096  # answered announcements remembered for duplicate (QoS 1 redelivery) detection
+REBIRTH_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    correlation_data: bytes | None = None
+
+
+def _iso(ts: float) -> str:
+    return format_datetime(datetime.fromtimestamp(ts, UTC))
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+class SiteHandler:
+    """The coordinator's decisions and bookkeeping; the adapter publishes what it returns."""
+
+    def __init__(self, site: str, node: str, config: SiteConfig,
+                 aggregate: SiteAggregate | None = None) -> None:
+        self.topics = SiteTopics(site)
+        self.me = NodeTopics(site, node)
+        self.config = config
+        self.aggregate = aggregate or SiteAggregate(config)
+        self.time_request_topic = _time_request_topic(site)
+        self._births: dict[str, Birth] = {}
+        self._rebirth_asked: dict[str, float] = {}
+        self._recent: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self.counts = {"announcements": 0, "approved": 0, "approved_with_conditions": 0,
+                       "rejected": 0, "invalid": 0, "duplicates": 0, "forwarded": 0,
+                       "telemetry_batches": 0, "telemetry_errors": 0, "peer_decisions": 0}
+        self.last_decision: tuple[str, ApprovalStatus, tuple[str, ...]] | None = None
+        for kind in MESSAGE_TYPES:  # compile the schema validators now, not on the first A.1
+            validate({"message_type": kind})
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """(topic filter, QoS) to subscribe; the announce and time topics are shared."""
+        group = self.config.share_group
+        return [(self.topics.shared_announce(group), 1),
+                (f"$share/{group}/{self.time_request_topic}", 0),
+                (f"{self.topics.base}/workload/response/+", 1),
+                (self.topics.all_states, 1), (self.topics.all_telemetry, 0),
+                (self.topics.grid_status, 1)]
+
+    def handle(self, topic: str, payload: bytes, now: float, *,
+               response_topic: str | None = None,
+               correlation_data: bytes | None = None) -> list[Outgoing]:
+        """Dispatch one received message at UTC time `now`."""
+        try:
+            if topic == self.topics.announce:
+                return self.on_announce(payload, now, response_topic, correlation_data)
+            if topic == self.time_request_topic:
+                return self.on_time_request(payload, now, response_topic, correlation_data)
+            if topic == self.topics.grid_status:
+                return self.on_grid_status(payload)
+            if topic.startswith(f"{self.topics.base}/workload/response/"):
+                return self.on_peer_response(payload, now)
+            parts = topic.split("/")
+            if len(parts) == 5 and f"{parts[0]}/{parts[1]}" == ROOT:
+                if parts[4] == "state":
+                    return self.on_state(parts[3], payload, now)
+                if parts[4] == "telemetry":
+                    return self.on_telemetry(parts[3], payload, now)
+        except Exception as exc:  # a bug must not take the coordinator down with it
+            log.exception("site handler failed on %s", topic)
+            return [self._error(topic, [ValidationProblem("(root)", f"internal error: {exc}")],
+                                now)]
+        return []
+
+    # --- announcements ----------------------------------------------------------------------
+
+    def on_announce(self, payload: bytes, now: float, response_topic: str | None,
+                    correlation: bytes | None) -> list[Outgoing]:
+        """Answer one A.1."""
+        self.counts["announcements"] += 1
+        try:
+            msg = parse_message(payload)
+            if not isinstance(msg, WorkloadAnnouncement):
+                raise MessageError([ValidationProblem(
+                    "message_type", f"must be workload_announcement on {self.topics.announce}, "
+                                    f"got {msg.MESSAGE_TYPE}")])
+            try:
+                check_level("workload_id", msg.workload_id)
+            except ValueError as exc:
+                raise MessageError([ValidationProblem("workload_id", str(exc))]) from None
+        except MessageError as exc:
+            self.counts["invalid"] += 1
+            out = [self._error(self.topics.announce, exc.problems, now, payload)]
+            if response_topic:
+                out.append(Outgoing(response_topic, out[0].payload,
+                                    correlation_data=correlation))
+            return out
+        stamp = format_datetime(msg.timestamp)
+        seen = self._recent.get(msg.workload_id)
+        if seen is not None and seen[0] == stamp:  # a redelivery: same answer, no new booking
+            self.counts["duplicates"] += 1
+            return self._answers(msg.workload_id, seen[1], response_topic, correlation)
+        self.aggregate.reservations.remove(msg.workload_id)  # an update replaces its booking
+        snap = self.aggregate.snapshot(now)
+        decision = decide(msg, snap, now)
+        body = self._response(msg, decision, snap, now).to_json().encode()
+        self._recent[msg.workload_id] = (stamp, body)
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+        self.counts[decision.status.value] += 1
+        self.last_decision = (msg.workload_id, decision.status, decision.condition_strings())
+        out = self._answers(msg.workload_id, body, response_topic, correlation)
+        if decision.status is not ApprovalStatus.REJECTED:
+            self.aggregate.reserve(msg.workload_id, decision, now)
+            out.extend(self._forward(msg, decision, now))
+        return out
+
+    def _answers(self, workload_id: str, body: bytes, response_topic: str | None,
+                 correlation: bytes | None) -> list[Outgoing]:
+        out = [Outgoing(self.topics.response(workload_id), body)]
+        if response_topic:
+            out.insert(0, Outgoing(response_topic, body, correlation_data=correlation))
+        return out
+
+    def _response(self, msg: WorkloadAnnouncement, d: Decision, snap: SiteSnapshot,
+                  now: float) -> InfrastructureResponse:
+        """The A.2; its capacity figures are those the decision was made on."""
+        g = snap.grid
+        return InfrastructureResponse(
+            timestamp=datetime.fromtimestamp(now, UTC), workload_id=msg.workload_id,
+            approval_status=d.status, approved_power_mw=d.approved_kw / 1000.0,
+            infrastructure_capacity=InfrastructureCapacity(
+                available_power_mw=snap.power_headroom_kw / 1000.0,
+                cooling_capacity_kw=snap.cooling_headroom_kw,
+                battery_storage_available=snap.battery_available),
+            thermal_coordination=ThermalCoordination(
+                cooling_system_type=self.config.cooling_system_type,
+                heat_recovery_available=self.config.heat_recovery_available,
+                municipal_heat_integration=self.config.municipal_heat_integration),
+            grid_status=GridStatus(
+                carbon_intensity_g_co2_kwh=g.carbon_intensity_g_co2_kwh,
+                renewable_energy_available=g.renewable_energy_available,
+                demand_response_required=g.demand_response_required),
+            conditions=d.condition_strings() or None)
+
+    def _forward(self, msg: WorkloadAnnouncement, d: Decision, now: float) -> list[Outgoing]:
+        """Tell the rack and CDU nodes what is coming, so they prepare (pre-cool, hold SOC)."""
+        body = _json({
+            "PSWD_version": PSWD_VERSION, "timestamp": _iso(now), "kind": "workload",
+            "workload_id": msg.workload_id, "approval_status": d.status.value,
+            "start_time": _iso(d.start), "approved_power_kw": d.approved_kw,
+            "heat_kw": d.heat_kw, "ramp_kw_per_s": d.ramp_kw_per_s,
+            "conditions": list(d.condition_strings()), "announcement": msg.to_dict()})
+        out = [Outgoing(NodeTopics(self.topics.site, name).cmd("workload"), body)
+               for name, state in sorted(self.aggregate.nodes.items())
+               if state.online and state.role in self.config.forward_roles]
+        self.counts["forwarded"] += len(out)
+        return out
+
+    def on_peer_response(self, payload: bytes, now: float) -> list[Outgoing]:
+        """Book what another instance admitted (our own answers come back here too: no-op)."""
+        try:
+            msg = parse_message(payload)
+        except MessageError:
+            return []  # not ours to judge: the publisher's error topic is the place
+        if not isinstance(msg, InfrastructureResponse) or msg.workload_id in self._recent:
+            return []
+        if msg.approval_status is ApprovalStatus.REJECTED:
+            return []
+        delay, ramp = 0.0, 0.0
+        for text in msg.conditions or ():
+            try:
+                c = parse_condition(text)
+            except ValueError:
+                continue
+            if c.kind.value == "delay_start":
+                delay = float(c.value)
+            elif c.kind.value == "ramp_limit_kw_per_s":
+                ramp = float(c.value)
+        kw = (msg.approved_power_mw or 0.0) * 1000.0
+        start = msg.timestamp.timestamp() + delay
+        self.aggregate.reserve(msg.workload_id, Decision(
+            msg.approval_status, kw, kw, start, ramp or self.config.ramp_limit_kw_per_s, ()), now)
+        self.counts["peer_decisions"] += 1
+        return []
+
+    # --- site state ---------------------------------------------------------------------------
+
+    def on_state(self, node: str, payload: bytes, now: float) -> list[Outgoing]:
+        """Birth or death of a node (retained, so a starting coordinator sees every node)."""
+        try:
+            doc = json.loads(payload) if payload else {"state": "offline"}
+        except (ValueError, RecursionError):
+            doc = None
+        state = doc.get("state", doc.get("status")) if isinstance(doc, dict) else None
+        if state == "online":
+            role = doc.get("role", "") if isinstance(doc, dict) else ""
+            self.aggregate.node_online(node, role if isinstance(role, str) else "", now)
+            self._births.pop(node, None)
+            return []
+        if state == "offline":
+            self.aggregate.node_offline(node, now)
+            return []
+        return [self._error(f"{self.topics.base}/{node}/state", [ValidationProblem(
+            "state", f"must be 'online' or 'offline', got {state!r}")], now)]
+
+    def on_telemetry(self, node: str, payload: bytes, now: float) -> list[Outgoing]:
+        """A CBOR birth (aliases) or batch (samples) of one node."""
+        birth = self._births.get(node)
+        try:
+            batch = decode_batch(payload, birth=birth)
+        except TelemetryError as exc:
+            if str(exc).startswith("key 1 (kind): expected 0"):
+                try:
+                    self._births[node] = decode_birth(payload)
+                    return []
+                except TelemetryError as exc2:
+                    exc = exc2
+            elif birth is not None and "but the birth is of session" in str(exc):
+                return self._ask_rebirth(node, now)
+            self.counts["telemetry_errors"] += 1
+            return [self._error(f"{self.topics.base}/{node}/telemetry",
+                                [ValidationProblem("(root)", str(exc))], now)]
+        if birth is None:
+            return self._ask_rebirth(node, now)
+        self.counts["telemetry_batches"] += 1
+        self.aggregate.update_points(node, batch.named(birth))
+        return []
+
+    def _ask_rebirth(self, node: str, now: float) -> list[Outgoing]:
+        """Batches without their birth: ask the node to republish it (at most every 10 s)."""
+        if now - self._rebirth_asked.get(node, -1e18) < REBIRTH_INTERVAL_S:
+            return []
+        self._rebirth_asked[node] = now
+        try:
+            topic = NodeTopics(self.topics.site, node).cmd("rebirth")
+        except ValueError:
+            return []
+        return [Outgoing(topic, _json({"PSWD_version": PSWD_VERSION, "timestamp": _iso(now),
+                                       "kind": "rebirth",
+                                       "reason": "telemetry without a known birth"}))]
+
+    def on_grid_status(self, payload: bytes) -> list[Outgoing]:
+        """A grid/status update."""
+        try:
+            self.aggregate.update_grid(parse_grid_status(payload))
+        except MessageError as exc:
+            return [self._error(self.topics.grid_status, exc.problems, None)]
+        return []
+
+    def on_time_request(self, payload: bytes, now: float, response_topic: str | None,
+                        correlation: bytes | None) -> list[Outgoing]:
+        """Answer a clock round trip; t3 is taken as late as possible by the caller's `now`."""
+        try:
+            node, t1 = parse_time_request(payload)
+            topic = response_topic or time_reply_topic(self.topics.site, node)
+        except ValueError as exc:
+            field, _, reason = str(exc).partition(": ")
+            return [self._error(self.time_request_topic, [ValidationProblem(field, reason)],
+                                now)]
+        return [Outgoing(topic, time_reply(t1, now, now), qos=0, correlation_data=correlation)]
+
+    # --- errors -------------------------------------------------------------------------------
+
+    def _error(self, source: str, problems: tuple[ValidationProblem, ...] |
+               list[ValidationProblem], now: float | None, payload: bytes = b"") -> Outgoing:
+        doc: dict[str, Any] = {
+            "PSWD_version": PSWD_VERSION,
+            "timestamp": _iso(now if now is not None else datetime.now(UTC).timestamp()),
+            "source_topic": source,
+            "error": "; ".join(str(p) for p in problems),
+            "errors": [{"field": p.path, "reason": p.reason} for p in problems]}
+        wid = _workload_id(payload)
+        if wid is not None:
+            doc["workload_id"] = wid
+        log.warning("invalid message on %s: %s", source, doc["error"])
+        return Outgoing(self.me.error, _json(doc))
+
+    def get_status(self, now: float) -> dict[str, Any]:
+        """Counters, the last decision and the aggregate."""
+        last = None
+        if self.last_decision is not None:
+            wid, status, conds = self.last_decision
+            last = {"workload_id": wid, "approval_status": status.value,
+                    "conditions": list(conds)}
+        return {"counts": dict(self.counts), "last_decision": last,
+                "aggregate": self.aggregate.get_status(now)}
+
+
+def _workload_id(payload: bytes) -> str | None:
+    """The workload_id of a (possibly invalid) announcement, so errors can be matched to it."""
+    if not payload or len(payload) > 65536:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    wid = doc.get("workload_id") if isinstance(doc, dict) else None
+    return wid if isinstance(wid, str) else None

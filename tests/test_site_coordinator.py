@@ -1,0 +1,289 @@
+"""Site coordinator against a real Mosquitto: A.1 in, A.2 out within 500 ms, by MQTT 5 response
+topic and on workload/response/{id}; rejections and conditions from live telemetry; two
+instances on one shared subscription; invalid announcements answered on the error topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime.core.points import Quality, Sample
+from edge_runtime.federation.mqtt import Message, MqttClient
+from edge_runtime.federation.workload_client import AnnounceInvalid, WorkloadClient
+from edge_runtime.messages.annex_a import InfrastructureResponse, WorkloadAnnouncement, validate
+from edge_runtime.messages.models import ApprovalStatus
+from edge_runtime.messages.telemetry import (
+    PointType,
+    declare_points,
+    encode_batch,
+    encode_birth,
+    make_batch,
+)
+from edge_runtime.site.config import SiteConfig
+from edge_runtime.site.coordinator import SiteCoordinator
+from tests.mosquitto import Broker
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+NODELAY = "set_tcp_nodelay true\n"  # as production should: no 40 ms delayed-ACK stalls
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto configured as coordinator/workload traffic needs it (TCP_NODELAY)."""
+    with Broker(tmp_path / "mosquitto", extra_config=NODELAY) as broker:
+        yield broker
+
+
+SITE = "demo"
+BASE = f"pswd/v1/{SITE}"
+CONFIG = SiteConfig(power_limit_kw=1000.0, ramp_limit_kw_per_s=500.0,
+                    cooling_capacity_kw={"cdu-01": 1000.0})
+RACK_POINTS = declare_points([("rack_meter.power_kw", "kW", PointType.FLOAT),
+                              ("battery.soc_pct", "%", PointType.FLOAT),
+                              ("battery.w_dis_cha_max_kw", "kW", PointType.FLOAT)])
+
+
+class Inbox:
+    """Collects messages; waits for a count with a bound."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, msg: Message) -> None:
+        self.messages.append(msg)
+        self._changed.set()
+
+    def on(self, topic: str) -> list[Message]:
+        return [m for m in self.messages if m.topic == topic]
+
+    async def wait_for(self, pred: Callable[[list[Message]], bool],
+                       timeout: float = 5.0) -> list[Message]:
+        async def _wait() -> None:
+            while not pred(self.messages):
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(_wait(), timeout)
+        return self.messages
+
+
+def announcement(workload_id: str, peak_mw: float = 0.2, *, throttle: bool = False,
+                 ramp_mw_s: float = 0.1) -> WorkloadAnnouncement:
+    return WorkloadAnnouncement.from_dict({
+        "PSWD_version": "1.0", "message_type": "workload_announcement",
+        "timestamp": "2027-01-15T08:00:00Z", "workload_id": workload_id,
+        "workload_type": "ai_training",
+        "power_profile": {"peak_power_mw": peak_mw, "baseline_power_mw": peak_mw / 5,
+                          "ramp_rate_mw_per_sec": ramp_mw_s},
+        "flexibility_parameters": {"throttling_capability": throttle,
+                                   "priority_level": "normal"}})
+
+
+@asynccontextmanager
+async def plant(broker: Broker, load_kw: float = 300.0) -> AsyncIterator[Inbox]:
+    """A rack node and a CDU node: retained births, rack telemetry; yields their cmd inbox."""
+    inbox = Inbox()
+    node = MqttClient(broker.mqtt_config(), client_id="plant-nodes", on_message=inbox)
+    node.subscribe(f"{BASE}/+/cmd/+", 1)
+    node.start()
+    await node.wait_subscribed(5)
+    for name, role in (("rack-01", "rack"), ("cdu-01", "cdu")):
+        await node.publish_acked(f"{BASE}/{name}/state", json.dumps(
+            {"state": "online", "role": role, "session": 1}).encode(), 1, retain=True)
+    plant_node = PlantNode(node)
+
+    async def telemetry() -> None:  # like a node's scan: a batch every 100 ms
+        while True:
+            plant_node.publish(load_kw)
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(telemetry())
+    try:
+        yield inbox
+    finally:
+        task.cancel()
+        await node.stop()
+
+
+class PlantNode:
+    def __init__(self, client: MqttClient) -> None:
+        self.client, self.seq = client, 0
+
+    def publish(self, load_kw: float) -> None:
+        now = time.time()
+        self.client.publish(f"{BASE}/rack-01/telemetry",
+                            encode_birth(RACK_POINTS, session=1, time_ms=int(now * 1000)), 0)
+        samples = [(0, Sample(load_kw, Quality.GOOD, now)), (1, Sample(80.0, Quality.GOOD, now)),
+                   (2, Sample(100.0, Quality.GOOD, now))]
+        self.client.publish(f"{BASE}/rack-01/telemetry",
+                            encode_batch(make_batch(samples, session=1, seq=self.seq)), 0)
+        self.seq += 1
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) for state another task changes; polls because the state has no event."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def coordinators(broker: Broker, n: int = 1,
+                       config: SiteConfig = CONFIG) -> AsyncIterator[list[SiteCoordinator]]:
+    """n coordinator instances, started, with the plant's state and telemetry ingested."""
+    coords = [SiteCoordinator(broker.mqtt_config(), site=SITE, node=f"site-{i}", config=config)
+              for i in range(n)]
+    for c in coords:
+        await c.start()
+    try:
+        await until(lambda: all(c.handler.aggregate.snapshot(time.time()).power_known
+                                and len(c.handler.aggregate.nodes) == 2 for c in coords))
+        yield coords
+    finally:
+        for c in coords:
+            await c.stop()
+
+
+@asynccontextmanager
+async def workload_client(broker: Broker, **cfg: Any) -> AsyncIterator[WorkloadClient]:
+    wc = WorkloadClient(broker.mqtt_config(**cfg), site=SITE, client_id="wl-test")
+    await wc.start()
+    try:
+        yield wc
+    finally:
+        await wc.stop()
+
+
+@asynccontextmanager
+async def watcher(broker: Broker, *topics: str) -> AsyncIterator[Inbox]:
+    inbox = Inbox()
+    c = MqttClient(broker.mqtt_config(), client_id="watcher", on_message=inbox)
+    for t in topics:
+        c.subscribe(t, 1)
+    c.start()
+    await c.wait_subscribed(5)
+    try:
+        yield inbox
+    finally:
+        await c.stop()
+
+
+async def test_announcement_answered_within_500_ms_both_ways_and_forwarded(
+        mosquitto: Broker) -> None:
+    async with plant(mosquitto) as node_cmds, coordinators(mosquitto), \
+            watcher(mosquitto, f"{BASE}/workload/response/+") as responses, \
+            workload_client(mosquitto) as wc:
+        t0 = time.perf_counter()
+        resp = await wc.announce(announcement("train-1"), timeout_s=0.5)
+        latency_ms = (time.perf_counter() - t0) * 1000
+        print(f"A.1 -> A.2 round trip through Mosquitto: {latency_ms:.2f} ms")
+        assert latency_ms < 500
+        assert resp.workload_id == "train-1" and resp.approval_status is ApprovalStatus.APPROVED
+        assert resp.approved_power_mw == pytest.approx(0.2)
+        cap = resp.infrastructure_capacity
+        assert cap is not None and cap.available_power_mw == pytest.approx(0.7)  # 1000-300 kW
+        assert cap.battery_storage_available is True
+        # the same A.2 on workload/response/{id}, for everyone else
+        msgs = await responses.wait_for(lambda m: len(m) >= 1)
+        assert msgs[0].topic == f"{BASE}/workload/response/train-1"
+        assert InfrastructureResponse.from_dict(json.loads(msgs[0].payload)) == resp
+        # rack and CDU told to prepare
+        def workload_cmds(msgs: list[Message]) -> list[Message]:
+            return [m for m in msgs if m.topic.endswith("/cmd/workload")]
+
+        cmds = workload_cmds(await node_cmds.wait_for(lambda m: len(workload_cmds(m)) >= 2))
+        assert sorted(m.topic for m in cmds) == [f"{BASE}/cdu-01/cmd/workload",
+                                                 f"{BASE}/rack-01/cmd/workload"]
+        body = json.loads(cmds[0].payload)
+        assert body["kind"] == "workload" and body["workload_id"] == "train-1"
+        assert body["approved_power_kw"] == pytest.approx(200.0)
+        assert validate(body["announcement"]) == []
+
+
+async def test_rejection_with_reason_and_conditions_from_live_telemetry(
+        mosquitto: Broker) -> None:
+    async with plant(mosquitto, load_kw=600.0), coordinators(mosquitto), \
+            workload_client(mosquitto) as wc:
+        rejected = await wc.announce(announcement("big-1", peak_mw=0.9), timeout_s=0.5)
+        assert rejected.approval_status is ApprovalStatus.REJECTED
+        assert rejected.conditions == ("reason:peak 900 kW exceeds power headroom 400 kW and "
+                                       "the workload cannot throttle",)
+        assert rejected.approved_power_mw == 0
+        capped = await wc.announce(announcement("big-2", peak_mw=0.9, throttle=True), 0.5)
+        assert capped.approval_status is ApprovalStatus.APPROVED_WITH_CONDITIONS
+        assert capped.conditions is not None and "power_cap_kw:400" in capped.conditions
+        assert capped.approved_power_mw == pytest.approx(0.4)
+        # the headroom is now reserved: the next one no longer fits
+        third = await wc.announce(announcement("small-3", peak_mw=0.1), 0.5)
+        assert third.approval_status is ApprovalStatus.REJECTED
+        assert third.conditions is not None and "power headroom 0 kW" in third.conditions[0]
+
+
+async def test_two_instances_split_a_shared_subscription(mosquitto: Broker) -> None:
+    big = SiteConfig(power_limit_kw=1e6, ramp_limit_kw_per_s=1e6,
+                     cooling_capacity_kw={"cdu-01": 1e6})
+    n = 40
+    async with plant(mosquitto), coordinators(mosquitto, 2, big) as coords, \
+            watcher(mosquitto, f"{BASE}/workload/response/+") as responses, \
+            workload_client(mosquitto) as wc:
+        answers = await asyncio.gather(*(wc.announce(announcement(f"job-{i}"), 2.0)
+                                         for i in range(n)))
+        assert sorted(a.workload_id for a in answers) == sorted(f"job-{i}" for i in range(n))
+        await responses.wait_for(lambda m: len(m) >= n)
+        handled = [c.handler.counts["announcements"] for c in coords]
+        assert sum(handled) == n and all(h > 0 for h in handled), handled
+        # each instance books what the other admitted
+        await until(lambda: all(len(c.handler.aggregate.reservations) == n for c in coords))
+    ids = [m.topic.rsplit("/", 1)[1] for m in responses.messages]
+    assert sorted(ids) == sorted(f"job-{i}" for i in range(n))  # each answered exactly once
+
+
+async def test_invalid_announcements_answered_on_error_topic(mosquitto: Broker) -> None:
+    async with plant(mosquitto), coordinators(mosquitto) as (coord,), \
+            watcher(mosquitto, f"{BASE}/+/error") as errors, \
+            workload_client(mosquitto) as wc:
+        raw = MqttClient(mosquitto.mqtt_config(), client_id="raw")
+        raw.start()
+        await raw.wait_connected(5)
+        await raw.publish_acked(f"{BASE}/workload/announce", b"{not json", 1)
+        wrong = announcement("bad-2").to_dict()
+        del wrong["power_profile"]
+        wrong["workload_type"] = "mining"
+        await raw.publish_acked(f"{BASE}/workload/announce", json.dumps(wrong).encode(), 1)
+        await raw.stop()
+        msgs = await errors.wait_for(lambda m: len(m) >= 2)
+        assert {m.topic for m in msgs} == {f"{BASE}/site-0/error"}
+        first, second = (json.loads(m.payload) for m in msgs[:2])
+        assert first["errors"][0]["field"] == "(root)"
+        assert first["errors"][0]["reason"].startswith("not valid JSON")
+        assert second["workload_id"] == "bad-2"
+        assert {(e["field"], e["reason"]) for e in second["errors"]} == {
+            ("(root)", "required field 'power_profile' missing"),
+            ("workload_type", "must be one of ai_training, ai_inference, hpc, "
+                              "traditional_compute, got 'mining'")}
+        # with a response topic the requester hears it at once instead of timing out
+        with pytest.raises(AnnounceInvalid, match="workload_type: must be one of"):
+            await wc.announce_raw("bad-2", json.dumps(wrong).encode(), 0.5)
+        # an A.2 sent to the announce topic, and an id that cannot be a topic level
+        a2 = InfrastructureResponse.from_dict({
+            "PSWD_version": "1.0", "message_type": "infrastructure_response",
+            "timestamp": "2027-01-15T08:00:00Z", "workload_id": "x",
+            "approval_status": "approved"})
+        with pytest.raises(AnnounceInvalid, match="message_type: must be workload_announcement"):
+            await wc.announce_raw("x", a2.to_json().encode(), 0.5)
+        with pytest.raises(AnnounceInvalid, match="workload_id"):
+            await wc.announce(announcement("a/b#"), 0.5)
+        assert coord.handler.counts["invalid"] == 5
+        # and the coordinator still answers valid ones
+        ok = await wc.announce(announcement("good-1"), 0.5)
+        assert ok.approval_status is ApprovalStatus.APPROVED
