@@ -1,0 +1,439 @@
+"""Battery load smoothing: the grid sees a ramp-limited, filtered load; the battery takes the rest.
+
+Sign convention (SunSpec 802/704, io_maps/battery_inverter.toml): battery power + = discharge.
+grid = demand - battery, so `battery = demand - grid_target` every step.
+
+Each step of `Smoother` (sans-IO, time only through dt):
+1. the demand, minus the announced changes already due (so the filter is not disturbed by
+   them), goes through two cascaded first-order low-passes (`filter_tau_s` each);
+2. reference = filtered demand + the announced changes as centred ramps (the grid starts
+   moving half a ramp before an announced step, so the battery charges as much before it as
+   it gives after it) + SoC correction (PI toward the SoC target, so SoC drifts back) + the
+   battery's estimated losses (so losses do not drain SoC);
+3. the grid target follows the reference at most `ramp_limit_kw_per_s`, and never leaves a
+   band of `range_kw` over the last `range_window_s` (short-term dynamic range);
+4. battery = demand - grid target, clipped to the inverter's charge/discharge limits, tapered
+   to 0 over `soc_guard_pct` near the SoC bounds; what the battery cannot take goes to the
+   grid, and the grid target restarts from there (bumpless, no step when the limit lifts).
+Announced changes shorter than `follow_min_s` (a checkpoint pause, a short burst) are not
+followed by the grid at all: the battery carries them, and the SoC target moves ahead of
+them by half their energy so the battery ends them as far from its bounds as it started.
+
+TOML shape (every key optional; defaults below; `[smoothing.points]` for the rack block):
+
+    [smoothing]
+    ramp_limit_kw_per_s = 50.0     # grid-side ramp limit
+    range_kw = 50.0                # grid may move at most this within range_window_s
+    range_window_s = 1.0
+    filter_tau_s = 2.0             # each of the two cascaded low-passes
+    capacity_kwh = 100.0           # usable battery energy
+    efficiency = 0.92              # round trip
+    max_charge_kw = 100.0          # caps on top of the inverter's live 802 limits
+    max_discharge_kw = 150.0
+    soc_min_pct = 10.0
+    soc_max_pct = 90.0
+    soc_target_pct = 50.0
+    soc_guard_pct = 5.0            # limits taper to 0 over this much SoC at each bound
+    soc_kp_kw_per_pct = 2.0        # SoC drift-back: kW of grid bias per % of SoC error
+    soc_ki_kw_per_pct_s = 0.02
+    soc_correction_max_kw = 20.0
+    ff_ramp_fraction = 0.8         # announced steps are ramped at this x ramp_limit
+    follow_min_s = 30.0            # announced changes shorter than this: battery only
+    announce_share = 1.0           # this node's share of an announced workload's power
+    [smoothing.points]
+    demand = "rack_meter.power_kw"
+    soc = "battery.soc_pct"
+    charge_max = "battery.w_cha_max_kw"
+    discharge_max = "battery.w_dis_cha_max_kw"
+    setpoint = "battery.w_set_kw"
+    enable = "battery.w_set_ena"
+
+Wiring (rack role): `cfg = load_smoothing(Section(file, "smoothing", data.get("smoothing",
+{}), errors), errors)`, then `build_smoothing_block(cfg, events=engine.events)` goes into the
+scan's blocks before the heartbeat; an accepted A.1 announcement for this node is passed on
+with `block.announce_workload(announcement, now_wall=clock.wall())`. The site coordinator
+uses `Smoother(cfg)` directly: `battery_kw = smoother.step(site_demand_kw, soc_pct,
+BatteryLimits(charge_kw, discharge_kw), dt)` and splits battery_kw across racks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from edge_runtime.config.reader import ErrorLog, Section
+from edge_runtime.core.events import EventLog, Severity
+from edge_runtime.core.image import ProcessImage, UnknownPoint
+from edge_runtime.messages.models import PowerProfile, WorkloadAnnouncement
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothingPoints:
+    """Image points of the rack block ("device.point")."""
+
+    demand: str = "rack_meter.power_kw"
+    soc: str = "battery.soc_pct"
+    charge_max: str = "battery.w_cha_max_kw"
+    discharge_max: str = "battery.w_dis_cha_max_kw"
+    setpoint: str = "battery.w_set_kw"
+    enable: str = "battery.w_set_ena"
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothingConfig:
+    """Smoothing parameters; powers in kW, energy in kWh, SoC in %."""
+
+    ramp_limit_kw_per_s: float = 50.0
+    range_kw: float = 50.0
+    range_window_s: float = 1.0
+    filter_tau_s: float = 2.0
+    capacity_kwh: float = 100.0
+    efficiency: float = 0.92
+    max_charge_kw: float = 100.0
+    max_discharge_kw: float = 150.0
+    soc_min_pct: float = 10.0
+    soc_max_pct: float = 90.0
+    soc_target_pct: float = 50.0
+    soc_guard_pct: float = 5.0
+    soc_kp_kw_per_pct: float = 2.0
+    soc_ki_kw_per_pct_s: float = 0.02
+    soc_correction_max_kw: float = 20.0
+    ff_ramp_fraction: float = 0.8
+    follow_min_s: float = 30.0
+    announce_share: float = 1.0
+    points: SmoothingPoints = field(default_factory=SmoothingPoints)
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryLimits:
+    """What the inverter can do right now (both >= 0)."""
+
+    charge_kw: float
+    discharge_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """An announced change of mean demand: +delta_kw from start (s, smoother time)."""
+
+    start: float
+    delta_kw: float
+    duration_s: float | None  # None: lasting
+    follow: bool  # the grid follows it (centred ramp) or the battery carries it
+    ramp_s: float  # grid ramp duration when followed
+
+
+class Smoother:
+    """Grid-side smoothing of one demand with one (aggregate) battery; sans-IO."""
+
+    def __init__(self, config: SmoothingConfig) -> None:
+        self.config = config
+        self.t = 0.0
+        self.grid_kw: float | None = None  # grid target (None until the first step)
+        self.battery_kw = 0.0
+        self.saturated = False
+        self.reference_kw = 0.0
+        self._m1 = self._m2 = 0.0
+        self._soc_int = 0.0
+        self._loss_kw = 0.0
+        self._pending: list[Announced] = []
+        self._hi: deque[tuple[float, float]] = deque()  # window maxima of the grid target
+        self._lo: deque[tuple[float, float]] = deque()
+        self._eta1 = math.sqrt(config.efficiency)
+
+    def restart(self, battery_kw: float) -> None:
+        """Forget the grid history: the next step starts bumpless from what the grid sees."""
+        self.grid_kw = None
+        self.battery_kw = battery_kw
+        self._hi.clear()
+        self._lo.clear()
+
+    # -- announcements ----------------------------------------------------------------------
+    def announce(self, *, in_s: float, delta_kw: float, duration_s: float | None = None,
+                 ramp_kw_per_s: float | None = None) -> Announced:
+        """Expect the mean demand to change by delta_kw in in_s seconds (for duration_s)."""
+        c = self.config
+        if not (math.isfinite(in_s) and math.isfinite(delta_kw)):
+            raise ValueError("announcement: in_s and delta_kw must be finite numbers")
+        if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+            raise ValueError(f"announcement: duration_s must be > 0, got {duration_s!r}")
+        ramp = c.ramp_limit_kw_per_s * c.ff_ramp_fraction
+        if ramp_kw_per_s is not None and ramp_kw_per_s > 0:
+            ramp = min(ramp, ramp_kw_per_s)
+        follow = duration_s is None or duration_s >= c.follow_min_s
+        item = Announced(self.t + max(in_s, 0.0), delta_kw, duration_s, follow,
+                         abs(delta_kw) / ramp)
+        self._pending.append(item)
+        return item
+
+    def _steps_due(self) -> float:
+        """Announced changes in force now (removed from the filter's input)."""
+        total = 0.0
+        for a in self._pending:
+            if self.t >= a.start and (a.duration_s is None or self.t < a.start + a.duration_s):
+                total += a.delta_kw
+        return total
+
+    def _ramps(self) -> float:
+        """Announced changes the grid follows, as centred ramps."""
+        total = 0.0
+        for a in self._pending:
+            if not a.follow:
+                continue
+            total += a.delta_kw * _ramp01(self.t, a.start, a.ramp_s)
+            if a.duration_s is not None:
+                total -= a.delta_kw * _ramp01(self.t, a.start + a.duration_s, a.ramp_s)
+        return total
+
+    def _soc_offset_pct(self) -> float:
+        """Pre-positioning: how far ahead of announced changes the SoC target moves."""
+        c = self.config
+        kwh = 0.0
+        lead = c.follow_min_s
+        for a in self._pending:
+            if a.start - lead > self.t:
+                continue
+            if a.follow:
+                # the centred ramp charges before a rise and gives it back after: start low
+                if self.t < a.start + a.ramp_s / 2:
+                    kwh -= a.delta_kw * a.ramp_s / 8.0 / 3600.0
+            elif a.duration_s is not None and self.t < a.start + a.duration_s:
+                # the battery carries the whole pulse: be half its energy above target
+                left = min(a.start + a.duration_s - self.t, a.duration_s)
+                kwh += a.delta_kw * left / 2.0 / 3600.0
+        return kwh / c.capacity_kwh * 100.0
+
+    def _retire(self) -> None:
+        """Fold announcements that are over into the filter state (exact for linear filters)."""
+        keep: list[Announced] = []
+        hold = 5.0 * self.config.filter_tau_s
+        for a in self._pending:
+            end = a.start + (a.duration_s or 0.0) + a.ramp_s + hold
+            if self.t < end:
+                keep.append(a)
+            elif a.duration_s is None:
+                self._m1 += a.delta_kw
+                self._m2 += a.delta_kw
+        self._pending = keep
+
+    # -- the step ---------------------------------------------------------------------------
+    def step(self, grid_demand_kw: float, soc: float, limits: BatteryLimits, dt: float) -> float:
+        """Battery setpoint (kW, + discharge) for this demand (kW), SoC (%), limits, dt (s)."""
+        c = self.config
+        if not (math.isfinite(grid_demand_kw) and math.isfinite(soc)):
+            raise ValueError("demand and soc must be finite numbers")
+        dt = max(dt, 0.0)
+        self.t += dt
+        self._retire()
+        u = grid_demand_kw - self._steps_due()
+        if self.grid_kw is None:  # bumpless start: the grid keeps what it sees now
+            self._m1 = self._m2 = u
+            self.grid_kw = grid_demand_kw - self.battery_kw
+        a = dt / (c.filter_tau_s + dt) if c.filter_tau_s > 0 else 1.0
+        self._m1 += (u - self._m1) * a
+        self._m2 += (self._m1 - self._m2) * a
+
+        err = c.soc_target_pct + self._soc_offset_pct() - soc  # > 0: SoC low, charge
+        corr = c.soc_kp_kw_per_pct * err + c.soc_ki_kw_per_pct_s * self._soc_int
+        lim = c.soc_correction_max_kw
+        if -lim < corr < lim:  # anti-windup: integrate only while unsaturated
+            self._soc_int += err * dt
+        corr = min(max(corr, -lim), lim)
+        loss_a = dt / (60.0 + dt)
+        self._loss_kw += (abs(self.battery_kw) * (1.0 - self._eta1) - self._loss_kw) * loss_a
+        self.reference_kw = ref = self._m2 + self._ramps() + corr + self._loss_kw
+
+        step = c.ramp_limit_kw_per_s * dt
+        g = self.grid_kw + min(max(ref - self.grid_kw, -step), step)
+        g = self._within_range(g)
+
+        charge, discharge = self._caps(soc, limits)
+        battery = grid_demand_kw - g
+        clipped = min(max(battery, -charge), discharge)
+        self.saturated = clipped != battery
+        if self.saturated:
+            g = grid_demand_kw - clipped  # the grid takes the rest; ramp on from there
+        self.grid_kw = g
+        self._remember(g)
+        self.battery_kw = clipped
+        return clipped
+
+    def _caps(self, soc: float, limits: BatteryLimits) -> tuple[float, float]:
+        c = self.config
+        guard = max(c.soc_guard_pct, 1e-9)
+        down = min(max((soc - c.soc_min_pct) / guard, 0.0), 1.0)
+        up = min(max((c.soc_max_pct - soc) / guard, 0.0), 1.0)
+        charge = min(max(limits.charge_kw, 0.0), c.max_charge_kw) * up
+        discharge = min(max(limits.discharge_kw, 0.0), c.max_discharge_kw) * down
+        return charge, discharge
+
+    def _within_range(self, g: float) -> float:
+        """Clamp g so the grid target spans at most range_kw over the window."""
+        cutoff = self.t - self.config.range_window_s
+        for dq in (self._hi, self._lo):
+            while dq and dq[0][0] <= cutoff:
+                dq.popleft()
+        if self._hi:
+            r = self.config.range_kw
+            g = min(max(g, self._hi[0][1] - r), self._lo[0][1] + r)
+        return g
+
+    def _remember(self, g: float) -> None:
+        while self._hi and self._hi[-1][1] <= g:
+            self._hi.pop()
+        self._hi.append((self.t, g))
+        while self._lo and self._lo[-1][1] >= g:
+            self._lo.pop()
+        self._lo.append((self.t, g))
+
+    def get_status(self) -> dict[str, Any]:
+        """Grid target, battery setpoint, reference and pending announcements."""
+        return {"grid_kw": self.grid_kw, "battery_kw": self.battery_kw,
+                "reference_kw": self.reference_kw, "saturated": self.saturated,
+                "announcements": len(self._pending)}
+
+
+def _ramp01(t: float, centre: float, width: float) -> float:
+    """0 before centre - width/2, 1 after centre + width/2, linear between."""
+    if width <= 0.0:
+        return 1.0 if t >= centre else 0.0
+    return min(max((t - centre + width / 2.0) / width, 0.0), 1.0)
+
+
+def expected_mean_kw(profile: PowerProfile) -> float:
+    """Mean power of an announced workload: midway between its baseline and peak (kW)."""
+    return (profile.peak_power_mw + profile.baseline_power_mw) / 2.0 * 1000.0
+
+
+class SmoothingBlock:
+    """Rack control block: meter + SunSpec inverter points around one Smoother."""
+
+    name = "smoothing"
+
+    def __init__(self, config: SmoothingConfig, *, events: EventLog | None = None,
+                 wall_offset: float = 0.0) -> None:
+        self.config = config
+        self.smoother = Smoother(config)
+        self.events = events
+        self.wall_offset = wall_offset  # wall - monotonic, for event timestamps
+        self.degraded = ""  # why the block is not smoothing ("" when it is)
+        self.setpoint_kw = 0.0
+        self._last_now: float | None = None
+
+    def announce_workload(self, announcement: WorkloadAnnouncement, *, now_wall: float) -> None:
+        """Feed an accepted A.1 announcement forward (start: earliest_start_time or timestamp)."""
+        tc = announcement.timing_constraints
+        start: datetime = (tc.earliest_start_time if tc and tc.earliest_start_time
+                           else announcement.timestamp)
+        profile = announcement.power_profile
+        self.smoother.announce(
+            in_s=start.timestamp() - now_wall,
+            delta_kw=expected_mean_kw(profile) * self.config.announce_share,
+            duration_s=(float(profile.duration_estimate_sec)
+                        if profile.duration_estimate_sec else None),
+            ramp_kw_per_s=profile.ramp_rate_mw_per_sec * 1000.0 * self.config.announce_share)
+
+    def step(self, image: ProcessImage, now: float, dt: float) -> None:
+        """Read demand, SoC and limits; write the setpoint and enable every scan."""
+        p = self.config.points
+        demand, soc = image.value(p.demand), image.value(p.soc)
+        charge, discharge = image.value(p.charge_max), image.value(p.discharge_max)
+        why = ("demand" if demand is None else "soc" if soc is None
+               else "limits" if charge is None or discharge is None else "")
+        self._set_degraded(why, now)
+        if demand is None or soc is None or charge is None or discharge is None:
+            # Without a meter or SoC the battery cannot smooth safely: ramp it to 0 at the
+            # grid ramp limit (no step on the grid), then stop following setpoints.
+            step = self.config.ramp_limit_kw_per_s * max(dt, 0.0)
+            self.setpoint_kw -= min(max(self.setpoint_kw, -step), step)
+            self._write(image, self.setpoint_kw, enable=self.setpoint_kw != 0.0)
+            self.smoother.restart(self.setpoint_kw)  # bumpless when inputs return
+            return
+        self.setpoint_kw = self.smoother.step(demand, soc, BatteryLimits(charge, discharge), dt)
+        self._write(image, self.setpoint_kw, enable=True)
+
+    def _write(self, image: ProcessImage, kw: float, *, enable: bool) -> None:
+        p = self.config.points
+        info = image.outputs_info.get(p.setpoint)
+        if info is None:
+            raise UnknownPoint(p.setpoint)
+        lo, hi = info.spec.minimum, info.spec.maximum
+        if lo is not None:
+            kw = max(kw, lo)
+        if hi is not None:
+            kw = min(kw, hi)
+        image.write(p.setpoint, kw)
+        image.write(p.enable, 1.0 if enable else 0.0)
+
+    def _set_degraded(self, why: str, now: float) -> None:
+        if why == self.degraded:
+            return
+        if self.events is not None:
+            if why:
+                self.events.raise_event(now + self.wall_offset, self.name, Severity.ALARM,
+                                        f"smoothing degraded: {why} input BAD, battery "
+                                        "ramps to 0 kW", "smoothing_degraded")
+            else:
+                self.events.raise_event(now + self.wall_offset, self.name, Severity.INFO,
+                                        "smoothing restored", "smoothing_restored")
+        self.degraded = why
+
+    def get_status(self) -> dict[str, Any]:
+        """Smoother status plus the block's mode."""
+        return {**self.smoother.get_status(), "setpoint_kw": self.setpoint_kw,
+                "degraded": self.degraded or None}
+
+
+def load_smoothing(sec: Section, file: str, errors: ErrorLog) -> SmoothingConfig:
+    """Read `[smoothing]` (errors to `errors`, each naming file, section and key)."""
+    d = SmoothingConfig()
+    before = len(errors.lines)
+    f = sec.get_float
+    values: dict[str, Any] = {
+        "ramp_limit_kw_per_s": f("ramp_limit_kw_per_s", d.ramp_limit_kw_per_s, above=0.0),
+        "range_kw": f("range_kw", d.range_kw, above=0.0),
+        "range_window_s": f("range_window_s", d.range_window_s, above=0.0, maxval=60.0),
+        "filter_tau_s": f("filter_tau_s", d.filter_tau_s, minval=0.0, maxval=3600.0),
+        "capacity_kwh": f("capacity_kwh", d.capacity_kwh, above=0.0),
+        "efficiency": f("efficiency", d.efficiency, above=0.0, maxval=1.0),
+        "max_charge_kw": f("max_charge_kw", d.max_charge_kw, minval=0.0),
+        "max_discharge_kw": f("max_discharge_kw", d.max_discharge_kw, minval=0.0),
+        "soc_min_pct": f("soc_min_pct", d.soc_min_pct, minval=0.0, maxval=100.0),
+        "soc_max_pct": f("soc_max_pct", d.soc_max_pct, minval=0.0, maxval=100.0),
+        "soc_target_pct": f("soc_target_pct", d.soc_target_pct, minval=0.0, maxval=100.0),
+        "soc_guard_pct": f("soc_guard_pct", d.soc_guard_pct, above=0.0, maxval=50.0),
+        "soc_kp_kw_per_pct": f("soc_kp_kw_per_pct", d.soc_kp_kw_per_pct, minval=0.0),
+        "soc_ki_kw_per_pct_s": f("soc_ki_kw_per_pct_s", d.soc_ki_kw_per_pct_s, minval=0.0),
+        "soc_correction_max_kw": f("soc_correction_max_kw", d.soc_correction_max_kw,
+                                   minval=0.0),
+        "ff_ramp_fraction": f("ff_ramp_fraction", d.ff_ramp_fraction, above=0.0, maxval=1.0),
+        "follow_min_s": f("follow_min_s", d.follow_min_s, minval=0.0),
+        "announce_share": f("announce_share", d.announce_share, minval=0.0, maxval=1.0),
+    }
+    lo, hi, target = values["soc_min_pct"], values["soc_max_pct"], values["soc_target_pct"]
+    if isinstance(lo, float) and isinstance(hi, float) and isinstance(target, float):
+        if lo >= hi:
+            sec.error("soc_max_pct", f"must be above soc_min_pct ({lo:g}), got {hi:g}")
+        elif not lo <= target <= hi:
+            sec.error("soc_target_pct", f"must lie within {lo:g}..{hi:g}, got {target:g}")
+    pts = sec.sub("points")
+    names: dict[str, Any] = {}
+    for key in SmoothingPoints.__dataclass_fields__:
+        value = pts.get_str(key, getattr(SmoothingPoints(), key))
+        if isinstance(value, str) and value.count(".") != 1:
+            pts.error(key, f"must name a point as 'device.point', got {value!r}")
+        names[key] = value
+    pts.finish()
+    sec.finish()
+    if len(errors.lines) > before:
+        return d  # the caller raises; defaults keep the types honest meanwhile
+    return SmoothingConfig(**values, points=SmoothingPoints(**names))
+
+
+def build_smoothing_block(config: SmoothingConfig, *, events: EventLog | None = None,
+                          wall_offset: float = 0.0) -> SmoothingBlock:
+    """The rack control block for a loaded config."""
+    return SmoothingBlock(config, events=events, wall_offset=wall_offset)
