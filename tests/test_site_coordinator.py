@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.core.points import Quality, Sample
+from edge_runtime.federation import state
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.workload_client import AnnounceInvalid, WorkloadClient
 from edge_runtime.messages.annex_a import InfrastructureResponse, WorkloadAnnouncement, validate
@@ -23,7 +24,6 @@ from edge_runtime.messages.telemetry import (
     PointType,
     declare_points,
     encode_batch,
-    encode_birth,
     make_batch,
 )
 from edge_runtime.site.config import SiteConfig
@@ -95,9 +95,10 @@ async def plant(broker: Broker, load_kw: float = 300.0) -> AsyncIterator[Inbox]:
     node.subscribe(f"{BASE}/+/cmd/+", 1)
     node.start()
     await node.wait_subscribed(5)
-    for name, role in (("rack-01", "rack"), ("cdu-01", "cdu")):
-        await node.publish_acked(f"{BASE}/{name}/state", json.dumps(
-            {"state": "online", "role": role, "session": 1}).encode(), 1, retain=True)
+    for name, role, points in (("rack-01", "rack", RACK_POINTS), ("cdu-01", "cdu", ())):
+        who = state.Identity(SITE, name, role, "test")
+        await node.publish_acked(f"{BASE}/{name}/state", state.birth_json(
+            who, session=1, wall_s=time.time(), points=points, period_ms=100), 1, retain=True)
     plant_node = PlantNode(node)
 
     async def telemetry() -> None:  # like a node's scan: a batch every 100 ms
@@ -119,8 +120,6 @@ class PlantNode:
 
     def publish(self, load_kw: float) -> None:
         now = time.time()
-        self.client.publish(f"{BASE}/rack-01/telemetry",
-                            encode_birth(RACK_POINTS, session=1, time_ms=int(now * 1000)), 0)
         samples = [(0, Sample(load_kw, Quality.GOOD, now)), (1, Sample(80.0, Quality.GOOD, now)),
                    (2, Sample(100.0, Quality.GOOD, now))]
         self.client.publish(f"{BASE}/rack-01/telemetry",
@@ -205,9 +204,12 @@ async def test_announcement_answered_within_500_ms_both_ways_and_forwarded(
         assert sorted(m.topic for m in cmds) == [f"{BASE}/cdu-01/cmd/workload",
                                                  f"{BASE}/rack-01/cmd/workload"]
         body = json.loads(cmds[0].payload)
-        assert body["kind"] == "workload" and body["workload_id"] == "train-1"
-        assert body["approved_power_kw"] == pytest.approx(200.0)
-        assert validate(body["announcement"]) == []
+        assert validate(body) == []  # the A.1 itself, plus the site's decision
+        assert body["workload_id"] == "train-1"
+        assert body["site_decision"]["approved_power_kw"] == pytest.approx(200.0)
+        assert body["site_decision"]["approval_status"] == "approved"
+        # no rebirth needed: the state birth carried the telemetry aliases
+        assert not [m for m in node_cmds.messages if m.topic.endswith("/cmd/rebirth")]
 
 
 async def test_rejection_with_reason_and_conditions_from_live_telemetry(

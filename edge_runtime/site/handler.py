@@ -5,7 +5,7 @@
                               are reserved and forwarded to the rack/CDU nodes (cmd/workload)
     workload/response/+       another instance's decision: reserve it here too, so instances
                               behind one shared subscription do not hand out the same headroom
-    {node}/state              birth / death (JSON: "state" or "status" online|offline, "role")
+    {node}/state              birth / death (federation/state.py)
     {node}/telemetry          CBOR births and batches (messages/telemetry.py) -> aggregate
     grid/status               GridState -> aggregate
     time/request              clock round trip (federation/timesync.py)
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from edge_runtime.federation.state import parse_state
 from edge_runtime.federation.timesync import parse_time_request, time_reply, time_reply_topic
 from edge_runtime.federation.timesync import time_request_topic as _time_request_topic
 from edge_runtime.federation.topics import ROOT, NodeTopics, SiteTopics, check_level
@@ -78,6 +79,7 @@ class SiteHandler:
         self.aggregate = aggregate or SiteAggregate(config)
         self.time_request_topic = _time_request_topic(site)
         self._births: dict[str, Birth] = {}
+        self._sessions: dict[str, int] = {}
         self._rebirth_asked: dict[str, float] = {}
         self._recent: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self.counts = {"announcements": 0, "approved": 0, "approved_with_conditions": 0,
@@ -193,13 +195,16 @@ class SiteHandler:
             conditions=d.condition_strings() or None)
 
     def _forward(self, msg: WorkloadAnnouncement, d: Decision, now: float) -> list[Outgoing]:
-        """Tell the rack and CDU nodes what is coming, so they prepare (pre-cool, hold SOC)."""
-        body = _json({
-            "PSWD_version": PSWD_VERSION, "timestamp": _iso(now), "kind": "workload",
-            "workload_id": msg.workload_id, "approval_status": d.status.value,
+        """Tell the rack and CDU nodes what is coming, so they prepare (pre-cool, hold SOC).
+
+        The body is the A.1 itself (nodes validate it as one; the schema allows extra
+        properties) plus `site_decision`: approval_status, start_time (RFC 3339),
+        approved_power_kw, heat_kw, ramp_kw_per_s, conditions."""
+        body = _json({**msg.to_dict(), "site_decision": {
+            "timestamp": _iso(now), "approval_status": d.status.value,
             "start_time": _iso(d.start), "approved_power_kw": d.approved_kw,
             "heat_kw": d.heat_kw, "ramp_kw_per_s": d.ramp_kw_per_s,
-            "conditions": list(d.condition_strings()), "announcement": msg.to_dict()})
+            "conditions": list(d.condition_strings())}})
         out = [Outgoing(NodeTopics(self.topics.site, name).cmd("workload"), body)
                for name, state in sorted(self.aggregate.nodes.items())
                if state.online and state.role in self.config.forward_roles]
@@ -236,22 +241,27 @@ class SiteHandler:
     # --- site state ---------------------------------------------------------------------------
 
     def on_state(self, node: str, payload: bytes, now: float) -> list[Outgoing]:
-        """Birth or death of a node (retained, so a starting coordinator sees every node)."""
-        try:
-            doc = json.loads(payload) if payload else {"state": "offline"}
-        except (ValueError, RecursionError):
-            doc = None
-        state = doc.get("state", doc.get("status")) if isinstance(doc, dict) else None
-        if state == "online":
-            role = doc.get("role", "") if isinstance(doc, dict) else ""
-            self.aggregate.node_online(node, role if isinstance(role, str) else "", now)
-            self._births.pop(node, None)
-            return []
-        if state == "offline":
+        """Birth or death of a node (retained, so a starting coordinator sees every node).
+
+        A birth's point list gives the telemetry aliases even if the CBOR birth was missed;
+        a death older than the node's current session (a late will) is ignored."""
+        if not payload:  # a cleared retained state: the node was decommissioned
             self.aggregate.node_offline(node, now)
             return []
-        return [self._error(f"{self.topics.base}/{node}/state", [ValidationProblem(
-            "state", f"must be 'online' or 'offline', got {state!r}")], now)]
+        try:
+            st = parse_state(payload)
+        except ValueError as exc:
+            field, _, reason = str(exc).removeprefix("state: ").partition(": ")
+            return [self._error(f"{self.topics.base}/{node}/state",
+                                [ValidationProblem(field, reason or field)], now)]
+        if st.online:
+            self.aggregate.node_online(node, st.role, now)
+            self._sessions[node] = st.session
+            self._births[node] = Birth(st.session, int(st.timestamp.timestamp() * 1000),
+                                       st.points)
+        elif st.session >= self._sessions.get(node, 0):
+            self.aggregate.node_offline(node, now)
+        return []
 
     def on_telemetry(self, node: str, payload: bytes, now: float) -> list[Outgoing]:
         """A CBOR birth (aliases) or batch (samples) of one node."""
