@@ -21,6 +21,7 @@ module. Outside pytest (the benchmarks), use `with Broker(directory) as broker:`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import os
@@ -208,7 +209,9 @@ class Inbox:
         async def _wait() -> None:
             while not predicate(self):
                 self._changed.clear()
-                await self._changed.wait()
+                # woken by a message, or after 20 ms for predicates on other state
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.02)
         try:
             await asyncio.wait_for(_wait(), timeout)
         except TimeoutError:

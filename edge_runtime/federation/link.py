@@ -235,7 +235,7 @@ class NodeLink:
         self.node.engine.interlocks.append(self.recorder)
         self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
                                                             "connection lost"))
-        self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1)
+        self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1, retain_as_published=True)
         self.client.start()
         try:
             await asyncio.gather(self._ticker(), self._sender())

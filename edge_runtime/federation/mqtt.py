@@ -43,6 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_runtime.federation.config import MqttConfig
 
@@ -70,6 +71,10 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
+
+
+def _no_op(*_args: Any) -> None:
+    return None
 
 
 def _properties(packet_type: int) -> Properties:
@@ -128,10 +133,14 @@ class MqttClient:
         self._paho.on_publish = self._cb_publish
         self._paho.on_log = self._cb_log
         self._paho.on_subscribe = self._cb_subscribe
+        # With this hook set, publish() from the loop thread only queues and wakes the network
+        # thread; without it paho writes to the socket from the caller's thread, and an SSL
+        # socket written and read from two threads at once fails ("bad length").
+        self._paho.on_socket_register_write = _no_op
         ctx = ssl_context or tls_context(cfg)
         if ctx is not None:
             self._paho.tls_set_context(ctx)
-        self._subscriptions: dict[str, int] = {}
+        self._subscriptions: dict[str, tuple[int, bool]] = {}
         self._sub_pending: set[int] = set()
         self._subscribed = asyncio.Event()
         self._lock = threading.Lock()
@@ -157,12 +166,19 @@ class MqttClient:
         """Set the will registered with the broker at the next CONNECT (not the current one)."""
         self._paho.will_set(topic, payload, qos=qos, retain=retain)
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        """Subscribe now if connected, and again after every reconnect."""
+    def subscribe(self, topic: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
+        """Subscribe now if connected, and again after every reconnect. `retain_as_published`
+        (MQTT 5) keeps the retain flag on live messages, so a receiver can tell them apart."""
         with self._lock:
-            self._subscriptions[topic] = qos
+            self._subscriptions[topic] = (qos, retain_as_published)
             if self._connected:
-                self._track_sub(self._paho.subscribe(topic, qos)[1])
+                self._track_sub(self._send_subscribe(topic, qos, retain_as_published))
+
+    def _send_subscribe(self, topic: str, qos: int, rap: bool) -> int | None:
+        if self.cfg.mqtt5:
+            opts = SubscribeOptions(qos=qos, retainAsPublished=rap)
+            return self._paho.subscribe(topic, options=opts)[1]
+        return self._paho.subscribe(topic, qos)[1]
 
     def _track_sub(self, mid: int | None) -> None:
         if mid is not None:
@@ -296,8 +312,8 @@ class MqttClient:
         client.drop_out_messages()  # the application republishes what it still needs
         with self._lock:
             self._sub_pending.clear()
-            for topic, qos in self._subscriptions.items():
-                self._track_sub(client.subscribe(topic, qos)[1])
+            for topic, (qos, rap) in self._subscriptions.items():
+                self._track_sub(self._send_subscribe(topic, qos, rap))
             if not self._sub_pending:
                 self._call(self._subscribed.set)
         self.connects += 1
