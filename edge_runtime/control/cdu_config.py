@@ -12,7 +12,9 @@
     mode = "Automatic"                   # Automatic | Override | Manual | Disabled
     kp = 20.0                            # % valve per K (direct acting: hotter -> opens)
     ti_s = 10.0                          # integral time; td_s, derivative_filter_n, tt_s too
-    rate_limit_pct_per_s = 10.0          # optional; setpoint_ramp_per_s optional (K/s)
+    rate_limit_pct_per_s = 10.0          # optional
+    setpoint_ramp_per_s = 0.1            # K/s; a new setpoint or a return to automatic
+                                         # starts from the measurement and ramps (no kick)
     valve_min_pct = 0.0                  # output limits
     valve_max_pct = 100.0
     valve_travel_s = 20.0                # feedback check: actuator model, tolerance, delay
@@ -26,7 +28,7 @@
     dp_sensors = ["supply_pressure.pressure", "return_pressure.pressure"]   # for "dp"
     setpoint = 180.0                     # L/min (flow) or bar (dp); setpoint_min/max
     mode = "Automatic"
-    kp = 0.2                             # % speed per L/min (or per bar); ti_s = 2.0 ...
+    kp = 0.4                             # % speed per L/min (or per bar); ti_s = 1.0 ...
     duty = 1                             # N; the other pumps are standby
     max_running = 0                      # 0 = all may run on demand
     min_speed_pct = 20.0
@@ -122,7 +124,7 @@ class CduControlConfig:
 
 
 def _pid(sec: Section, *, out: tuple[float, float], kp: float, ti_s: float,
-         direct: bool) -> PidConfig | None:
+         direct: bool, ramp: float | None = None) -> PidConfig | None:
     values: dict[str, Any] = {
         "kp": sec.get_float("kp", kp, above=0.0),
         "ti_s": sec.get_float("ti_s", ti_s, above=0.0),
@@ -130,7 +132,7 @@ def _pid(sec: Section, *, out: tuple[float, float], kp: float, ti_s: float,
         "derivative_filter_n": sec.get_float("derivative_filter_n", 10.0, above=0.0),
         "tt_s": sec.get_float("tt_s", None, above=0.0),
         "rate_limit_per_s": sec.get_float("rate_limit_pct_per_s", None, above=0.0),
-        "setpoint_ramp_per_s": sec.get_float("setpoint_ramp_per_s", None, above=0.0),
+        "setpoint_ramp_per_s": sec.get_float("setpoint_ramp_per_s", ramp, above=0.0),
         "out_min": out[0], "out_max": out[1], "direct_acting": direct,
     }
     try:
@@ -211,7 +213,8 @@ def _supply(sec: Section, inputs: Collection[str],
     vmax = sec.get_float("valve_max_pct", 100.0, minval=0.0, maxval=100.0)
     if vmin >= vmax:
         sec.error("valve_max_pct", f"must be above valve_min_pct ({vmin:g})")
-    pid = _pid(sec, out=(vmin, max(vmax, vmin + 1e-6)), kp=20.0, ti_s=10.0, direct=True)
+    pid = _pid(sec, out=(vmin, max(vmax, vmin + 1e-6)), kp=20.0, ti_s=10.0, direct=True,
+               ramp=0.1)
     loop = _loop(sec, pid, ("setpoint_c", "setpoint_min_c", "setpoint_max_c"),
                  (30.0, 15.0, 45.0), "degC")
     vcfg = ValveConfig(
@@ -253,7 +256,7 @@ def _pumps(sec: _Sec, inputs: Collection[str], outputs: Collection[str]) -> Pump
     elif dp_raw is not None:
         sec.error("dp_sensors", "only with control = \"dp\"")
     min_speed = sec.get_float("min_speed_pct", 20.0, minval=0.0, maxval=100.0)
-    pid = _pid(sec, out=(0.0, 100.0), kp=0.2, ti_s=2.0, direct=False)
+    pid = _pid(sec, out=(0.0, 100.0), kp=0.4, ti_s=1.0, direct=False)
     unit = "L/min" if control == "flow" else "bar"
     hi = 5000.0 if control == "flow" else 10.0
     loop = _loop(sec, pid, ("setpoint", "setpoint_min", "setpoint_max"),

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edge_runtime.control.modes import ControlMode, ModalPid
 from edge_runtime.control.valves import ValveChannel
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
+from edge_runtime.messages.models import WorkloadAnnouncement
 
 FLOW_FILTER_S = 1.0
 
@@ -121,12 +122,29 @@ class PreparationConfig:
 
 @dataclass(frozen=True, slots=True)
 class HeatAnnouncement:
-    """An announced heat load on this loop (wall-clock times, UTC seconds)."""
+    """An announced heat load on this loop (wall-clock times, UTC seconds); a duration of
+    None takes the preparation's `default_duration_s`."""
 
     heat_kw: float
     start_wall: float
-    duration_s: float
+    duration_s: float | None = None
     workload_id: str = ""
+
+
+def heat_announcement(msg: WorkloadAnnouncement, *, share: float = 1.0) -> HeatAnnouncement:
+    """This loop's part of an Annex A.1 announcement: `share` of
+    thermal_profile.heat_generation_kw, from timing_constraints.earliest_start_time (or the
+    message timestamp), for power_profile.duration_estimate_sec. ValueError names the field."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    heat = msg.thermal_profile.heat_generation_kw if msg.thermal_profile else None
+    if heat is None:
+        raise ValueError("thermal_profile.heat_generation_kw: required for thermal preparation")
+    timing = msg.timing_constraints
+    start = timing.earliest_start_time if timing and timing.earliest_start_time else None
+    duration = msg.power_profile.duration_estimate_sec
+    return HeatAnnouncement(heat * share, (start or msg.timestamp).timestamp(),
+                            None if duration is None else float(duration), msg.workload_id)
 
 
 class ThermalPreparation:
@@ -162,13 +180,15 @@ class ThermalPreparation:
             raise ValueError(f"heat_generation_kw must be a number, got {h!r}")
         if not 0.0 <= h <= c.max_heat_kw:
             raise ValueError(f"heat_generation_kw {h:g} kW outside 0..{c.max_heat_kw:g} kW")
-        if not (math.isfinite(ann.duration_s) and ann.duration_s > 0.0):
+        duration = c.default_duration_s if ann.duration_s is None else ann.duration_s
+        if (isinstance(duration, bool) or not isinstance(duration, int | float)
+                or not (math.isfinite(duration) and duration > 0.0)):
             raise ValueError(f"duration must be > 0 s, got {ann.duration_s!r}")
         if not math.isfinite(ann.start_wall):
             raise ValueError(f"start time must be finite, got {ann.start_wall!r}")
-        if ann.start_wall + ann.duration_s <= self._wall():
+        if ann.start_wall + duration <= self._wall():
             raise ValueError("the announced load has already ended")
-        self._pending.append(ann)
+        self._pending.append(replace(ann, duration_s=float(duration)))
 
     def cancel(self, workload_id: str) -> int:
         """Drop announcements of a workload; returns how many."""
@@ -197,10 +217,11 @@ class ThermalPreparation:
                 self._base_flow = self.flow_lpm or 0.0
                 self._base_speed_per_lpm = None
             start = ann.start_wall - offset
-            self._active.append((ann, start, start + ann.duration_s))
+            duration = ann.duration_s or c.default_duration_s
+            self._active.append((ann, start, start + duration))
             self.events.raise_event(
                 self._wall(), self.name, Severity.INFO,
-                f"announced {ann.heat_kw:g} kW in {start - now:.1f} s for {ann.duration_s:g} s"
+                f"announced {ann.heat_kw:g} kW in {start - now:.1f} s for {duration:g} s"
                 f" ({ann.workload_id or 'no id'})", "heat_announced")
         self._pending.clear()
         settle = self._delay_s() + 5.0 * self._lag_s() + c.lead_s
