@@ -51,8 +51,9 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from paho.mqtt.packettypes import PacketTypes
@@ -85,7 +86,8 @@ from edge_runtime.messages.telemetry import (
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_SAMPLES = 10_000  # ~110 kB of CBOR at most, well under the codec's 1 MB bound
+MAX_BATCH_SAMPLES = 1_000  # ~12 kB of CBOR, ~4 ms to encode: one slice of loop time
+SLICE_S = 0.002  # longest stretch of link work between two yields to the loop
 MAX_OFFSET_MS = 2**32 - 1
 INFLIGHT = 64  # unacknowledged publishes from the outbox
 ERROR_ANSWERS_PER_S = 50  # beyond this, invalid messages are only counted (no echo storms)
@@ -150,21 +152,20 @@ class TelemetryRecorder:
 
 
 def split_batches(samples: list[tuple[int, Sample]], *, session: int, first_seq: int,
-                  max_samples: int = MAX_BATCH_SAMPLES) -> list[Batch]:
-    """Samples in time order, cut into batches that fit the codec (size, 32-bit offsets)."""
+                  max_samples: int = MAX_BATCH_SAMPLES) -> Iterator[Batch]:
+    """Samples in time order, cut into batches that fit the codec (size, 32-bit offsets);
+    made one at a time, so the caller can yield to the loop between them."""
     samples = sorted(samples, key=lambda a_s: a_s[1].ts)
-    batches: list[Batch] = []
-    start = 0
+    start = n = 0
     while start < len(samples):
         base = round(samples[start][1].ts * 1000)
         end = start + 1
         limit = min(len(samples), start + max_samples)
         while end < limit and round(samples[end][1].ts * 1000) - base <= MAX_OFFSET_MS:
             end += 1
-        batches.append(make_batch(samples[start:end], session=session,
-                                  seq=first_seq + len(batches)))
+        yield make_batch(samples[start:end], session=session, seq=first_seq + n)
+        n += 1
         start = end
-    return batches
 
 
 def fingerprint(points: tuple[PointDef, ...]) -> str:
@@ -208,6 +209,10 @@ class NodeLink:
         self._send_seq = 0  # next seq to go out in this session
         self._encoded: dict[int, tuple[int, int]] = {}  # outbox seq -> (session, seq) in payload
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
+        self._inflight_samples: dict[int, int] = {}  # mid -> samples in that batch
+        self._epoch = 0
+        self.samples_stored = 0  # into the outbox
+        self.samples_sent = 0  # acknowledged by the broker (written, with QoS 0)
         self._cursor = 0
         self._acks: list[int] = []
         self._wake = asyncio.Event()
@@ -274,7 +279,9 @@ class NodeLink:
 
     def _on_state(self, up: bool) -> None:
         self._online = up
+        self._epoch += 1
         self._inflight.clear()
+        self._inflight_samples.clear()
         self._cursor = 0
         if up:
             self._generation += 1
@@ -285,6 +292,9 @@ class NodeLink:
         self._wake.set()
 
     # -- outgoing -------------------------------------------------------------------------------
+    # Encoding, storing and replaying run on the scan's loop: they work in slices of about
+    # SLICE_S and yield between slices, so a large batch or a long replay delays a scan by
+    # at most one slice instead of the whole job.
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
         period = self.cfg.telemetry_period_ms / 1000
@@ -294,26 +304,38 @@ class NodeLink:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             if loop.time() - deadline > period:
                 deadline = loop.time()  # the loop was stalled: do not burst to catch up
-            self._store_telemetry()
+            started = time.perf_counter()
+            for batch in self._batches():
+                self._store(batch)
+                if time.perf_counter() - started > SLICE_S:
+                    await asyncio.sleep(0)
+                    started = time.perf_counter()
             self._store_alarms()
             self._wake.set()
 
-    def _store_telemetry(self) -> None:
-        if self._outbox is None:
-            return
+    def _batches(self) -> Iterator[Batch]:
         samples = self.recorder.take()
-        if not samples:
+        if not samples or self._outbox is None:
+            return iter(())
+        return split_batches(samples, session=self.session, first_seq=self._put_seq)
+
+    def _store_telemetry(self) -> None:
+        """Store everything recorded so far (at shutdown: replayed by the next start)."""
+        for batch in self._batches():
+            self._store(batch)
+
+    def _store(self, batch: Batch) -> None:
+        try:
+            seq = self.outbox.put(self.topics.telemetry, encode_batch(batch), kind="telemetry",
+                                  qos=self.cfg.telemetry_qos,
+                                  properties={"aliases": self.fingerprint,
+                                              "samples": len(batch.samples)})
+        except (OutboxError, TelemetryError) as exc:
+            log.error("%s: telemetry batch not stored: %s", self.who.node, exc)
             return
-        for batch in split_batches(samples, session=self.session, first_seq=self._put_seq):
-            try:
-                seq = self.outbox.put(self.topics.telemetry, encode_batch(batch),
-                                      kind="telemetry", qos=self.cfg.telemetry_qos,
-                                      properties={"aliases": self.fingerprint})
-            except (OutboxError, TelemetryError) as exc:
-                log.error("%s: telemetry batch not stored: %s", self.who.node, exc)
-                continue
-            self._encoded[seq] = (batch.session, batch.seq)
-            self._put_seq += 1
+        self._encoded[seq] = (batch.session, batch.seq)
+        self._put_seq += 1
+        self.samples_stored += len(batch.samples)
 
     def _store_alarms(self) -> None:
         events = self.node.events
@@ -335,14 +357,22 @@ class NodeLink:
             await self._wake.wait()
             self._wake.clear()
             self._flush_acks()
-            self._send_some()
+            await self._send_some()
 
-    def _send_some(self) -> None:
+    async def _send_some(self) -> None:
+        epoch = self._epoch  # changes when the connection does: stop, the cursor was reset
+        started = time.perf_counter()
         while self._online and len(self._inflight) < INFLIGHT:
             entries = self.outbox.pending(INFLIGHT - len(self._inflight), after=self._cursor)
             if not entries:
                 return
             for e in entries:
+                if time.perf_counter() - started > SLICE_S:
+                    await asyncio.sleep(0)
+                    started = time.perf_counter()
+                if epoch != self._epoch or not self._online:
+                    return
+                # No await from here to the publish: session and seq cannot move in between.
                 payload = self._prepare(e)
                 if payload is None:
                     self._acks.append(e.seq)
@@ -357,6 +387,7 @@ class NodeLink:
                 if e.kind == "telemetry":
                     self._send_seq += 1
                     self.sent["telemetry"] += 1
+                    self._inflight_samples[mid] = int((e.properties or {}).get("samples", 0))
                 else:
                     self.sent[e.kind] += 1
                 self.replayed += e.historical
@@ -387,6 +418,7 @@ class NodeLink:
 
     def _on_published(self, mid: int) -> None:
         seq = self._inflight.pop(mid, None)
+        self.samples_sent += self._inflight_samples.pop(mid, 0)
         if seq is not None:
             if not self._acks:
                 asyncio.get_running_loop().call_soon(self._flush_acks)
@@ -446,9 +478,12 @@ class NodeLink:
         except MessageError as exc:
             raise Invalid("schema", str(exc), exc.problems[0].path if exc.problems else None
                           ) from None
-        self.node.events.raise_event(self.node.clock.wall(), "mqtt.workload", Severity.INFO,
-                                     f"workload announced: {announcement!r}"[:300],
-                                     "workload_announced")
+        decision = doc.get("site_decision")
+        status = decision.get("approval_status") if isinstance(decision, dict) else None
+        self.node.events.raise_event(
+            self.node.clock.wall(), "mqtt.workload", Severity.INFO,
+            f"workload {getattr(announcement, 'workload_id', '?')} announced"
+            + (f", site decision {status}" if status else ""), "workload_announced")
 
     def _control(self, kind: str, doc: dict[str, Any]) -> None:
         for key in ("PSWD_version", "timestamp", "action", "point"):
@@ -511,6 +546,7 @@ class NodeLink:
         """Link, session, counters, outbox and client status."""
         return {"online": self._online, "session": self.session, "next_seq": self._send_seq,
                 "points": len(self.points), "sent": dict(self.sent), "replayed": self.replayed,
+                "samples_stored": self.samples_stored, "samples_sent": self.samples_sent,
                 "invalid": dict(self.invalid), "stale_dropped": self.stale_dropped,
                 "recorder_dropped": self.recorder.dropped, "inflight": len(self._inflight),
                 "outbox": self._outbox.get_status() if self._outbox is not None else None,

@@ -141,6 +141,11 @@ class MqttClient:
         if ctx is not None:
             self._paho.tls_set_context(ctx)
         self._subscriptions: dict[str, tuple[int, bool]] = {}
+        self.max_backlog = 1000  # received messages waiting for the loop
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
+        self._drained = threading.Event()
+        self._drained.set()
         self._sub_pending: set[int] = set()
         self._subscribed = asyncio.Event()
         self._lock = threading.Lock()
@@ -226,6 +231,7 @@ class MqttClient:
     async def stop(self, *, timeout: float = 5.0) -> None:
         """Disconnect cleanly (no will is sent) and end the network thread."""
         self._stop.set()
+        self._drained.set()
         if self._connected:
             self._paho.disconnect()
         if self._thread is not None:
@@ -341,8 +347,19 @@ class MqttClient:
         props = getattr(msg, "properties", None)
         rt = getattr(props, "ResponseTopic", None) if props is not None else None
         cd = getattr(props, "CorrelationData", None) if props is not None else None
+        with self._backlog_lock:
+            self._backlog += 1
+            full = self._backlog >= self.max_backlog
+            if full:
+                self._drained.clear()
         self._call(self._deliver, Message(msg.topic, bytes(msg.payload), msg.qos,
                                           bool(msg.retain), rt, cd, props))
+        if full:
+            # Backpressure: stop reading the socket until the loop has caught up, so a slow
+            # consumer makes the broker queue (and apply its limits) instead of this process
+            # buffering without bound. Bounded so keepalive pings still go out.
+            while not self._drained.wait(1.0) and not self._stop.is_set():
+                self._paho.loop_misc()
 
     def _cb_publish(self, client: paho.Client, userdata: Any, mid: int,
                     reason: ReasonCode, properties: Properties | None) -> None:
@@ -389,6 +406,10 @@ class MqttClient:
 
     def _deliver(self, msg: Message) -> None:
         self.received += 1
+        with self._backlog_lock:
+            self._backlog -= 1
+            if self._backlog <= self.max_backlog // 2:
+                self._drained.set()
         if self._on_message is not None:
             try:
                 self._on_message(msg)
