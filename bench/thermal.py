@@ -18,10 +18,11 @@ announcement, settling time (from the load step until the supply stays within +-
 the temperature accuracy of spec Table 2; the time outside the +-0.5 degC of spec 6.3.1 c is
 printed too), pump electrical energy from the announcement to the end of the run.
 
-Both cases use the same PID tuning (20 %/K, Ti 10 s: near the fastest this loop takes
-without ringing). A faster PID shrinks the baseline's deviation and so the gain of the
-feedforward: the full run (without --quick) also prints the reductions at a gentler and a
-harsher tuning, so the figure is not read as independent of tuning.
+Both cases use the same PID tuning (20 %/K, Ti 10 s, the loader's default). A faster PID
+shrinks the baseline's deviation and so the gain of the feedforward: the full run (without
+--quick) also prints the reductions at a gentler and a harsher tuning, so the figure is not
+read as independent of tuning.
+
 Targets (issue 3, item 8): at least 50 % lower peak deviation and at least 30 % faster
 settling with feedforward. The last line of output is one JSON object with the figures.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -288,3 +289,22 @@ def test_valid_config_builds_the_blocks_in_scan_order() -> None:
     assert [b.name for b in rig.blocks] == ["thermal_preparation", "pumps", "supply_temp"]
     assert [b.name for b in build_cdu_blocks(
         load_cdu_control(None, "x", ErrorLog(), [], []), EventLog(), wall=lambda: 0.0)] == []
+
+
+def test_the_documented_control_section_loads_against_the_example_cdu() -> None:
+    import tomllib
+
+    from edge_runtime.config.loader import load_node_config
+    from edge_runtime.control import cdu_config
+    from edge_runtime.safety.config import device_points
+
+    doc = cdu_config.__doc__ or ""
+    text = doc[doc.index("    [control]"):doc.index("Wiring")]
+    data = tomllib.loads("\n".join(line[4:] for line in text.splitlines()))
+    node = load_node_config(Path(__file__).resolve().parents[1] / "examples" / "cdu.toml")
+    inputs, outputs, _ = device_points(node.devices)
+    errors = ErrorLog()
+    cfg = load_cdu_control(data["control"], "doc", errors, inputs, outputs)
+    assert errors.lines == []
+    assert cfg.supply_temp is not None and cfg.pumps is not None
+    assert cfg.preparation is not None and cfg.preparation.design_delta_t_k == 8.0

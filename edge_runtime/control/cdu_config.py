@@ -25,10 +25,11 @@
     pumps = ["pump1", "pump2"]           # cdu_pump_vfd devices
     control = "flow"                     # or "dp"
     flow_sensor = "flow.flow"            # L/min; needed for "flow" and for low-flow N+1
-    dp_sensors = ["supply_pressure.pressure", "return_pressure.pressure"]   # for "dp"
-    setpoint = 180.0                     # L/min (flow) or bar (dp); setpoint_min/max
+    # dp_sensors = ["supply_pressure.pressure", "return_pressure.pressure"]   # for "dp"
+    setpoint = 160.0                     # L/min (flow) or bar (dp); setpoint_min/max
     mode = "Automatic"
     kp = 0.4                             # % speed per L/min (or per bar); ti_s = 1.0 ...
+    rate_limit_pct_per_s = 20.0          # the VFD's ramp: the integrator knows about it
     duty = 1                             # N; the other pumps are standby
     max_running = 0                      # 0 = all may run on demand
     min_speed_pct = 20.0
@@ -45,7 +46,8 @@
     lead_s = 4.0                         # valve starts this much before the heat reaches the HX
     pump_lead_s = 1.0
     design_delta_t_k = 8.0               # optional: flow setpoint follows heat
-    min_flow_lpm = 0.0                   # max_flow_lpm, max_heat_kw, default_duration_s
+    min_flow_lpm = 160.0                 # max_heat_kw, default_duration_s too
+    max_flow_lpm = 190.0                 # what the lead pump alone moves (pump2 is N+1)
     [control.preparation.hx]             # design data: coolant_cp, coolant_density,
     hx_ua_kw_per_k = 25.0                # fw_temp_c, fw_max_flow_lpm, valve_characteristic,
                                          # valve_rangeability

@@ -273,34 +273,38 @@ class ThermalPreparation:
         self._bias += min(max(target - self._bias, -step), step)
         return self._bias
 
+    def _flow_for(self, heat_kw: float, base_lpm: float) -> float:
+        c = self.config
+        assert c.design_delta_t_k is not None
+        want = c.model.flow_for(heat_kw, c.design_delta_t_k)
+        return min(max(want, base_lpm, c.min_flow_lpm), c.max_flow_lpm)
+
     def flow_setpoint_lpm(self, now: float, base_lpm: float) -> float:
-        """Flow setpoint: base, or what the heat needs at the design rack dT (ahead of time)."""
+        """Flow setpoint: base, or what the heat needs at the design rack dT: the measured
+        heat, or ahead of an announced load the announced heat, whichever is larger."""
         c = self.config
         self._flow_base_sp = base_lpm
         if c.design_delta_t_k is None:
             return base_lpm
-        heat = self.heat_kw or 0.0
+        want = self._flow_for(self.heat_kw or 0.0, base_lpm)
         if self._active:
-            heat = max(heat, self._base_heat + self.announced_at_rack(now + c.pump_lead_s))
-        want = c.model.flow_for(heat, c.design_delta_t_k)
-        return min(max(want, base_lpm, c.min_flow_lpm), c.max_flow_lpm)
+            t = now + c.pump_lead_s
+            want = max(want, self._flow_for(self._base_heat + self.announced_at_rack(t),
+                                            base_lpm))
+        return want
 
     def speed_bias_pct(self, now: float, speed_pct: float, base_lpm: float) -> float:
-        """Pump speed feedforward: flow proportional to speed (closed loop, affinity law)."""
-        if not self._active or self.config.design_delta_t_k is None or not self._base_flow:
+        """Pump speed feedforward for the announced part of the flow: flow proportional to
+        speed in a closed loop (affinity law), scaled from speed and flow at announcement."""
+        c = self.config
+        if not self._active or c.design_delta_t_k is None or not self._base_flow:
             return 0.0
         if self._base_speed_per_lpm is None:
             self._base_speed_per_lpm = speed_pct / self._base_flow
-        base_sp = self.flow_setpoint_lpm_without_announcement(base_lpm)
-        return (self.flow_setpoint_lpm(now, base_lpm) - base_sp) * self._base_speed_per_lpm
-
-    def flow_setpoint_lpm_without_announcement(self, base_lpm: float) -> float:
-        """The flow setpoint the measured heat alone asks for."""
-        c = self.config
-        if c.design_delta_t_k is None:
-            return base_lpm
-        want = c.model.flow_for(self._base_heat, c.design_delta_t_k)
-        return min(max(want, base_lpm, c.min_flow_lpm), c.max_flow_lpm)
+        announced = self.announced_at_rack(now + c.pump_lead_s)
+        extra = (self._flow_for(self._base_heat + announced, base_lpm)
+                 - self._flow_for(self._base_heat, base_lpm))
+        return extra * self._base_speed_per_lpm
 
     def get_status(self) -> dict[str, Any]:
         """Heat estimate and the announcements in force."""
