@@ -37,7 +37,7 @@ TOML shape (every key optional; defaults below; `[smoothing.points]` for the rac
     soc_kp_kw_per_pct = 2.0        # SoC drift-back: kW of grid bias per % of SoC error
     soc_ki_kw_per_pct_s = 0.02
     soc_correction_max_kw = 20.0
-    ff_ramp_fraction = 0.8         # announced steps are ramped at this x ramp_limit
+    ff_ramp_fraction = 0.5         # announced steps are ramped at this x ramp_limit
     follow_min_s = 30.0            # announced changes shorter than this: battery only
     announce_share = 1.0           # this node's share of an announced workload's power
     [smoothing.points]
@@ -101,7 +101,7 @@ class SmoothingConfig:
     soc_kp_kw_per_pct: float = 2.0
     soc_ki_kw_per_pct_s: float = 0.02
     soc_correction_max_kw: float = 20.0
-    ff_ramp_fraction: float = 0.8
+    ff_ramp_fraction: float = 0.5
     follow_min_s: float = 30.0
     announce_share: float = 1.0
     points: SmoothingPoints = field(default_factory=SmoothingPoints)
