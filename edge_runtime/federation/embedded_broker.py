@@ -15,6 +15,8 @@ Limits of amqtt (STACK-NOTES.md), and what they cost us:
   reason codes, no message or session expiry.
 - No shared subscriptions: `$share/group/topic` is not split among subscribers, so the demo
   runs one site coordinator; scale-out needs a real broker.
+- PUBACK goes out before the message is routed and retained: a client that subscribes right
+  after a PUBACK may still miss that retained message (wait for a delivery, not the PUBACK).
 - Pure Python in the node's own process: 1.5-3x slower than Mosquitto, and its work shares
   the loop (and the GIL) with the scan. Fine for a demo, never for a plant.
 
