@@ -256,3 +256,23 @@ def test_config_errors_name_the_key() -> None:
     assert "[smoothing.points] soc: must name a point" in text
     _, lines = _load({"soc_target_pct": 95.0})
     assert any("soc_target_pct: must lie within 10..90" in line for line in lines)
+
+
+def test_block_takes_an_a1_announcement_as_feedforward() -> None:
+    import json
+    from datetime import datetime
+
+    from edge_runtime.messages.models import WorkloadAnnouncement
+
+    doc = json.loads((Path(__file__).parent / "vectors" / "annex_a"
+                      / "valid_workload_announcement_full.json").read_text())
+    ann = WorkloadAnnouncement.from_dict(doc)
+    assert ann.timing_constraints is not None and ann.timing_constraints.earliest_start_time
+    start = ann.timing_constraints.earliest_start_time.timestamp()
+    block = build_smoothing_block(cfg(announce_share=0.001))  # this rack: 0.1 % of the job
+    block.announce_workload(ann, now_wall=start - 60.0)
+    (item,) = block.smoother.pending
+    assert item.start == pytest.approx(60.0)
+    assert item.delta_kw == pytest.approx((120.0 + 35.5) / 2 * 1000.0 * 0.001)
+    assert item.duration_s == 86400.0 and item.follow
+    assert isinstance(ann.timestamp, datetime)

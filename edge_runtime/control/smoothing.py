@@ -144,6 +144,11 @@ class Smoother:
         self._lo: deque[tuple[float, float]] = deque()
         self._eta1 = math.sqrt(config.efficiency)
 
+    @property
+    def pending(self) -> tuple[Announced, ...]:
+        """Announcements still shaping the reference."""
+        return tuple(self._pending)
+
     def restart(self, battery_kw: float) -> None:
         """Forget the grid history: the next step starts bumpless from what the grid sees."""
         self.grid_kw = None
