@@ -153,3 +153,29 @@ def test_a_bug_becomes_an_error_answer_not_a_crash(monkeypatch: pytest.MonkeyPat
     out = h.handle(f"{B}/workload/announce", a1(), T)
     assert "internal error: kaboom" in json.loads(out[0].payload)["error"]
     assert h.counts["announcements"] == 1
+
+
+def test_hand_built_a2_is_what_the_model_would_write() -> None:
+    from edge_runtime.messages.annex_a import validate
+
+    h = handler()
+    h.handle(f"{B}/grid/status", b'{"PSWD_version":"1.0","timestamp":"2027-01-15T08:00:00Z",'
+             b'"carbon_intensity_g_co2_kwh":120.5,"renewable_energy_available":true}', T)
+    for body in (a1("ok-1"), a1("no-1", peak_mw=5.0)):
+        raw = h.handle(f"{B}/workload/announce", body, T + 0.123)[0].payload
+        doc = json.loads(raw)
+        assert validate(doc) == []
+        assert InfrastructureResponse.from_dict(doc).to_dict() == doc
+        assert doc["grid_status"] == {"carbon_intensity_g_co2_kwh": 120.5,
+                                      "renewable_energy_available": True,
+                                      "demand_response_required": False}
+    forward = h.handle(f"{B}/workload/announce", a1("ok-2"), T)[-1]
+    body = json.loads(forward.payload)
+    assert WorkloadAnnouncement.from_dict(body).workload_id == "ok-2"
+    assert body["site_decision"]["approval_status"] == "approved"
+    # an announcement that already carries the key: rebuilt, the site's decision wins
+    sneaky = json.loads(a1("ok-3"))
+    sneaky["site_decision"] = {"approval_status": "approved", "approved_power_kw": 1e9}
+    h.handle(f"{B}/rack-01/telemetry", batch(100.0, ts=T + 10, seq=1), T + 10)
+    out = h.handle(f"{B}/workload/announce", json.dumps(sneaky).encode(), T + 10)[-1]
+    assert json.loads(out.payload)["site_decision"]["approved_power_kw"] == 200.0

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 from edge_runtime.core.clock import Clock, WallClock
@@ -62,19 +63,33 @@ log = logging.getLogger(__name__)
 
 
 class SiteCoordinator:
-    """One coordinator instance: an MqttClient feeding a SiteHandler."""
+    """One coordinator instance: an MqttClient feeding a SiteHandler.
+
+    Messages are handled on the client's network thread, where paho delivers them, not on
+    the event loop: a decision is a fraction of a millisecond of pure computation, and the
+    hop to the loop and back (wake-ups, GIL hand-overs for every publish) cost more than the
+    decision and halved the sustainable rate. The handler is guarded by a lock, so
+    get_status() from the loop sees a consistent state.
+    """
 
     def __init__(self, mqtt: MqttConfig, *, site: str, node: str, config: SiteConfig,
                  clock: Clock | None = None, client_id: str | None = None) -> None:
         self.clock: Clock = clock or WallClock()
         self.handler = SiteHandler(site, node, config)
         self.client = MqttClient(mqtt, client_id=client_id or mqtt.client_id or node,
-                                 on_message=self._on_message, on_connect=set_nodelay)
+                                 on_connect=set_nodelay)
         if not mqtt.mqtt5:
             log.warning("site coordinator on MQTT 3.1.1: no shared subscription, no response "
                         "topics; run a single instance")
+        self._lock = threading.Lock()
+        # MqttClient hands every PUBACK to the event loop (for publish_acked); the coordinator
+        # never waits on one, and four loop wake-ups per announcement cost 40 % of its CPU.
+        self.client._paho.on_publish = None
         for topic, qos in self._subscriptions(mqtt.mqtt5):
             self.client.subscribe(topic, qos)
+            # paho matches deliveries against the plain filter, not the $share/... one
+            plain = topic.split("/", 2)[2] if topic.startswith("$share/") else topic
+            self.client._paho.message_callback_add(plain, self._on_paho_message)
         self.published = 0
 
     def _subscriptions(self, mqtt5: bool) -> list[tuple[str, int]]:
@@ -84,11 +99,23 @@ class SiteCoordinator:
         # 3.1.1 has no $share: subscribe to the plain topics
         return [(t.split("/", 2)[2] if t.startswith("$share/") else t, q) for t, q in subs]
 
-    def _on_message(self, msg: Message) -> None:
-        out = self.handler.handle(msg.topic, msg.payload, self.clock.wall(),
-                                  response_topic=msg.response_topic,
-                                  correlation_data=msg.correlation_data)
-        self.publish(out)
+    def _on_paho_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        """paho callback, network thread."""
+        props = getattr(msg, "properties", None)
+        self.on_message(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
+                                getattr(props, "ResponseTopic", None),
+                                getattr(props, "CorrelationData", None)))
+
+    def on_message(self, msg: Message) -> None:
+        """Handle one message and publish the answers (any thread)."""
+        try:
+            with self._lock:
+                out = self.handler.handle(msg.topic, msg.payload, self.clock.wall(),
+                                          response_topic=msg.response_topic,
+                                          correlation_data=msg.correlation_data)
+            self.publish(out)
+        except Exception:  # never let an exception into paho's loop
+            log.exception("site coordinator failed on %s", msg.topic)
 
     def publish(self, messages: list[Outgoing]) -> None:
         """Send what the handler produced (dropped with a warning while offline)."""
@@ -123,4 +150,6 @@ class SiteCoordinator:
 
     def get_status(self) -> dict[str, Any]:
         """Handler counters, aggregate and MQTT link."""
-        return {**self.handler.get_status(self.clock.wall()), "mqtt": self.client.get_status()}
+        with self._lock:
+            status = self.handler.get_status(self.clock.wall())
+        return {**status, "mqtt": self.client.get_status()}
