@@ -107,3 +107,21 @@ async def test_error_answers_are_rate_limited_but_counted(mosquitto: Broker,
             assert link.invalid["unanswered"] >= 201 - len(errors.on(T.error))
         finally:
             await sender.stop()
+
+
+async def test_valid_workload_forward_becomes_an_event(mosquitto: Broker,
+                                                       tmp_path: Path) -> None:
+    cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state")
+    vector = Path(__file__).parent / "vectors/annex_a/valid_workload_announcement_minimal.json"
+    doc = {**json.loads(vector.read_text()),
+           "site_decision": {"approval_status": "approved", "conditions": []}}
+    node = make_node(tmp_path)
+    async with watching(cfg, T.error) as errors, running(node, cfg) as link:
+        await errors.wait_until(lambda _: link.get_status()["online"], what="link online")
+        await link.client.publish_acked(T.cmd("workload"), json.dumps(doc).encode())
+        await errors.wait_until(
+            lambda _: any(e.code == "workload_announced" for e in node.events.recent(50)),
+            what="workload event")
+        (event,) = [e for e in node.events.recent(50) if e.code == "workload_announced"]
+        assert "train-llm-0042" in event.message and "approved" in event.message
+        assert errors.messages == [] and link.invalid == {}

@@ -211,3 +211,16 @@ def test_state_json_is_what_the_contract_says(tmp_path: Path) -> None:
     assert d["state"] == "offline" and d["reason"] == "connection lost" and d["session"] == 3
     with pytest.raises(ValueError, match="session"):
         parse_state(json.dumps({**d, "session": "3"}).encode())
+
+
+async def test_link_on_the_embedded_mqtt311_broker(tmp_path: Path) -> None:
+    from edge_runtime.federation.embedded_broker import EmbeddedBroker
+    async with EmbeddedBroker(port=0) as broker:
+        cfg = MqttConfig(host=broker.host, port=broker.port, protocol="3.1.1",
+                         state_dir=tmp_path / "state", reconnect_min_s=0.1)
+        t = topics()
+        async with watching(cfg, t.state, t.telemetry) as inbox, \
+                running(make_node(tmp_path), cfg):
+            await inbox.wait_until(lambda b: len(Telemetry(b, t.telemetry).batches) >= 3,
+                                   what="3 batches over amqtt")
+        assert parse_state(inbox.on(t.state)[0].payload).online
