@@ -268,6 +268,7 @@ class PumpControl:
         self.held = held if held is not None else {}
         self.speed_pct = loop.pid.output
         self.pv: float | None = None
+        self._written: float | None = None  # speed this block left in the image last scan
 
     def set_mode(self, mode: ControlMode | str, value: float | None = None) -> None:
         """Redfish ControlMode of the speed loop (Override: flow/dP setpoint; Manual: speed %)."""
@@ -300,19 +301,25 @@ class PumpControl:
             ff = self.feedforward.speed_bias_pct(now, self.loop.pid.output, base)
         held_speeds = [self.held[f"{p}.speed_ref"] for p in pumps if f"{p}.speed_ref" in self.held]
         lead = self.staging.running[0] if self.staging.running else pumps[0]
-        demand = self.loop.run(pv, dt, ff=ff, setpoint=setpoint,
-                               current_output=image.output(f"{lead}.speed_ref"),
-                               held=held_speeds[0] if held_speeds else None)
+        current = image.output(f"{lead}.speed_ref")
+        held = held_speeds[0] if held_speeds else None
+        if held is None and self._written is not None and abs(current - self._written) > 1e-6:
+            held = current  # an interlock (pumps to 100 %) overrode us: follow, bumplessly
+        demand = self.loop.run(pv, dt, ff=ff, setpoint=setpoint, current_output=current,
+                               held=held)
         if mode.mode is ControlMode.DISABLED:
             return
         self.staging.step(views, demand if demand is not None else self.speed_pct, flow, now)
         if demand is not None:
             self.speed_pct = max(demand, self.staging.config.min_speed_pct)
+        if held is not None:
+            self.speed_pct = held
         for p, word in self.staging.control_words().items():
             if f"{p}.control_word" not in self.held:
                 image.write(f"{p}.control_word", word)
             if f"{p}.speed_ref" not in self.held:
                 image.write(f"{p}.speed_ref", self.speed_pct)
+        self._written = self.speed_pct
 
     def get_status(self) -> dict[str, Any]:
         """Loop, staging and what the block writes."""

@@ -328,6 +328,7 @@ class SupplyTemperatureControl:
         self.preparation = preparation
         self.held = held if held is not None else {}
         self.pv: float | None = None
+        self._written: float | None = None  # what this block left in the image last scan
 
     def set_mode(self, mode: ControlMode | str, value: float | None = None) -> None:
         """Redfish ControlMode (Override: supply setpoint degC; Manual: valve %)."""
@@ -341,10 +342,15 @@ class SupplyTemperatureControl:
         ff = 0.0
         if self.preparation is not None:
             ff = self.preparation.valve_bias_pct(now, dt, self.loop.mode.setpoint)
-        out = self.loop.run(pv, dt, ff=ff, current_output=image.output(cmd_point),
-                            held=self.held.get(cmd_point), hold_integral=not following)
+        current = image.output(cmd_point)
+        held = self.held.get(cmd_point)
+        if held is None and self._written is not None and abs(current - self._written) > 1e-6:
+            held = current  # an interlock or force changed it after us: follow, bumplessly
+        out = self.loop.run(pv, dt, ff=ff, current_output=current, held=held,
+                            hold_integral=not following)
         if out is not None:
             self.valve.write(image, out)
+        self._written = image.output(cmd_point)
 
     def get_status(self) -> dict[str, Any]:
         """Loop and valve state."""
