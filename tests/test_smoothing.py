@@ -276,3 +276,23 @@ def test_block_takes_an_a1_announcement_as_feedforward() -> None:
     assert item.delta_kw == pytest.approx((120.0 + 35.5) / 2 * 1000.0 * 0.001)
     assert item.duration_s == 86400.0 and item.follow
     assert isinstance(ann.timestamp, datetime)
+
+
+def test_inverter_in_local_control_is_followed_and_taken_back_bumpless() -> None:
+    image, live = _image()
+    events = EventLog()
+    block = build_smoothing_block(cfg(), events=events)
+    for k in range(30):
+        _inputs(live, 60.0)
+        live["battery.loc_rem_ctl"] = Sample(1.0 if k >= 10 else 0.0, Quality.GOOD, 0.0)
+        live["battery.ac_w_kw"] = Sample(25.0, Quality.GOOD, 0.0)  # what it does locally
+        image.latch()
+        block.step(image, k * 0.1, 0.1)
+    assert block.degraded == "local_control"
+    assert image.output("battery.w_set_kw") == 25.0
+    assert "smoothing_degraded" in [e.code for e in events.recent()]
+    live["battery.loc_rem_ctl"] = Sample(0.0, Quality.GOOD, 0.0)
+    image.latch()
+    block.step(image, 3.1, 0.1)
+    assert block.degraded == ""
+    assert image.output("battery.w_set_kw") == pytest.approx(25.0, abs=1.5)  # no jump

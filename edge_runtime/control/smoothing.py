@@ -47,11 +47,15 @@ TOML shape (every key optional; defaults below; `[smoothing.points]` for the rac
     discharge_max = "battery.w_dis_cha_max_kw"
     setpoint = "battery.w_set_kw"
     enable = "battery.w_set_ena"
+    measured = "battery.ac_w_kw"     # "" = not read
+    local_mode = "battery.loc_rem_ctl"  # 1: inverter in local control; "" = not read
 
 Wiring (rack role): `cfg = load_smoothing(Section(file, "smoothing", data.get("smoothing",
-{}), errors), errors)`, then `build_smoothing_block(cfg, events=engine.events)` goes into the
-scan's blocks before the heartbeat; an accepted A.1 announcement for this node is passed on
-with `block.announce_workload(announcement, now_wall=clock.wall())`. The site coordinator
+{}), errors), file, errors)`, then `build_smoothing_block(cfg, events=engine.events,
+wall_offset=clock.wall() - clock.monotonic())` goes into the scan's blocks (before the
+heartbeat; the safety layer still has the last word on w_set_kw / w_set_ena); an accepted
+A.1 announcement for this node is passed on with
+`block.announce_workload(announcement, now_wall=clock.wall())`. The site coordinator
 uses `Smoother(cfg)` directly: `battery_kw = smoother.step(site_demand_kw, soc_pct,
 BatteryLimits(charge_kw, discharge_kw), dt)` and splits battery_kw across racks.
 """
@@ -80,6 +84,11 @@ class SmoothingPoints:
     discharge_max: str = "battery.w_dis_cha_max_kw"
     setpoint: str = "battery.w_set_kw"
     enable: str = "battery.w_set_ena"
+    measured: str = "battery.ac_w_kw"  # "" = not read
+    local_mode: str = "battery.loc_rem_ctl"  # 1 = local control: setpoints ignored; "" = none
+
+
+OPTIONAL_POINTS = ("measured", "local_mode")
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +357,18 @@ class SmoothingBlock:
         charge, discharge = image.value(p.charge_max), image.value(p.discharge_max)
         why = ("demand" if demand is None else "soc" if soc is None
                else "limits" if charge is None or discharge is None else "")
+        local = image.value(p.local_mode) if p.local_mode else None
+        if not why and local is not None and local >= 1.0:
+            why = "local_control"
         self._set_degraded(why, now)
+        if why == "local_control":
+            # The inverter ignores us: follow what it does, so taking over again is bumpless.
+            measured = image.value(p.measured) if p.measured else None
+            if measured is not None:
+                self.setpoint_kw = measured
+            self._write(image, self.setpoint_kw, enable=True)
+            self.smoother.restart(self.setpoint_kw)
+            return
         if demand is None or soc is None or charge is None or discharge is None:
             # Without a meter or SoC the battery cannot smooth safely: ramp it to 0 at the
             # grid ramp limit (no step on the grid), then stop following setpoints.
@@ -378,9 +398,11 @@ class SmoothingBlock:
             return
         if self.events is not None:
             if why:
+                text = ("inverter in local control: setpoints ignored, smoothing follows it"
+                        if why == "local_control"
+                        else f"{why} input BAD, battery ramps to 0 kW")
                 self.events.raise_event(now + self.wall_offset, self.name, Severity.ALARM,
-                                        f"smoothing degraded: {why} input BAD, battery "
-                                        "ramps to 0 kW", "smoothing_degraded")
+                                        f"smoothing degraded: {text}", "smoothing_degraded")
             else:
                 self.events.raise_event(now + self.wall_offset, self.name, Severity.INFO,
                                         "smoothing restored", "smoothing_restored")
@@ -428,7 +450,8 @@ def load_smoothing(sec: Section, file: str, errors: ErrorLog) -> SmoothingConfig
     names: dict[str, Any] = {}
     for key in SmoothingPoints.__dataclass_fields__:
         value = pts.get_str(key, getattr(SmoothingPoints(), key))
-        if isinstance(value, str) and value.count(".") != 1:
+        if isinstance(value, str) and not (value == "" and key in OPTIONAL_POINTS) \
+                and value.count(".") != 1:
             pts.error(key, f"must name a point as 'device.point', got {value!r}")
         names[key] = value
     pts.finish()
