@@ -175,3 +175,12 @@ def test_bad_measurement_holds_the_output() -> None:
     out = loop.run(35.0, 0.1, current_output=50.0)
     assert loop.run(None, 0.1, current_output=50.0) == out
     assert loop.run(None, 0.1, current_output=50.0) == out
+
+
+def test_automatic_setpoint_changes_are_range_checked() -> None:
+    loop = _loop()
+    loop.mode.set_setpoint(28.0)
+    assert loop.mode.setpoint == 28.0
+    with pytest.raises(ValueError, match="outside"):
+        loop.mode.set_setpoint(80.0)
+    assert loop.mode.setpoint == 28.0

@@ -205,3 +205,20 @@ def test_manual_speed_and_back_to_automatic() -> None:
     pumps.set_mode("Override", 120.0)
     _run(bridge, blocks, t, 20.0)
     assert plant.loop.flow_lpm == pytest.approx(120.0, rel=0.01)
+
+
+def test_fault_reset_command_on_the_plant_returns_the_pump_to_standby() -> None:
+    plant, bridge, blocks, events = _rig(CONTROL)
+    pumps = blocks[0]
+    assert isinstance(pumps, PumpControl)
+    t = _run(bridge, blocks, 0.0, 20.0)
+    lead = pumps.staging.running[0]
+    plant.loop.pump(int(lead[-1])).fail()
+    t = _run(bridge, blocks, t, 2.0)
+    plant.loop.pump(int(lead[-1])).repair()  # cause removed, fault still latched
+    assert plant.loop.pump(int(lead[-1])).fault_latched
+    pumps.reset_faults()
+    _run(bridge, blocks, t, 1.0)
+    assert not plant.loop.pump(int(lead[-1])).fault_latched
+    assert lead not in pumps.staging.running  # back as the standby, not restarted
+    assert any(e.code == "pump_fault_reset" for e in events.recent(50))

@@ -57,9 +57,16 @@ Wiring (node builder, role "cdu"):
     cfg = load_cdu_control(data.get("control"), file, errors, inputs, outputs)
     errors.raise_if_any()
     blocks = build_cdu_blocks(cfg, events, wall=clock.wall, held=manual_outputs.manual)
-    # scan blocks: [manual_outputs, *blocks, ...]; blocks are named "thermal_preparation",
-    # "pumps", "supply_temp": route SetControlMode(loop, mode, value) to
-    # block.set_mode(mode, value) and heat announcements to preparation.announce(...).
+    scan blocks: [manual_outputs, *blocks, ...], interlocks after them as usual.
+Commands, applied at the start of a scan (each raises ValueError with the reason when
+refused, and changes nothing; the command path audits and raises the event):
+    "supply_temp" block  .set_mode(mode, value)  Override: degC setpoint, Manual: valve %
+                         .set_setpoint(degC)  the Automatic setpoint
+    "pumps" block        .set_mode(mode, value)  Override: L/min (or bar), Manual: speed %
+                         .set_setpoint(L/min or bar)
+                         .reset_faults()  .acknowledge_failover()
+    "thermal_preparation" .announce(heat_announcement(msg, share=...))  .cancel(workload_id)
+Every block has get_status().
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ class PumpStaging:
         self._no_standby_alarm = False
         self._now = 0.0
 
-    def _event(self, severity: Severity, message: str, code: str) -> None:
+    def event(self, severity: Severity, message: str, code: str) -> None:
+        """Record an event from the pumps (wall time when known)."""
         ts = self._wall() if self._wall is not None else self._now
         self.events.raise_event(ts, "pumps", severity, message, code)
 
@@ -116,7 +117,7 @@ class PumpStaging:
         if not candidates:
             if not self._no_standby_alarm:
                 self._no_standby_alarm = True
-                self._event(Severity.ALARM, f"no standby pump available ({why})", "no_standby")
+                self.event(Severity.ALARM, f"no standby pump available ({why})", "no_standby")
             return False
         name = candidates[0].name
         self.retiring.pop(name, None)
@@ -124,7 +125,7 @@ class PumpStaging:
             self.running.insert(0, name)
         else:
             self.running.append(name)
-        self._event(Severity.INFO if why.startswith("stage") or why.startswith("rotat")
+        self.event(Severity.INFO if why.startswith("stage") or why.startswith("rotat")
                     else Severity.ALARM, f"started {name}: {why}", "pump_start")
         return True
 
@@ -138,7 +139,7 @@ class PumpStaging:
             v = views[name]
             if v.faulted:
                 self.running.remove(name)
-                self._event(Severity.ALARM, f"{name} reports a fault (code {v.fault_code})",
+                self.event(Severity.ALARM, f"{name} reports a fault (code {v.fault_code})",
                             "pump_fault")
                 if len(self.running) < c.duty or not self.running:
                     self._start(views, f"{name} faulted")
@@ -188,7 +189,7 @@ class PumpStaging:
             self._down_since = now if self._down_since is None else self._down_since
             if now - self._down_since >= c.stage_down_s:
                 name = self.running.pop()
-                self._event(Severity.INFO, f"stopped {name}: staged down, demand "
+                self.event(Severity.INFO, f"stopped {name}: staged down, demand "
                             f"{demand:.0f} %", "pump_stop")
                 self._down_since = None
         else:
@@ -269,15 +270,23 @@ class PumpControl:
         self.speed_pct = loop.pid.output
         self.pv: float | None = None
         self._written: float | None = None  # speed this block left in the image last scan
+        self._reset_requested = False
+
+    def set_setpoint(self, value: float) -> None:
+        """Command: new Automatic setpoint (L/min or bar) in the configured range; ValueError."""
+        self.loop.mode.set_setpoint(value)
 
     def set_mode(self, mode: ControlMode | str, value: float | None = None) -> None:
         """Redfish ControlMode of the speed loop (Override: flow/dP setpoint; Manual: speed %)."""
         self.loop.set_mode(mode, value)
 
-    def reset_faults(self, image: ProcessImage) -> list[str]:
-        """Pulse fault reset on faulted pumps; returns their names."""
-        return self.staging.reset_faults(
-            {p: read_pump(image, p) for p in self.staging.config.pumps})
+    def reset_faults(self) -> None:
+        """Command: pulse fault reset (control word bit 1) on every faulted pump next scan."""
+        self._reset_requested = True
+
+    def acknowledge_failover(self) -> None:
+        """Command: release a low-flow failover so staging may stop the extra pump again."""
+        self.staging.acknowledge()
 
     def _pv(self, image: ProcessImage) -> float | None:
         if self.dp_points is not None:
@@ -290,6 +299,11 @@ class PumpControl:
         """Regulate, stage, write control words and speed references."""
         pumps = self.staging.config.pumps
         views = {p: read_pump(image, p) for p in pumps}
+        if self._reset_requested:
+            self._reset_requested = False
+            names = self.staging.reset_faults(views)
+            self.staging.event(Severity.INFO, f"fault reset sent to "
+                               f"{', '.join(names) or 'no faulted pump'}", "pump_fault_reset")
         self.pv = pv = self._pv(image)
         flow = image.value(self.flow_point) if self.flow_point is not None else None
         mode = self.loop.mode

@@ -330,6 +330,10 @@ class SupplyTemperatureControl:
         self.pv: float | None = None
         self._written: float | None = None  # what this block left in the image last scan
 
+    def set_setpoint(self, value: float) -> None:
+        """Command: new Automatic setpoint (degC) within the configured range; ValueError."""
+        self.loop.mode.set_setpoint(value)
+
     def set_mode(self, mode: ControlMode | str, value: float | None = None) -> None:
         """Redfish ControlMode (Override: supply setpoint degC; Manual: valve %)."""
         self.loop.set_mode(mode, value)
