@@ -352,3 +352,34 @@ def test_blocks_run_inside_the_scan_engine() -> None:
     assert rig.plant.loop.supply_c == pytest.approx(SP, abs=0.5)
     staged = drivers["valve"].staged[-1][1]
     assert staged["position_cmd"] == rig.image.output("valve.position_cmd")
+
+
+def test_valve_feedback_that_lags_the_actuator_model_raises_an_alarm() -> None:
+    from edge_runtime.control.valves import ValveChannel, ValveConfig
+    from edge_runtime.core.points import Quality, Sample
+
+    bridge = PlantImageBridge(Plant(PlantConfig(), power=ConstantPower(0.0)))
+    image, live = bridge.image, bridge.live
+    events = EventLog()
+    valve = ValveChannel(ValveConfig("valve", travel_s=20.0, tolerance_pct=5.0, delay_s=5.0),
+                         events)
+
+    def scan(t: float, fb: float) -> bool:
+        live["valve.position_fb"] = Sample(fb, Quality.GOOD, t)
+        live["valve.status"] = Sample(0.0, Quality.GOOD, t)  # no fault bit: only the model
+        image.latch()
+        ok = valve.check(image, t, DT)
+        valve.write(image, 80.0)
+        return ok
+
+    t = 0.0
+    scan(t, 20.0)
+    while valve.following:
+        t += DT
+        scan(t, 20.0)  # the stem does not move
+        assert t < 10.0
+    assert 5.0 < t < 8.0  # delay_s after the model left the tolerance band
+    assert [e.code for e in events.recent()] == ["valve_feedback"]
+    scan(t + DT, 32.0)  # it moves again
+    assert valve.following
+    assert events.recent()[-1].code == "valve_feedback_ok"
