@@ -50,13 +50,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
+from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.core.clock import Clock, WallClock
-from edge_runtime.federation.config import MqttConfig
+from edge_runtime.federation.config import MqttConfig, read_mqtt
 from edge_runtime.federation.mqtt import Message, MqttClient
+from edge_runtime.federation.topics import check_level
 from edge_runtime.federation.workload_client import set_nodelay
-from edge_runtime.site.config import SiteConfig
+from edge_runtime.site.config import SiteConfig, read_site_section
 from edge_runtime.site.handler import Outgoing, SiteHandler
 
 log = logging.getLogger(__name__)
@@ -148,8 +151,58 @@ class SiteCoordinator:
         finally:
             await self.client.stop()
 
+    @classmethod
+    def from_file(cls, path: Path | str, **kwargs: Any) -> SiteCoordinator:
+        """A coordinator from a site node's TOML ([node] name/site/role, [mqtt], [site]);
+        ConfigError listing every problem (`file: [section] key: reason`)."""
+        node, site, mqtt, config = load_site_node(path)
+        return cls(mqtt, site=site, node=node, config=config, **kwargs)
+
     def get_status(self) -> dict[str, Any]:
         """Handler counters, aggregate and MQTT link."""
         with self._lock:
             status = self.handler.get_status(self.clock.wall())
         return {**status, "mqtt": self.client.get_status()}
+
+
+def load_site_node(path: Path | str) -> tuple[str, str, MqttConfig, SiteConfig]:
+    """(node name, site, MqttConfig, SiteConfig) of a site node's config file.
+
+    Reads only what the coordinator needs; [node] as a whole and [devices] stay with the
+    node config loader, which must accept the `mqtt` and `site` tables."""
+    path = Path(path)
+    errors = ErrorLog()
+    data = read_toml(path, errors)
+    errors.raise_if_any()
+    assert data is not None
+    file = str(path)
+    node_sec = Section(file, "node", data.get("node"), errors)
+    name = node_sec.get_str("name")
+    site = node_sec.get_str("site", "site")
+    role = node_sec.get_str("role")
+    if isinstance(role, str) and role != "site":
+        node_sec.error("role", f"must be 'site' to run the site coordinator, got {role!r}")
+    for key, value in (("name", name), ("site", site)):
+        if isinstance(value, str):
+            try:
+                check_level(key, value)
+            except ValueError as exc:
+                node_sec.error(key, str(exc))
+    if "mqtt" not in data:
+        errors.add(file, "mqtt", "(table)", "required for role site")
+        mqtt = MqttConfig()
+    else:
+        mqtt = read_mqtt(Section(file, "mqtt", data["mqtt"], errors), path.parent)
+    config = read_site_section(Section(file, "site", data.get("site", {}), errors))
+    errors.raise_if_any()
+    return name, site, mqtt, config
+
+
+async def run_site(path: Path | str, duration_s: float | None = None) -> None:
+    """`pswd-edge run` for role site: the coordinator until cancelled (or `duration_s`)."""
+    coordinator = SiteCoordinator.from_file(path)
+    log.info("site coordinator %s for site %s on %s:%d (group %s)",
+             coordinator.handler.me.node, coordinator.handler.topics.site,
+             coordinator.client.cfg.host, coordinator.client.cfg.port,
+             coordinator.handler.config.share_group)
+    await coordinator.run(duration_s)
