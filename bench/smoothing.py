@@ -7,10 +7,11 @@ each controller; every controller sees the meter sample of step k and its setpoi
 inverter at step k + 1 (one 10 ms control period of latency).
 
 Cases: no control; moving-average filter (grid = mean of the last `--ma-window-s`); plain ramp
-limiter (grid follows the load at most `--ramp-mw-s`); ours (`Smoother`) without and with
-announcements (the job start and every checkpoint pause announced `--lead-s` ahead, with the
-A.1 numbers a trainer would send: the checkpoint level and the job's (peak + baseline) / 2,
-not the measured mean).
+limiter (grid follows the load at most `--ramp-mw-s`); ours (`Smoother`, with its one-step
+latency compensation `latency_comp_s` = 10 ms, which the plain baselines do not have; turn it
+off with --no-latency-comp) without and with announcements (the job start and every
+checkpoint pause announced `--lead-s` ahead, with the A.1 numbers a trainer would send: the
+checkpoint level and the job's (peak + baseline) / 2, not the measured mean).
 
 Figures, per case:
 - largest 1 s change: max - min of the grid's 100 ms mean power (spec Table 1 monitoring
@@ -53,7 +54,7 @@ from pswd_plant_sim.trace import CHECKPOINT, Trace, TraceConfig
 
 DT = 0.01
 SITE_MW = 200.0
-PEAK_MW, BASELINE_MW = 200.0, 90.0  # what the trainer announces (A.1 power_profile)
+PEAK_MW = 200.0  # what the trainer announces (A.1 power_profile; baseline = the sync level)
 TARGET_WINDOW_MW = 50.0
 
 
@@ -65,16 +66,17 @@ class Plan:
     announcements: list[tuple[float, float, float | None]]
 
 
-def build_load(duration_s: float, seed: int, idle_s: float) -> Plan:
+def build_load(duration_s: float, seed: int, idle_s: float, low_frac: float) -> Plan:
     """The site load: idle until idle_s, then the training trace; its announcements."""
-    cfg = TraceConfig(seed=seed, site_mw=SITE_MW, iter_hz_min=0.2, iter_hz_max=3.0)
+    cfg = TraceConfig(seed=seed, site_mw=SITE_MW, iter_hz_min=0.2, iter_hz_max=3.0,
+                      low_frac=low_frac)
     trace = Trace(cfg)
     n = math.floor(duration_s / DT + 1e-9)
     idle_kw = cfg.idle_frac * SITE_MW * 1000.0
     train = trace.generate(duration_s - idle_s, DT)
     k0 = n - len(train)
     load = [idle_kw] * k0 + train
-    mean_kw = (PEAK_MW + BASELINE_MW) / 2.0 * 1000.0
+    mean_kw = (PEAK_MW + low_frac * SITE_MW) / 2.0 * 1000.0  # A.1: (peak + baseline) / 2
     ann: list[tuple[float, float, float | None]] = [(idle_s, mean_kw - idle_kw, None)]
     for ph in trace.phases_until(duration_s - idle_s):
         if ph.kind == CHECKPOINT:
@@ -265,16 +267,19 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=3600.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--idle-s", type=float, default=20.0)
+    ap.add_argument("--low-frac", type=float, default=0.45,
+                    help="sync level between bursts (0.45: 110 MW swings; 0: 200 MW swings)")
     ap.add_argument("--lead-s", type=float, default=10.0)
     ap.add_argument("--ramp-mw-s", type=float, default=40.0)
     ap.add_argument("--ma-window-s", type=float, default=10.0)
     ap.add_argument("--filter-tau-s", type=float, default=2.0, help="ours: each low-pass")
+    ap.add_argument("--no-latency-comp", action="store_true")
     ap.add_argument("--battery-mw", type=float, default=160.0)
     ap.add_argument("--battery-mwh", type=float, default=80.0)
     args = ap.parse_args()
     duration = 300.0 if args.quick else args.duration_s
     t0 = time.perf_counter()
-    plan = build_load(duration, args.seed, args.idle_s)
+    plan = build_load(duration, args.seed, args.idle_s, args.low_frac)
     kw = args.battery_mw * 1000.0
     bcfg = BatteryConfig(capacity_kwh=args.battery_mwh * 1000.0, max_charge_kw=kw,
                          max_discharge_kw=kw, efficiency=0.92, ramp_kw_per_s=kw / 0.02,
@@ -285,7 +290,7 @@ def main() -> None:
         filter_tau_s=args.filter_tau_s, capacity_kwh=bcfg.capacity_kwh,
         efficiency=bcfg.efficiency, max_charge_kw=kw,
         max_discharge_kw=kw, soc_correction_max_kw=0.1 * kw, soc_kp_kw_per_pct=0.01 * kw,
-        soc_ki_kw_per_pct_s=0.0001 * kw)
+        soc_ki_kw_per_pct_s=0.0001 * kw, latency_comp_s=0.0 if args.no_latency_comp else DT)
     cases = [Case("no_control", lambda load, soc, lim: 0.0),
              moving_average(args.ma_window_s), ramp_limiter(args.ramp_mw_s * 1000.0),
              ours(scfg, None, args.lead_s), ours(scfg, plan, args.lead_s)]
@@ -316,7 +321,8 @@ def main() -> None:
             # over 5 minutes does not extrapolate to an hour)
             "soc_drift": abs(f["soc_change_pct"]) <= 5.0 * max(duration / 3600.0, 1.0),
             "cycles_vs_ma": f["equivalent_full_cycles"] <= 0.5 * ma["equivalent_full_cycles"]}
-    print(f"site {SITE_MW:g} MW, {duration:g} s at {DT * 1000:g} ms, seed {args.seed}; battery "
+    print(f"site {SITE_MW:g} MW, sync level {args.low_frac:g} x peak, "
+          f"{duration:g} s at {DT * 1000:g} ms, seed {args.seed}; battery "
           f"{args.battery_mw:g} MW / {args.battery_mwh:g} MWh, 92 % round trip; grid ramp "
           f"limit {args.ramp_mw_s:g} MW/s; simulated in {t_sim:.1f} s")
     head = ("case", "max1s MW", ">50MW", "band red %", "SoC %/h", "EFC", "lost MWh",
@@ -333,9 +339,11 @@ def main() -> None:
     print(f"total {time.perf_counter() - t0:.1f} s")
     print(json.dumps({
         "setup": {"site_mw": SITE_MW, "duration_s": duration, "dt_ms": DT * 1000,
-                  "seed": args.seed, "battery_mw": args.battery_mw,
+                  "seed": args.seed, "low_frac": args.low_frac,
+                  "battery_mw": args.battery_mw,
                   "battery_mwh": args.battery_mwh, "ramp_limit_mw_per_s": args.ramp_mw_s,
-                  "ma_window_s": args.ma_window_s},
+                  "ma_window_s": args.ma_window_s,
+                  "latency_comp_ms": 0.0 if args.no_latency_comp else DT * 1000},
         **figures, "targets": checks,
         "targets_met": all(all(c.values()) for c in checks.values())}))
 

@@ -15,6 +15,8 @@ Each step of `Smoother` (sans-IO, time only through dt):
 4. battery = demand - grid target, clipped to the inverter's charge/discharge limits, tapered
    to 0 over `soc_guard_pct` near the SoC bounds; what the battery cannot take goes to the
    grid, and the grid target restarts from there (bumpless, no step when the limit lifts).
+With `latency_comp_s` the battery leads the measured demand along its slope by that time, to
+take the meter-to-inverter latency out of fast edges (for scans much shorter than the edges).
 Announced changes shorter than `follow_min_s` (a checkpoint pause, a short burst) are not
 followed by the grid at all: the battery carries them, and the SoC target moves ahead of
 them by half their energy so the battery ends them as far from its bounds as it started.
@@ -40,6 +42,7 @@ TOML shape (every key optional; defaults below; `[smoothing.points]` for the rac
     ff_ramp_fraction = 0.5         # announced steps are ramped at this x ramp_limit
     follow_min_s = 30.0            # announced changes shorter than this: battery only
     announce_share = 1.0           # this node's share of an announced workload's power
+    latency_comp_s = 0.0           # lead the measured demand along its slope by this much
     [smoothing.points]
     demand = "rack_meter.power_kw"
     soc = "battery.soc_pct"
@@ -113,6 +116,7 @@ class SmoothingConfig:
     ff_ramp_fraction: float = 0.5
     follow_min_s: float = 30.0
     announce_share: float = 1.0
+    latency_comp_s: float = 0.0
     points: SmoothingPoints = field(default_factory=SmoothingPoints)
 
 
@@ -149,6 +153,7 @@ class Smoother:
         self._soc_int = 0.0
         self._loss_kw = 0.0
         self._pending: list[Announced] = []
+        self._last_demand: float | None = None
         self._hi: deque[tuple[float, float]] = deque()  # window maxima of the grid target
         self._lo: deque[tuple[float, float]] = deque()
         self._eta1 = math.sqrt(config.efficiency)
@@ -162,6 +167,7 @@ class Smoother:
         """Forget the grid history: the next step starts bumpless from what the grid sees."""
         self.grid_kw = None
         self.battery_kw = battery_kw
+        self._last_demand = None
         self._hi.clear()
         self._lo.clear()
 
@@ -264,12 +270,18 @@ class Smoother:
         g = self.grid_kw + min(max(ref - self.grid_kw, -step), step)
         g = self._within_range(g)
 
+        # The setpoint lands one meter-to-inverter latency after the sample: on a linear edge,
+        # leading the sample along its slope takes that lag out (0 = off).
+        lead = 0.0
+        if c.latency_comp_s > 0.0 and dt > 0.0 and self._last_demand is not None:
+            lead = (grid_demand_kw - self._last_demand) * c.latency_comp_s / dt
+        self._last_demand = grid_demand_kw
         charge, discharge = self._caps(soc, limits)
-        battery = grid_demand_kw - g
+        battery = grid_demand_kw + lead - g
         clipped = min(max(battery, -charge), discharge)
         self.saturated = clipped != battery
         if self.saturated:
-            g = grid_demand_kw - clipped  # the grid takes the rest; ramp on from there
+            g = grid_demand_kw + lead - clipped  # the grid takes the rest; ramp on from there
         self.grid_kw = g
         self._remember(g)
         self.battery_kw = clipped
@@ -439,6 +451,7 @@ def load_smoothing(sec: Section, file: str, errors: ErrorLog) -> SmoothingConfig
         "ff_ramp_fraction": f("ff_ramp_fraction", d.ff_ramp_fraction, above=0.0, maxval=1.0),
         "follow_min_s": f("follow_min_s", d.follow_min_s, minval=0.0),
         "announce_share": f("announce_share", d.announce_share, minval=0.0, maxval=1.0),
+        "latency_comp_s": f("latency_comp_s", d.latency_comp_s, minval=0.0, maxval=1.0),
     }
     lo, hi, target = values["soc_min_pct"], values["soc_max_pct"], values["soc_target_pct"]
     if isinstance(lo, float) and isinstance(hi, float) and isinstance(target, float):
