@@ -296,3 +296,16 @@ def test_inverter_in_local_control_is_followed_and_taken_back_bumpless() -> None
     block.step(image, 3.1, 0.1)
     assert block.degraded == ""
     assert image.output("battery.w_set_kw") == pytest.approx(25.0, abs=1.5)  # no jump
+
+
+def test_latency_compensation_leads_a_linear_edge_by_one_step() -> None:
+    plain, lead = Smoother(cfg()), Smoother(cfg(latency_comp_s=0.01))
+    for _ in range(100):
+        plain.step(50.0, 50.0, BIG, 0.01)
+        lead.step(50.0, 50.0, BIG, 0.01)
+    for k in range(1, 4):  # an edge of +25 kW per 10 ms step
+        b_plain = plain.step(50.0 + 25.0 * k, 50.0, BIG, 0.01)
+        b_lead = lead.step(50.0 + 25.0 * k, 50.0, BIG, 0.01)
+        assert b_lead - b_plain == pytest.approx(25.0, abs=0.1)  # where the demand will be
+    _, lines = _load({"latency_comp_s": 2.0})
+    assert any("latency_comp_s: must be <= 1" in line for line in lines)
