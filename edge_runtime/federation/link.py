@@ -47,13 +47,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from paho.mqtt.packettypes import PacketTypes
@@ -62,36 +60,36 @@ from paho.mqtt.properties import Properties
 from edge_runtime import __version__
 from edge_runtime.config.schema import NodeConfig
 from edge_runtime.core.clock import Clock
-from edge_runtime.core.commands import CommandQueue, ReleaseOutput, SetOutput
+from edge_runtime.core.commands import CommandQueue
 from edge_runtime.core.events import EventLog, Severity
-from edge_runtime.core.image import OutOfRange, ProcessImage, UnknownPoint
-from edge_runtime.core.points import Quality, Sample
+from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.scan import ScanEngine
 from edge_runtime.federation import state
 from edge_runtime.federation.config import MqttConfig
+from edge_runtime.federation.inbound import (
+    Invalid,
+    Rebirth,
+    Verifier,
+    WorkloadNotice,
+    parse_command,
+)
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.outbox import Entry, Outbox, OutboxError, open_outbox
-from edge_runtime.federation.topics import COMMAND_KINDS, NodeTopics
-from edge_runtime.messages.annex_a import decode_json, parse_message
-from edge_runtime.messages.models import MessageError, parse_datetime
+from edge_runtime.federation.recorder import TelemetryRecorder, fingerprint, split_batches
+from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.messages.telemetry import (
     Batch,
-    PointDef,
     TelemetryError,
     decode_batch,
     encode_batch,
     encode_birth,
-    make_batch,
 )
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_SAMPLES = 1_000  # ~12 kB of CBOR, ~4 ms to encode: one slice of loop time
 SLICE_S = 0.002  # longest stretch of link work between two yields to the loop
-MAX_OFFSET_MS = 2**32 - 1
 INFLIGHT = 64  # unacknowledged publishes from the outbox
 ERROR_ANSWERS_PER_S = 50  # beyond this, invalid messages are only counted (no echo storms)
-CONTROL_KINDS = ("thermal_control", "battery_control", "grid_signal")
 
 
 class LinkedNode(Protocol):
@@ -105,88 +103,11 @@ class LinkedNode(Protocol):
     engine: ScanEngine
 
 
-class TelemetryRecorder:
-    """Last block of the scan: collects new input samples and changed outputs. No I/O."""
-
-    name = "telemetry"
-
-    def __init__(self, points: tuple[PointDef, ...], inputs: Mapping[str, Any],
-                 wall: Callable[[], float], max_pending: int = 1_000_000) -> None:
-        alias = {p.name: p.alias for p in points}
-        self._inputs = [(n, alias[n]) for n in sorted(inputs)]
-        self._outputs = [(p.name, p.alias) for p in points if p.name not in inputs]
-        self._wall = wall
-        self._last_in: dict[str, Sample] = {}
-        self._last_out: dict[str, tuple[float, Quality]] = {}
-        self.pending: list[tuple[int, Sample]] = []
-        self.max_pending = max_pending
-        self.dropped = 0
-
-    def step(self, image: ProcessImage, now: float, dt: float) -> None:
-        """Record what changed in this scan."""
-        inputs, last_in, pending = image.inputs, self._last_in, self.pending
-        for name, alias in self._inputs:
-            s = inputs.get(name)
-            # Samples are immutable and latched by reference: `is` finds the unchanged ones.
-            if s is None or s is last_in.get(name) or s.ts <= 0:
-                continue
-            last_in[name] = s
-            pending.append((alias, s))
-        if self._outputs:
-            ts = self._wall()
-            outputs, quality = image.outputs, image.output_quality
-            for name, alias in self._outputs:
-                now_out = (outputs[name], quality.get(name, Quality.GOOD))
-                if self._last_out.get(name) != now_out:
-                    self._last_out[name] = now_out
-                    pending.append((alias, Sample(now_out[0], now_out[1], ts)))
-        if len(pending) > self.max_pending:  # the link task is stuck: keep the newest
-            excess = len(pending) - self.max_pending
-            del pending[:excess]
-            self.dropped += excess
-
-    def take(self) -> list[tuple[int, Sample]]:
-        """Everything recorded since the last take, oldest first."""
-        out, self.pending = self.pending, []
-        return out
-
-
-def split_batches(samples: list[tuple[int, Sample]], *, session: int, first_seq: int,
-                  max_samples: int = MAX_BATCH_SAMPLES) -> Iterator[Batch]:
-    """Samples in time order, cut into batches that fit the codec (size, 32-bit offsets);
-    made one at a time, so the caller can yield to the loop between them."""
-    samples = sorted(samples, key=lambda a_s: a_s[1].ts)
-    start = n = 0
-    while start < len(samples):
-        base = round(samples[start][1].ts * 1000)
-        end = start + 1
-        limit = min(len(samples), start + max_samples)
-        while end < limit and round(samples[end][1].ts * 1000) - base <= MAX_OFFSET_MS:
-            end += 1
-        yield make_batch(samples[start:end], session=session, seq=first_seq + n)
-        n += 1
-        start = end
-
-
-def fingerprint(points: tuple[PointDef, ...]) -> str:
-    """Identifies an alias table: stored batches are re-encoded only under the same one."""
-    text = "\n".join(f"{p.alias}\t{p.name}\t{p.unit}\t{p.data_type.value}" for p in points)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class Invalid(Exception):
-    """An incoming message refused: category (counted), reason, field."""
-
-    def __init__(self, category: str, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.category, self.reason, self.field = category, reason, field
-
-
 class NodeLink:
     """Attach a Node to MQTT; `await run()` beside `node.run()` (see the module docstring)."""
 
     def __init__(self, node: LinkedNode, cfg: MqttConfig, *, outbox: Outbox | None = None,
-                 verify: Callable[[str, dict[str, Any]], str | None] | None = None) -> None:
+                 verify: Verifier | None = None) -> None:
         """`verify(kind, doc)` returns None or why a command is refused (HMAC signatures)."""
         self.node = node
         self.cfg = cfg
@@ -441,88 +362,22 @@ class NodeLink:
             self._answer_error(msg, Invalid("internal", f"internal error: {exc!r}"))
 
     def _handle(self, msg: Message) -> None:
-        kind = msg.topic.removeprefix(f"{self.topics.base}/cmd/")
-        if kind not in COMMAND_KINDS:
-            raise Invalid("unknown_topic", f"unknown command kind {kind!r}; one of "
-                          f"{', '.join(COMMAND_KINDS)}", "topic")
-        if msg.retain:  # a retained command would be re-applied at every reconnect
-            raise Invalid("retained", "retained commands are refused; publish with retain "
-                          "false", "retain")
-        if len(msg.payload) > self.cfg.max_message_bytes:
-            raise Invalid("oversized", f"message is {len(msg.payload)} bytes, larger than the "
-                          f"{self.cfg.max_message_bytes}-byte limit")
-        if kind == "rebirth" and not msg.payload.strip():
-            self._rebirth()
-            return
-        try:
-            doc = decode_json(msg.payload)
-        except MessageError as exc:
-            raise Invalid("malformed", str(exc)) from None
-        if not isinstance(doc, dict):
-            raise Invalid("malformed", "expected a JSON object", "$")
-        if kind == "rebirth":
-            self._rebirth()
-        elif kind == "workload":
-            self._workload(doc)
+        request = parse_command(msg.topic.removeprefix(f"{self.topics.base}/cmd/"),
+                                msg.payload, retain=msg.retain,
+                                max_bytes=self.cfg.max_message_bytes, image=self.node.image,
+                                verify=self._verify)
+        if isinstance(request, Rebirth):
+            if self._online:
+                self._birth()  # what is stored but unsent is re-encoded under the new session
+                self._wake.set()
+        elif isinstance(request, WorkloadNotice):
+            decision = request.site_decision
+            decided = f", site decision {decision}" if decision else ""
+            self.node.events.raise_event(
+                self.node.clock.wall(), "mqtt.workload", Severity.INFO,
+                f"workload {request.workload_id} announced{decided}", "workload_announced")
         else:
-            self._control(kind, doc)
-
-    def _rebirth(self) -> None:
-        if self._online:
-            self._birth()  # what is stored but unsent is re-encoded under the new session
-            self._wake.set()
-
-    def _workload(self, doc: dict[str, Any]) -> None:
-        try:
-            announcement = parse_message(json.dumps(doc))
-        except MessageError as exc:
-            raise Invalid("schema", str(exc), exc.problems[0].path if exc.problems else None
-                          ) from None
-        decision = doc.get("site_decision")
-        status = decision.get("approval_status") if isinstance(decision, dict) else None
-        self.node.events.raise_event(
-            self.node.clock.wall(), "mqtt.workload", Severity.INFO,
-            f"workload {getattr(announcement, 'workload_id', '?')} announced"
-            + (f", site decision {status}" if status else ""), "workload_announced")
-
-    def _control(self, kind: str, doc: dict[str, Any]) -> None:
-        for key in ("PSWD_version", "timestamp", "action", "point"):
-            if not isinstance(doc.get(key), str):
-                raise Invalid("schema", f"{key}: required text, got {doc.get(key)!r}"[:200], key)
-        if doc["PSWD_version"] != "1.0":
-            raise Invalid("schema", f"PSWD_version: expected '1.0', got {doc['PSWD_version']!r}",
-                          "PSWD_version")
-        try:
-            parse_datetime(doc["timestamp"])
-        except ValueError as exc:
-            raise Invalid("schema", f"timestamp: {exc}", "timestamp") from None
-        extra = set(doc) - {"PSWD_version", "timestamp", "action", "point", "value",
-                            "command_id", "signature", "nonce", "role"}
-        if extra:
-            raise Invalid("schema", f"unknown field(s) {', '.join(sorted(extra))}",
-                          sorted(extra)[0])
-        if self._verify is not None and (why := self._verify(kind, doc)) is not None:
-            raise Invalid("refused", why, "signature")
-        action, point, source = doc["action"], doc["point"], f"mqtt.{kind}"
-        try:
-            if action == "set_output":
-                value = doc.get("value")
-                if isinstance(value, bool) or not isinstance(value, int | float) \
-                        or not math.isfinite(value):
-                    raise Invalid("schema", f"value: expected a finite number, got {value!r}",
-                                  "value")
-                self.node.image.check_output(point, value)
-                self.node.commands.submit(SetOutput(point, float(value), source))
-            elif action == "release_output":
-                if point not in self.node.image.outputs_info:
-                    raise UnknownPoint(point)
-                self.node.commands.submit(ReleaseOutput(point, source))
-            else:
-                raise Invalid("schema", f"action: expected 'set_output' or 'release_output', "
-                              f"got {action!r}", "action")
-        except (UnknownPoint, OutOfRange, TypeError) as exc:
-            raise Invalid("refused", str(exc), "point" if isinstance(exc, UnknownPoint)
-                          else "value") from None
+            self.node.commands.submit(request)  # applied and audited at the next scan
 
     def _answer_error(self, msg: Message, bad: Invalid) -> None:
         self.invalid[bad.category] += 1
