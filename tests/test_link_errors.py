@@ -126,4 +126,11 @@ async def test_valid_workload_forward_becomes_an_event(mosquitto: Broker,
             what="workload event")
         (event,) = [e for e in node.events.recent(50) if e.code == "workload_announced"]
         assert "train-llm-0042" in event.message and "approved" in event.message
+        # ... and handed to the scan as a command, audited there with the channel's role
+        await errors.wait_until(lambda _: any("AnnounceWorkload" in r.command
+                                              for r in node.commands.audit),
+                                what="AnnounceWorkload audited")
+        (record,) = [r for r in node.commands.audit if "AnnounceWorkload" in r.command]
+        assert "train-llm-0042" in record.command and "infrastructure_manager" in record.command
+        assert record.source == "mqtt.workload"
         assert errors.messages == [] and link.invalid == {}

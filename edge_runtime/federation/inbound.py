@@ -54,6 +54,7 @@ class WorkloadNotice:
 
     workload_id: str
     site_decision: str | None
+    announcement: Any  # edge_runtime.messages.models.WorkloadAnnouncement
 
 
 Request = SetOutput | ReleaseOutput | Rebirth | WorkloadNotice
@@ -108,7 +109,7 @@ def _workload(doc: dict[str, Any]) -> WorkloadNotice:
     decision = doc.get("site_decision")
     status = decision.get("approval_status") if isinstance(decision, dict) else None
     return WorkloadNotice(str(getattr(announcement, "workload_id", "?")),
-                          status if isinstance(status, str) else None)
+                          status if isinstance(status, str) else None, announcement)
 
 
 def _control(kind: str, doc: dict[str, Any], image: Outputs,

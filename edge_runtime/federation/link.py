@@ -38,7 +38,8 @@ What it does, all on the loop that runs the scan, none of it awaiting the broker
   and grid_signal carry {"PSWD_version": "1.0", "timestamp": RFC 3339, "action":
   "set_output" | "release_output", "point": "device.point", "value": number}; accepted ones go
   to node.commands (applied and audited at the next scan). rebirth: any JSON object (or
-  empty). workload: an Annex A.1 announcement, recorded as an event. Every invalid message is
+  empty). workload: an Annex A.1 announcement (as the site forwards it), recorded as an
+  event and posted as AnnounceWorkload for the role's predictive blocks. Every invalid message is
   answered on `.../error` with the reason and the field, and counted by category.
 """
 
@@ -60,7 +61,7 @@ from paho.mqtt.properties import Properties
 from edge_runtime import __version__
 from edge_runtime.config.schema import NodeConfig
 from edge_runtime.core.clock import Clock
-from edge_runtime.core.commands import CommandQueue
+from edge_runtime.core.commands import AnnounceWorkload, CommandQueue
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.scan import ScanEngine
@@ -107,8 +108,11 @@ class NodeLink:
     """Attach a Node to MQTT; `await run()` beside `node.run()` (see the module docstring)."""
 
     def __init__(self, node: LinkedNode, cfg: MqttConfig, *, outbox: Outbox | None = None,
-                 verify: Verifier | None = None) -> None:
-        """`verify(kind, doc)` returns None or why a command is refused (HMAC signatures)."""
+                 verify: Verifier | None = None,
+                 channel_role: str = "infrastructure_manager") -> None:
+        """`verify(kind, doc)` returns None or why a command is refused (HMAC signatures).
+        `channel_role` is the role the command channel is granted (spec 10.2.2): the broker's
+        ACL lets only site and operator certificates publish on cmd topics."""
         self.node = node
         self.cfg = cfg
         nc = node.config
@@ -121,6 +125,7 @@ class NodeLink:
         self.session = self.sessions.current
         self._outbox = outbox
         self._verify = verify
+        self.channel_role = channel_role
         self.client = MqttClient(cfg, client_id=cfg.client_id or nc.name,
                                  on_message=self._on_message, on_state=self._on_state,
                                  on_published=self._on_published)
@@ -376,6 +381,10 @@ class NodeLink:
             self.node.events.raise_event(
                 self.node.clock.wall(), "mqtt.workload", Severity.INFO,
                 f"workload {request.workload_id} announced{decided}", "workload_announced")
+            # to the role's predictive blocks, checked and audited at the next scan
+            self.node.commands.submit(AnnounceWorkload(request.announcement,
+                                                       role=self.channel_role,
+                                                       source="mqtt.workload"))
         else:
             self.node.commands.submit(request)  # applied and audited at the next scan
 

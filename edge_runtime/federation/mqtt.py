@@ -16,10 +16,16 @@ CONNACK and before anything else is sent: that is where births go, so they alway
     await client.publish_acked(topic, payload, qos=1, timeout=5)  # waits for the PUBACK
     await client.stop()
 
-Delivery: every connection starts clean (MQTT 5 clean start / 3.1.1 clean session) and paho's
-own queue of unacknowledged messages is dropped at each connect, so nothing is resent behind
-the application's back; whoever needs at-least-once keeps its own copy (the link's outbox)
-and republishes after `on_state(True)`. `publish()` while offline returns None.
+Delivery: by default every connection starts clean (MQTT 5 clean start / 3.1.1 clean
+session; `clean_start=False` with `session_expiry_s` keeps a subscriber's session at the
+broker), and paho's own queue of unacknowledged messages is dropped at each connect, so
+nothing is resent behind the application's back; whoever needs at-least-once keeps its own
+copy (the link's outbox) and republishes after `on_state(True)`. `publish()` while offline
+returns None.
+
+Backpressure: at most `max_backlog` (1,000) received messages wait for the loop; beyond that
+the network thread stops reading until the loop has worked half of them off, so a slow
+consumer makes the broker queue (within its limits) instead of this process growing.
 
 MQTT 5 request/response: `publish(..., response_topic=..., correlation_data=...)`, and
 `Message.response_topic` / `Message.correlation_data` on receipt (None under 3.1.1).
