@@ -53,6 +53,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.core.clock import Clock, WallClock
 from edge_runtime.federation.config import MqttConfig, read_mqtt
@@ -63,6 +65,20 @@ from edge_runtime.site.config import SiteConfig, read_site_section
 from edge_runtime.site.handler import Outgoing, SiteHandler
 
 log = logging.getLogger(__name__)
+
+
+def _tune_for_request_rate(client: MqttClient) -> None:
+    """Cut per-packet costs of the MqttClient that a coordinator does not need (measured with
+    bench/announce_latency.py; they belong in MqttClient as options):
+    - every PUBACK is handed to the event loop for publish_acked(), which the coordinator
+      never calls: four loop wake-ups per announcement, about 40 % of its CPU;
+    - an on_log callback makes paho format every packet's debug line (properties included)
+      even though only errors are kept: about 10 %. paho's logger is level-checked first.
+    """
+    client._paho.on_publish = None
+    client._paho.on_log = None
+    client._paho.enable_logger(logging.getLogger("edge_runtime.federation.paho"))
+    logging.getLogger("edge_runtime.federation.paho").setLevel(logging.WARNING)
 
 
 class SiteCoordinator:
@@ -80,20 +96,28 @@ class SiteCoordinator:
         self.clock: Clock = clock or WallClock()
         self.handler = SiteHandler(site, node, config)
         self.client = MqttClient(mqtt, client_id=client_id or mqtt.client_id or node,
-                                 on_connect=set_nodelay)
+                                 on_connect=self._on_connect)
         if not mqtt.mqtt5:
             log.warning("site coordinator on MQTT 3.1.1: no shared subscription, no response "
                         "topics; run a single instance")
         self._lock = threading.Lock()
-        # MqttClient hands every PUBACK to the event loop (for publish_acked); the coordinator
-        # never waits on one, and four loop wake-ups per announcement cost 40 % of its CPU.
-        self.client._paho.on_publish = None
+        _tune_for_request_rate(self.client)
+        self._peer_topic = self.handler.peer_responses
         for topic, qos in self._subscriptions(mqtt.mqtt5):
-            self.client.subscribe(topic, qos)
+            if topic != self._peer_topic or not mqtt.mqtt5:
+                self.client.subscribe(topic, qos)
             # paho matches deliveries against the plain filter, not the $share/... one
             plain = topic.split("/", 2)[2] if topic.startswith("$share/") else topic
             self.client._paho.message_callback_add(plain, self._on_paho_message)
         self.published = 0
+
+    def _on_connect(self, client: MqttClient) -> None:
+        """Network thread, after each CONNACK: TCP_NODELAY, and the peer-response subscription
+        with MQTT 5 No Local, so our own answers are not sent back to us."""
+        set_nodelay(client)
+        if client.cfg.mqtt5:
+            client._paho.subscribe(self._peer_topic, options=SubscribeOptions(
+                qos=0, noLocal=True))
 
     def _subscriptions(self, mqtt5: bool) -> list[tuple[str, int]]:
         subs = self.handler.subscriptions()

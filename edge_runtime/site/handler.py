@@ -79,6 +79,8 @@ class SiteHandler:
         self.aggregate = aggregate or SiteAggregate(config)
         self.time_request_topic = _time_request_topic(site)
         self._response_prefix = f"{self.topics.base}/workload/response/"
+        self.peer_responses = f"{self._response_prefix}+"
+        self._cmd_topics: dict[str, str | None] = {}
         self._thermal = {"cooling_system_type": config.cooling_system_type.value,
                          "heat_recovery_available": config.heat_recovery_available,
                          "municipal_heat_integration": config.municipal_heat_integration}
@@ -99,8 +101,8 @@ class SiteHandler:
         return [(self.topics.shared_announce(group), 1),
                 (f"$share/{group}/{self.time_request_topic}", 0),
                 # QoS 0: a lost peer booking only costs precision, and it saves a PUBACK for
-                # each of our own answers, which come back on this subscription too
-                (f"{self.topics.base}/workload/response/+", 0),
+                # each of our own answers if they come back (MQTT 5 No Local prevents that)
+                (self.peer_responses, 0),
                 (self.topics.all_states, 1), (self.topics.all_telemetry, 0),
                 (self.topics.grid_status, 1)]
 
@@ -214,9 +216,9 @@ class SiteHandler:
         The body is the A.1 itself (nodes validate it as one; the schema allows extra
         properties) plus `site_decision`: approval_status, start_time (RFC 3339),
         approved_power_kw, heat_kw, ramp_kw_per_s, conditions."""
-        targets = [NodeTopics(self.topics.site, name).cmd("workload")
-                   for name, state in sorted(self.aggregate.nodes.items())
-                   if state.online and state.role in self.config.forward_roles]
+        targets = [t for name, state in sorted(self.aggregate.nodes.items())
+                   if state.online and state.role in self.config.forward_roles
+                   and (t := self._cmd_topic(name)) is not None]
         if not targets:
             return []
         decision = {"timestamp": _iso(now), "approval_status": d.status.value,
@@ -231,6 +233,15 @@ class SiteHandler:
             body = text[:-1] + b',"site_decision":' + _json(decision) + b"}"
         self.counts["forwarded"] += len(targets)
         return [Outgoing(topic, body) for topic in targets]
+
+    def _cmd_topic(self, node: str) -> str | None:
+        """cmd/workload of a node; None for a name that cannot be one (never forwarded)."""
+        if node not in self._cmd_topics:  # NodeTopics checks the name: once per node
+            try:
+                self._cmd_topics[node] = NodeTopics(self.topics.site, node).cmd("workload")
+            except ValueError:
+                self._cmd_topics[node] = None
+        return self._cmd_topics[node]
 
     def on_peer_response(self, payload: bytes, now: float) -> list[Outgoing]:
         """Book what another instance admitted (our own answers come back here too: no-op)."""
