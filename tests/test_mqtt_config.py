@@ -1,0 +1,69 @@
+"""The [mqtt] section: typed values, defaults, paths relative to the file, errors naming keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.config.reader import ConfigError
+from edge_runtime.federation.config import MqttConfig, load_mqtt_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\nname = "cdu-1"\nrole = "cdu"\n' + text)
+    return path
+
+
+def test_full_section(tmp_path: Path) -> None:
+    cfg = load_mqtt_config(write(tmp_path, """
+[mqtt]
+host = "broker.site"
+protocol = "3.1.1"
+keepalive_s = 15
+client_id = "cdu-1"
+telemetry_qos = 0
+state_dir = "var"
+[mqtt.tls]
+ca = "pki/ca.crt"
+cert = "pki/node.crt"
+key = "/etc/pswd/node.key"
+"""))
+    assert cfg is not None
+    assert (cfg.host, cfg.port, cfg.protocol, cfg.keepalive_s) == ("broker.site", 8883, "3.1.1", 15)
+    assert not cfg.mqtt5 and cfg.telemetry_qos == 0
+    assert cfg.state_dir == (tmp_path / "var").resolve()
+    assert cfg.tls is not None and cfg.tls.ca == (tmp_path / "pki/ca.crt").resolve()
+    assert cfg.tls.key == Path("/etc/pswd/node.key")
+
+
+def test_defaults_and_absent_section(tmp_path: Path) -> None:
+    cfg = load_mqtt_config(write(tmp_path, '[mqtt]\nhost = "127.0.0.1"\n'))
+    assert cfg is not None and cfg.port == 1883 and cfg.mqtt5 and cfg.tls is None
+    assert cfg.telemetry_period_ms == MqttConfig().telemetry_period_ms
+    assert load_mqtt_config(write(tmp_path, "")) is None
+
+
+def test_every_error_names_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[mqtt]
+port = 70000
+protocol = "4"
+keepalive_s = "30"
+reconnect_min_s = 5.0
+reconnect_max_s = 1.0
+colour = "blue"
+[mqtt.tls]
+ca = "ca.crt"
+""")
+    with pytest.raises(ConfigError) as err:
+        load_mqtt_config(path)
+    text = str(err.value)
+    for fragment in ("[mqtt] host: required", "[mqtt] port: must be <= 65535",
+                     "[mqtt] protocol: must be one of 5, 3.1.1", "[mqtt] keepalive_s: must be "
+                     "an integer", "[mqtt] reconnect_max_s: must be >= reconnect_min_s",
+                     "[mqtt] colour: unknown key", "[mqtt.tls] cert: required",
+                     "[mqtt.tls] key: required"):
+        assert fragment in text, (fragment, text)
+    assert all(line.startswith(str(path)) for line in err.value.lines)
