@@ -11,7 +11,8 @@ hysteresis band:
       T_evap = source - 5 K (kelvin),
   and delivered heat = source heat x COP / (COP - 1).
 In both modes the network pump holds the supply temperature: a feedforward flow
-(expected heat / (rho cp (setpoint - return))) plus a PI trim on the supply error.
+(expected heat / (rho cp (setpoint - return))) plus a PI trim on the supply error
+(edge_runtime.control.pid: anti-windup, bumpless tracking).
 Metering: a ThermalEnergyMeter on the network side integrates rho V cp dT (energy_meter.py).
 Recovery efficiency = data-centre heat recovered (delivered heat - compressor energy, the
 compressor energy measured when a `compressor_kw` point is given, else estimated from the
@@ -69,7 +70,7 @@ from typing import Any, ClassVar
 
 from edge_runtime.config.reader import ErrorLog, Section
 from edge_runtime.control.energy_meter import FLUID_TABLES, FluidRangeError, ThermalEnergyMeter
-from edge_runtime.control.two_phase import PiLoop
+from edge_runtime.control.pid import Pid, PidConfig
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
@@ -137,7 +138,10 @@ class HeatRecoveryBlock:
         self.events = events
         self.wall_offset = wall_offset
         self.meter = ThermalEnergyMeter(FLUID_TABLES[c.fluid], c.flow_at_supply)
-        self.trim = PiLoop(c.kp_pct_per_k, c.ti_s, -100.0, 100.0, 0.0)
+        # direct acting: a supply above setpoint calls for more network flow
+        self.pid = Pid(PidConfig(kp=c.kp_pct_per_k, ti_s=c.ti_s, out_min=c.pump_min_pct,
+                                 out_max=100.0, direct_acting=True),
+                       setpoint=c.supply_setpoint_c, output=100.0)
         self.mode = DIRECT
         self.cop = 0.0
         self.pump_pct = 100.0
@@ -214,6 +218,7 @@ class HeatRecoveryBlock:
         c = self.config
         if t_s is None or t_r is None:
             self.pump_pct = 100.0  # unknown supply: full flow keeps it from overheating
+            self.pid.track(self.pump_pct)
             return
         lift = max(c.supply_setpoint_c - t_r, 1.0)
         fl = self.meter.fluid
@@ -222,12 +227,8 @@ class HeatRecoveryBlock:
             ff = 100.0 * kg_s / fl.rho_kg_m3(t_r) * 60_000.0 / c.flow_max_lpm
         except FluidRangeError:
             ff = 100.0
-        trim = self.trim.update(t_s - c.supply_setpoint_c, dt)
-        total = ff + trim
-        clamped = min(max(total, c.pump_min_pct), 100.0)
-        if clamped != total:
-            self.trim.track(clamped - ff)  # no wind-up against the pump's limits
-        self.pump_pct = clamped
+        # the PID's anti-windup covers the feedforward too: no wind-up against the pump limits
+        self.pump_pct = self.pid.update(t_s, dt, ff=ff)
 
     def _compressor(self, image: ProcessImage, heat: float | None, dt: float) -> None:
         point = self.config.points.compressor_kw

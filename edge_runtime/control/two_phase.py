@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edge_runtime.config.reader import ErrorLog, Section
+from edge_runtime.control.pid import Pid, PidConfig
 from edge_runtime.control.refrigerants import FLUIDS, OutOfTable, SaturationTable, table
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
@@ -115,28 +116,6 @@ class TwoPhaseConfig:
     points: TwoPhasePoints = field(default_factory=TwoPhasePoints)
 
 
-class PiLoop:
-    """Velocity-form PI with output clamping: no wind-up, bumpless `track`."""
-
-    def __init__(self, kp: float, ti_s: float, lo: float, hi: float, out: float) -> None:
-        self.kp, self.ti_s, self.lo, self.hi = kp, ti_s, lo, hi
-        self.out = min(max(out, lo), hi)
-        self._last_e: float | None = None
-
-    def update(self, error: float, dt: float) -> float:
-        """Positive error raises the output."""
-        de = 0.0 if self._last_e is None else error - self._last_e
-        self._last_e = error
-        self.out += self.kp * (de + error * dt / self.ti_s)
-        self.out = min(max(self.out, self.lo), self.hi)
-        return self.out
-
-    def track(self, out: float) -> None:
-        """Take over an output set elsewhere; the next update starts from it."""
-        self.out = min(max(out, self.lo), self.hi)
-        self._last_e = None
-
-
 @dataclass(frozen=True, slots=True)
 class SaturationState:
     """What one scan found."""
@@ -180,9 +159,15 @@ class TwoPhaseBlock:
         self.table = table(c.refrigerant)
         self.events = events
         self.wall_offset = wall_offset
-        self.pressure_pi = PiLoop(c.kp_pct_per_bar, c.ti_s, c.output_min_pct,
-                                  c.output_max_pct, c.on_bad_output_pct)
-        self.pump_pi = PiLoop(c.pump_kp_pct, c.pump_ti_s, c.pump_min_pct, 100.0, 100.0)
+        # direct acting: pressure above setpoint opens the condenser; quality above target
+        # speeds the liquid pump up
+        self.pressure_pi = Pid(PidConfig(kp=c.kp_pct_per_bar, ti_s=c.ti_s,
+                                         out_min=c.output_min_pct, out_max=c.output_max_pct,
+                                         direct_acting=True),
+                               setpoint=c.pressure_setpoint_bar, output=c.on_bad_output_pct)
+        self.pump_pi = Pid(PidConfig(kp=c.pump_kp_pct, ti_s=c.pump_ti_s,
+                                     out_min=c.pump_min_pct, out_max=100.0, direct_acting=True),
+                           setpoint=c.quality_target, output=100.0)
         self.state: SaturationState | None = None
         self.alarms: set[str] = set()
         self.output_pct = c.on_bad_output_pct
@@ -229,16 +214,16 @@ class TwoPhaseBlock:
             self.pressure_pi.track(self.output_pct)
         elif "pressure_high_high" in active:
             self.output_pct = c.output_max_pct
-            self.pressure_pi.track(self.output_pct)
+            self.pressure_pi.track(self.output_pct, pressure)
         else:
-            self.output_pct = self.pressure_pi.update(pressure - c.pressure_setpoint_bar, dt)
+            self.output_pct = self.pressure_pi.update(pressure, dt)
         image.write(p.output, self.output_pct)
         if p.pump:
             if state is None or not math.isfinite(state.quality):
                 speed = 100.0  # unknown or no flow: full liquid flow is the safe side
                 self.pump_pi.track(speed)
             else:
-                speed = self.pump_pi.update(state.quality - c.quality_target, dt)
+                speed = self.pump_pi.update(state.quality, dt)
             image.write(p.pump, speed)
         self._alarm(active, now)
 
