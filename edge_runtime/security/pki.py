@@ -132,3 +132,18 @@ def write_pki(directory: Path, *, server_name: str = "localhost",
         client_cert=write_pem(directory / f"{client_name}.crt", client.cert_pem),
         client_key=write_pem(directory / f"{client_name}.key", client.key_pem, private=True),
     )
+
+
+def ensure_pki(directory: Path, *, server_name: str = "localhost",
+               server_ips: Sequence[str] = ("127.0.0.1",), client_name: str = "node") -> PkiFiles:
+    """The PKI in `directory`, created on first start; existing files are kept as they are."""
+    files = PkiFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key",
+                     directory / f"{client_name}.crt", directory / f"{client_name}.key")
+    if all(p.exists() for p in (files.ca, files.server_cert, files.server_key,
+                                files.client_cert, files.client_key)):
+        return files
+    if any(p.exists() for p in (files.ca, files.server_cert, files.client_cert)):
+        raise FileExistsError(f"{directory}: an incomplete PKI is there already; "
+                              "complete it or move it aside (nothing was overwritten)")
+    return write_pki(directory, server_name=server_name, server_ips=server_ips,
+                     client_name=client_name)
