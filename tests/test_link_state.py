@@ -224,3 +224,17 @@ async def test_link_on_the_embedded_mqtt311_broker(tmp_path: Path) -> None:
             await inbox.wait_until(lambda b: len(Telemetry(b, t.telemetry).batches) >= 3,
                                    what="3 batches over amqtt")
         assert parse_state(inbox.on(t.state)[0].payload).online
+
+
+async def test_run_with_link_runs_the_node_and_ends_with_a_death(mosquitto: Broker,
+                                                                 tmp_path: Path) -> None:
+    from edge_runtime.federation.link import run_with_link
+    cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state")
+    t = topics()
+    node = make_node(tmp_path)
+    async with watching(cfg, t.state) as inbox:
+        await run_with_link(node, cfg, duration_s=1.0)
+        await inbox.wait_for(2, t.state)
+    assert [parse_state(m.payload).online for m in inbox.on(t.state)] == [True, False]
+    assert node.engine.stats.cycles > 10
+    await run_with_link(make_node(tmp_path), None, duration_s=0.2)  # no [mqtt]: node only

@@ -1,31 +1,35 @@
 """NodeLink: a running Node on MQTT. State, telemetry, alarms out; commands in; errors answered.
 
-Wiring (the lead: node startup and `pswd-edge run`):
+Wiring (the lead: node startup and `pswd-edge run`), in edge_runtime/cli.py:
 
     from edge_runtime.federation.config import load_mqtt_config
-    from edge_runtime.federation.link import NodeLink
+    from edge_runtime.federation.link import run_with_link
+    ...
+    if args.command == "run":
+        cfg = load_node_config(args.config)
+        mqtt_cfg = load_mqtt_config(args.config)        # None without an [mqtt] section
+        return _run_until_signal(run_with_link(Node(cfg), mqtt_cfg, args.duration))
 
-    node = Node(cfg)
-    mqtt_cfg = load_mqtt_config(path)          # None when the file has no [mqtt] section
-    if mqtt_cfg is None:
+run_with_link() is node.run() plus, when there is an MqttConfig, a NodeLink task beside it,
+cancelled (death published, unsent telemetry stored) when the node stops. By hand:
+
+    link = NodeLink(node, mqtt_cfg)         # before node.run(): it adds its recorder
+    task = asyncio.create_task(link.run(), name="mqtt-link")
+    try:
         await node.run(duration)
-    else:
-        link = NodeLink(node, mqtt_cfg)         # before node.run(): it adds its recorder
-        task = asyncio.create_task(link.run(), name="mqtt-link")
-        try:
-            await node.run(duration)
-        finally:
-            task.cancel()                       # publishes the death, stores unsent telemetry
-            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
-`link.get_status()` belongs in `node.get_status()["mqtt"]`. Once the node config loader reads
-`[mqtt]` itself, pass its MqttConfig instead of calling load_mqtt_config.
+`link.get_status()` belongs in `node.get_status()["mqtt"]`. The node config loader rejects
+unknown sections, so until it reads `[mqtt]` itself (`read_mqtt(top.sub("mqtt"), path.parent)`
+into a `NodeConfig.mqtt` field), load_mqtt_config(path) reads that one section separately.
 
 What it does, all on the loop that runs the scan, none of it awaiting the broker:
-- A TelemetryRecorder, appended as the last interlock of `node.engine` (after the safety
-  layer, it only reads), keeps every new input sample (by source timestamp) and every changed
-  output of every scan. Every `telemetry_period_ms` the link turns them into CBOR batches
-  (edge_runtime.messages.telemetry), sequence numbered under the current session.
+- A TelemetryRecorder (recorder.py), appended as the last interlock of `node.engine` (after
+  the safety layer; it only reads), keeps every new input sample (by source timestamp) and
+  every changed output of every scan. Every `telemetry_period_ms` the link turns them into
+  CBOR batches (edge_runtime.messages.telemetry), numbered under the current session.
 - Every batch and every alarm (node.events) goes into the outbox first (store-and-forward,
   SQLite WAL, survives kill -9) and leaves it on the broker's acknowledgement: PUBACK with
   telemetry_qos = 1 (the default: no batch is lost when the broker dies), socket write with
@@ -33,14 +37,20 @@ What it does, all on the loop that runs the scan, none of it awaiting the broker
   replayed batches are re-encoded under the new session with historical = true (alarms get
   the MQTT 5 user property historical=true).
 - Births: JSON state (retained) with the full point list, then the CBOR birth (retained, on
-  the telemetry topic) declaring the aliases. Death: the MQTT will (edge_runtime.federation.state).
-- Commands on `cmd/{kind}`: JSON, at most max_message_bytes. thermal_control, battery_control
-  and grid_signal carry {"PSWD_version": "1.0", "timestamp": RFC 3339, "action":
-  "set_output" | "release_output", "point": "device.point", "value": number}; accepted ones go
-  to node.commands (applied and audited at the next scan). rebirth: any JSON object (or
-  empty). workload: an Annex A.1 announcement (as the site forwards it), recorded as an
-  event and posted as AnnounceWorkload for the role's predictive blocks. Every invalid message is
-  answered on `.../error` with the reason and the field, and counted by category.
+  the telemetry topic) declaring the aliases. Death: the MQTT will (federation/state.py).
+- Commands on `cmd/{kind}` (parsed in inbound.py): JSON, at most max_message_bytes.
+  thermal_control, battery_control and grid_signal carry {"PSWD_version": "1.0",
+  "timestamp": RFC 3339, "action": "set_output" | "release_output", "point":
+  "device.point", "value": number}; accepted ones go to node.commands (applied and audited
+  at the next scan). rebirth: any JSON object (or empty). workload: an Annex A.1
+  announcement (as the site forwards it), recorded as an event and posted as
+  AnnounceWorkload for the role's predictive blocks. Every invalid message is answered on
+  `.../error` with the reason and the field, and counted by category (at most
+  ERROR_ANSWERS_PER_S answers a second; the rest are only counted).
+
+Telemetry takes the outbox on every batch, link up or down (one SQLite put of ~12 kB per
+1,000 samples), rather than only while the link is down: a batch written to the socket just
+before the broker dies is then not lost, and order is kept without a second path.
 """
 
 from __future__ import annotations
@@ -415,6 +425,21 @@ class NodeLink:
                 "recorder_dropped": self.recorder.dropped, "inflight": len(self._inflight),
                 "outbox": self._outbox.get_status() if self._outbox is not None else None,
                 "mqtt": self.client.get_status()}
+
+
+async def run_with_link(node: Any, mqtt_cfg: MqttConfig | None,
+                        duration_s: float | None = None) -> None:
+    """Run the node; with an MqttConfig, its NodeLink beside it (stopped when the node stops)."""
+    if mqtt_cfg is None:
+        await node.run(duration_s)
+        return
+    link = NodeLink(node, mqtt_cfg)
+    task = asyncio.create_task(link.run(), name="mqtt-link")
+    try:
+        await node.run(duration_s)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _historical_props() -> Properties:
