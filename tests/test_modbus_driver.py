@@ -360,3 +360,24 @@ async def test_write_failsafe_blocking_writes_to_a_real_server(tmp_path: Path) -
     dead = [dev_config(io_map, free_port(), name="gone")]
     errors = await asyncio.to_thread(write_failsafe_blocking, dead, 0.2)
     assert len(errors) == 1 and "gone: cannot connect" in errors[0]
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(10)
+async def test_driver_stops_even_when_a_poll_swallows_the_cancel(tmp_path: Path) -> None:
+    # Python 3.11's asyncio.wait_for (inside pymodbus) drops a cancel that arrives together
+    # with a response; the driver must still stop, or the node never reaches its failsafe.
+    d = driver(dev_config(meter_map(tmp_path), free_port()), {})
+    in_poll = asyncio.Event()
+
+    async def swallowing_poll() -> None:
+        in_poll.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+
+    d.poll_once = swallowing_poll  # type: ignore[method-assign]
+    task = asyncio.create_task(d.run())
+    await asyncio.wait_for(in_poll.wait(), 5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()

@@ -67,6 +67,7 @@ class ScanStats:
             "exec_ms": {
                 "min": (self.exec_min if self.cycles else math.nan) * ms,
                 "avg": (self._exec_sum / self.cycles if self.cycles else math.nan) * ms,
+                "p50": percentile(ex, 50) * ms,
                 "max": self.exec_max * ms,
                 "p99": percentile(ex, 99) * ms,
             },

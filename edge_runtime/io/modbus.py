@@ -211,6 +211,19 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+def _raise_if_cancel_was_swallowed() -> None:
+    """Honour a cancel that never reached us as CancelledError.
+
+    Python 3.11's asyncio.wait_for, which pymodbus awaits every response with, returns the
+    result and drops the cancellation when both arrive together. The task still counts the
+    request, so a driver loop checks it each turn: otherwise one unlucky response keeps a
+    driver alive and the node's shutdown (failsafe writes included) waits for it forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ModbusDevice:
     """FieldDevice over Modbus TCP: polls inputs into the InputTable, writes staged outputs."""
 
@@ -253,6 +266,7 @@ class ModbusDevice:
         deadline = self.clock.monotonic()
         try:
             while True:
+                _raise_if_cancel_was_swallowed()
                 try:
                     await self.poll_once()
                 except Exception as exc:  # a driver bug must not end polling
@@ -367,6 +381,7 @@ class ModbusDevice:
 
     async def _write_loop(self) -> None:
         while True:
+            _raise_if_cancel_was_swallowed()
             delay = self.outputs.next_wake() - self.clock.monotonic()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
