@@ -264,13 +264,25 @@ def measure(kind: str, port: int, quick: bool) -> dict[str, Any]:
             r["responder_cpu_ms_per_request"] = round(
                 (responder.cpu_s() - cpu0) * 1000 / max(1, r["answered"]), 3)
             show(kind, r)
-        best = 1000 if sustainable(out["1000_per_s"]) else 0
-        for rate in (2000, 3000, 4000, 6000, 8000):
+        cpu_ms = out["1000_per_s"]["responder_cpu_ms_per_request"]
+        out["capacity_per_core_per_s"] = round(1000 / cpu_ms) if cpu_ms else None
+        best = 0
+        if sustainable(out["1000_per_s"]):
+            best = 1000
+            steps: tuple[int, ...] = (2000, 3000, 4000, 6000, 8000)
+        else:  # under load from other processes: find what still holds
+            steps = (700, 500, 300, 200)
+        for rate in steps:
             r = req.run(topic, rate, step_secs, f"{kind}-{rate}")
             show(kind, r)
-            if not sustainable(r):
+            if sustainable(r):
+                best = max(best, rate)
+                if rate < 1000:
+                    break
+            elif rate > 1000:
                 break
-            best = rate
+        if best == 0 and sustainable(out["100_per_s"]):
+            best = 100
         out["max_sustainable_per_s"] = best
     finally:
         req.close()
@@ -311,6 +323,11 @@ def main() -> int:
     p99 = ours["1000_per_s"]["p99_ms"]
     met = (p99 is not None and p99 <= TARGET_P99_MS
            and ours["1000_per_s"]["answered"] == ours["1000_per_s"]["sent"])
+    print(f"responder CPU per request at 1,000/s: ours "
+          f"{ours['1000_per_s']['responder_cpu_ms_per_request']} ms, bare echo "
+          f"{baseline['1000_per_s']['responder_cpu_ms_per_request']} ms (load-independent; "
+          f"one core's worth: ours {ours['capacity_per_core_per_s']}/s, echo "
+          f"{baseline['capacity_per_core_per_s']}/s)")
     print(f"ours p99 at 1,000/s: {p99} ms (target <= {TARGET_P99_MS} ms; spec 500 ms); "
           f"bare echo p99 {baseline['1000_per_s']['p99_ms']} ms; highest sustainable: ours "
           f"{ours['max_sustainable_per_s']}/s, echo {baseline['max_sustainable_per_s']}/s")

@@ -77,8 +77,17 @@ def _tune_for_request_rate(client: MqttClient) -> None:
     """
     client._paho.on_publish = None
     client._paho.on_log = None
-    client._paho.enable_logger(logging.getLogger("edge_runtime.federation.paho"))
-    logging.getLogger("edge_runtime.federation.paho").setLevel(logging.WARNING)
+    paho_log = logging.getLogger("edge_runtime.federation.paho")
+    paho_log.setLevel(logging.ERROR)
+    paho_log.addFilter(_NotWhileOffline())
+    client._paho.enable_logger(paho_log)
+
+
+class _NotWhileOffline(logging.Filter):
+    """paho logs every refused publish while offline; the coordinator logs its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
 
 
 class SiteCoordinator:
