@@ -4,13 +4,16 @@ that name the workload and topic, MQTT 3.1.1 fallback, CLI exit codes; clock rou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.timesync import MqttTimeExchange, estimate_over_mqtt
 from edge_runtime.federation.workload_client import (
@@ -22,7 +25,7 @@ from edge_runtime.federation.workload_client import (
     WorkloadClient,
 )
 from edge_runtime.messages.models import ApprovalStatus
-from tests.mosquitto import Broker
+from tests.mosquitto import Broker, mosquitto_tls_fixture  # noqa: F401
 from tests.test_site_coordinator import NODELAY, SITE, announcement, coordinators, plant
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(40)]
@@ -123,3 +126,44 @@ async def test_clock_offset_over_mqtt_round_trips(mosquitto: Broker) -> None:
     assert status.source == "mqtt" and status.offset_s is not None
     assert "round trips to the site" in status.detail
     assert abs(status.offset_s) < 0.001 and not status.uncertain, status
+
+
+class _Amqtt:
+    """The embedded broker seen through the Broker interface the helpers use."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def mqtt_config(self, **overrides: Any) -> MqttConfig:
+        return dataclasses.replace(MqttConfig(host="127.0.0.1", port=self.port,
+                                              protocol="3.1.1"), **overrides)
+
+
+async def test_demo_path_over_the_embedded_amqtt_broker() -> None:
+    """`pswd-edge demo` without Mosquitto: amqtt, MQTT 3.1.1, one coordinator, no $share."""
+    from edge_runtime.federation.embedded_broker import EmbeddedBroker
+
+    async with EmbeddedBroker(port=0) as broker:
+        amqtt: Any = _Amqtt(broker.port)
+        async with plant(amqtt), coordinators(amqtt) as (coord,):
+            wc = WorkloadClient(amqtt.mqtt_config(), site=SITE, client_id="wl-amqtt")
+            await wc.start()
+            try:
+                ok = await wc.announce(announcement("demo-1"), 2.0)
+                no = await wc.announce(announcement("demo-2", peak_mw=5.0), 2.0)
+            finally:
+                await wc.stop()
+    assert ok.approval_status is ApprovalStatus.APPROVED
+    assert no.approval_status is ApprovalStatus.REJECTED
+    assert coord.handler.counts["announcements"] == 2
+
+
+async def test_announce_over_tls_13_with_client_certificates(mosquitto_tls: Broker) -> None:
+    async with plant(mosquitto_tls), coordinators(mosquitto_tls):
+        wc = WorkloadClient(mosquitto_tls.mqtt_config(), site=SITE, client_id="wl-tls")
+        await wc.start()
+        try:
+            resp = await wc.announce(announcement("tls-1"), 0.5)
+        finally:
+            await wc.stop()
+    assert resp.approval_status is ApprovalStatus.APPROVED
