@@ -24,7 +24,7 @@ from edge_runtime.core.scan import ControlBlock, ScanEngine
 from edge_runtime.io.failsafe import write_failsafe_blocking
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
 from edge_runtime.io.ports import FieldDevice, InputTable
-from edge_runtime.roles import ROLE_BLOCKS, ROLE_INTERLOCKS
+from edge_runtime.roles import ROLE_BLOCKS, ROLE_INTERLOCKS, RoleContext, RoleControls
 from edge_runtime.safety.config import build_safety_layer
 from edge_runtime.safety.interlocks import SafetyLayer
 from edge_runtime.safety.redundancy import RedundancyBlock
@@ -89,9 +89,14 @@ class Node:
         # Estimation before control, so control blocks read the voted inputs by name.
         groups = list(self.safety.groups.values())
         estimation: list[ControlBlock] = [RedundancyBlock(groups)] if groups else []
-        role_blocks = ROLE_BLOCKS[config.role](config) if blocks is None else list(blocks)
-        role_interlocks = (ROLE_INTERLOCKS[config.role](config) if interlocks is None
+        ctx = RoleContext(events=self.events, wall=self.clock.wall,
+                          wall_offset=self.clock.wall() - self.clock.monotonic(),
+                          held=self.manual.manual)
+        role_blocks = ROLE_BLOCKS[config.role](config, ctx) if blocks is None else list(blocks)
+        role_interlocks = (ROLE_INTERLOCKS[config.role](config, ctx) if interlocks is None
                            else list(interlocks))
+        self.role_blocks = role_blocks
+        self.manual.controls = RoleControls(role_blocks)
         self.engine = ScanEngine(
             clock=self.clock,
             period_s=config.scan_period_s,
@@ -175,6 +180,8 @@ class Node:
                      "site": self.config.site, "version": __version__},
             "scan": self.engine.get_status(),
             "safety": self.safety.get_status(),
+            "control": {b.name: status() for b in self.role_blocks
+                        if callable(status := getattr(b, "get_status", None))},
             "devices": {n: d.get_status() for n, d in self.drivers.items()},
             "events": self.events.get_status(),
             "commands": self.commands.get_status(),

@@ -25,7 +25,7 @@ async def test_scenario(path: Path) -> None:
 def test_every_required_scenario_is_there() -> None:
     # issue 3, item 7
     names = {p.stem for p in FILES}
-    assert {"leak_isolate", "supply_high_high", "sensor_failover",
+    assert {"leak_isolate", "supply_high_high", "low_flow_standby", "sensor_failover",
             "inverter_offline", "trip_reset_roles"} <= names
 
 

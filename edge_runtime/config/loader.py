@@ -11,7 +11,13 @@ from typing import Any
 from edge_runtime.config.iomap import default_io_maps_dir, load_io_map
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.config.schema import ROLES, DeviceConfig, IoMap, Limits, NodeConfig
+from edge_runtime.control.cdu_config import CduControlConfig, load_cdu_control
+from edge_runtime.control.smoothing import SmoothingConfig, load_smoothing
+from edge_runtime.control.two_phase import TwoPhaseConfig, load_two_phase
 from edge_runtime.safety.config import SafetyConfig, device_points, load_safety
+
+# Control sections and the roles that run them (roles.py builds their blocks).
+_CONTROL_ROLES = {"control": ("cdu",), "two_phase": ("cdu",), "smoothing": ("rack",)}
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _LIMIT_ORDER = ("low_low", "low", "high", "high_high")
@@ -47,7 +53,11 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
 
     devices_table = top.table("devices")
     safety_table = top.table("safety")
+    control_tables = {key: top.table(key) for key in _CONTROL_ROLES if top.has(key)}
     top.finish()
+    for key, roles in _CONTROL_ROLES.items():
+        if key in control_tables and role in ROLES and role not in roles:
+            top.error(key, f"only for role {' or '.join(roles)}, not {role!r}")
 
     io_maps: dict[str, IoMap | None] = {}
     devices: list[DeviceConfig] = []
@@ -58,9 +68,24 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
             devices.append(dev)
     _check_unit_ids(file, devices, errors)
     safety = SafetyConfig()
+    control: CduControlConfig | None = None
+    two_phase: TwoPhaseConfig | None = None
+    smoothing: SmoothingConfig | None = None
     if len(devices) == len(devices_table):  # a broken device would make every name unknown
         inputs, outputs, limits = device_points(devices)
         safety = load_safety(safety_table, file, inputs, outputs, errors, limits=limits)
+        if "control" in control_tables:
+            control = load_cdu_control(control_tables["control"], file, errors, inputs, outputs)
+        if "two_phase" in control_tables:
+            sec = Section(file, "two_phase", control_tables["two_phase"], errors)
+            two_phase = load_two_phase(sec, file, errors)
+            _check_points(sec, "two_phase.points", vars_of(two_phase.points), inputs, outputs,
+                          writes=("output", "pump"))
+        if "smoothing" in control_tables:
+            sec = Section(file, "smoothing", control_tables["smoothing"], errors)
+            smoothing = load_smoothing(sec, file, errors)
+            _check_points(sec, "smoothing.points", vars_of(smoothing.points), inputs, outputs,
+                          writes=("setpoint", "enable"))
     errors.raise_if_any()
     return NodeConfig(
         name=name,
@@ -72,7 +97,26 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
         source=path,
         io_maps_dir=maps_dir,
         safety=safety,
+        control=control,
+        two_phase=two_phase,
+        smoothing=smoothing,
     )
+
+
+def vars_of(points: Any) -> dict[str, str]:
+    """A points dataclass as {key: "device.point"}."""
+    return {k: getattr(points, k) for k in points.__dataclass_fields__}
+
+
+def _check_points(sec: Section, name: str, points: dict[str, str], inputs: Any, outputs: Any,
+                  *, writes: tuple[str, ...]) -> None:
+    """Every named point exists in the node, outputs among its outputs ("" = not used)."""
+    for key, point in points.items():
+        if not point:
+            continue
+        known, what = (outputs, "output") if key in writes else (inputs, "input")
+        if point not in known:
+            sec.errors.add(sec.file, name, key, f"unknown {what} {point!r}")
 
 
 def _read_device(

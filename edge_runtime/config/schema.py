@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 
 from edge_runtime.io.codec import Encoding
 
-if TYPE_CHECKING:  # safety.config imports this module: import it lazily at run time
+if TYPE_CHECKING:  # these import this module: import them lazily at run time
+    from edge_runtime.control.cdu_config import CduControlConfig
+    from edge_runtime.control.smoothing import SmoothingConfig
+    from edge_runtime.control.two_phase import TwoPhaseConfig
     from edge_runtime.safety.config import SafetyConfig
 
 
@@ -148,6 +151,9 @@ class NodeConfig:
     source: Path
     io_maps_dir: Path
     safety: SafetyConfig = field(default_factory=_no_safety)  # the [safety] section
+    control: CduControlConfig | None = None  # [control]: thermal, pumps, preparation (cdu)
+    two_phase: TwoPhaseConfig | None = None  # [two_phase] (cdu, where a two-phase loop is fitted)
+    smoothing: SmoothingConfig | None = None  # [smoothing]: battery load smoothing (rack)
 
     def device(self, name: str) -> DeviceConfig:
         """Device by name."""

@@ -63,9 +63,36 @@ class ResetTrip:
     source: str = "local"
 
 
-Command = SetOutput | ReleaseOutput | ForceOutput | ReleaseForce | ResetTrip
-# Who may force outputs (spec 10.2.2 roles); trip resets are checked per interlock rule.
+@dataclass(frozen=True, slots=True)
+class SetControlMode:
+    """Redfish ControlMode of a control loop (Override: its setpoint; Manual: its output)."""
+
+    loop: str  # block name, e.g. "supply_temp", "pumps"
+    mode: str  # Automatic | Override | Manual | Disabled
+    value: float | None = None
+    role: str = ""
+    source: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceWorkload:
+    """An accepted Annex A.1 announcement for this node's predictive blocks."""
+
+    announcement: Any  # edge_runtime.messages.models.WorkloadAnnouncement
+    role: str = ""
+    source: str = "local"
+
+    def __repr__(self) -> str:  # the audit names the workload, not the whole message
+        wid = getattr(self.announcement, "workload_id", "?")
+        return f"AnnounceWorkload(workload_id={wid!r}, role={self.role!r}, source={self.source!r})"
+
+
+Command = (SetOutput | ReleaseOutput | ForceOutput | ReleaseForce | ResetTrip | SetControlMode
+           | AnnounceWorkload)
+# Who may do what (spec 10.2.2 roles); trip resets are checked per interlock rule.
 FORCE_ROLES = ("infrastructure_manager",)
+MODE_ROLES = ("infrastructure_manager",)
+ANNOUNCE_ROLES = ("workload_operator", "infrastructure_manager")
 
 
 class CommandRefused(Exception):
@@ -129,6 +156,18 @@ class CommandQueue:
         return {"pending": len(self._pending), "audit": [asdict(r) for r in list(self.audit)[-10:]]}
 
 
+class ControlPort(Protocol):
+    """What the command path needs from the role's control blocks."""
+
+    def set_mode(self, loop: str, mode: str, value: float | None) -> None:
+        """Change a loop's mode; CommandRefused with the reason."""
+        ...
+
+    def announce(self, msg: Any, now_wall: float) -> list[str]:
+        """Pass an announcement on; the blocks that took it; CommandRefused with the reason."""
+        ...
+
+
 class ManualOutputs:
     """First block of every scan: applies queued commands and holds operator output values."""
 
@@ -140,6 +179,7 @@ class ManualOutputs:
         self.events = events
         self._wall = wall  # callable giving UTC seconds for audit records
         self.safety = safety  # forces and trip resets go to it; without one they are refused
+        self.controls: ControlPort | None = None  # mode changes and announcements go to it
         self.manual: dict[str, float] = {}
 
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
@@ -160,6 +200,8 @@ class ManualOutputs:
                     del self.manual[cmd.point]
                 elif cmd.point not in image.outputs_info:
                     raise UnknownPoint(cmd.point)
+            elif isinstance(cmd, SetControlMode | AnnounceWorkload):
+                self._apply_control(cmd, ts)
             else:
                 self._apply_safety(cmd, image)
         except (UnknownPoint, OutOfRange, TypeError, CommandRefused) as exc:
@@ -169,6 +211,18 @@ class ManualOutputs:
             return
         self.queue.record(ts, cmd, True)
         log.info("applied %r", cmd)
+
+    def _apply_control(self, cmd: SetControlMode | AnnounceWorkload, ts: float) -> None:
+        allowed = MODE_ROLES if isinstance(cmd, SetControlMode) else ANNOUNCE_ROLES
+        if cmd.role not in allowed:
+            raise CommandRefused(f"role {cmd.role!r} may not do this (needs "
+                                 f"{' or '.join(allowed)})")
+        if self.controls is None:
+            raise CommandRefused("this node has no control blocks")
+        if isinstance(cmd, SetControlMode):
+            self.controls.set_mode(cmd.loop, cmd.mode, cmd.value)
+        else:
+            self.controls.announce(cmd.announcement, ts)
 
     def _apply_safety(self, cmd: ForceOutput | ReleaseForce | ResetTrip,
                       image: ProcessImage) -> None:
