@@ -15,7 +15,7 @@ import pytest
 
 from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import Message, MqttClient
-from edge_runtime.federation.timesync import MqttTimeExchange, estimate_over_mqtt
+from edge_runtime.federation.timesync import ClockMonitor
 from edge_runtime.federation.workload_client import (
     EXIT_INVALID,
     EXIT_NO_ANSWER,
@@ -105,26 +105,30 @@ async def test_announce_cli_exit_codes(mosquitto: Broker, tmp_path: Path) -> Non
 
 
 async def test_clock_offset_over_mqtt_round_trips(mosquitto: Broker) -> None:
-    """Same machine, same clock: the estimate must come out well inside ±1 ms."""
+    """No chrony or linuxptp here: the node's ClockMonitor estimates against the coordinator.
+    Same machine, same clock: the estimate must come out well inside ±1 ms."""
     import time
 
-    exchange: MqttTimeExchange | None = None
+    monitor: ClockMonitor | None = None
 
     def on_message(msg: Message) -> None:
-        assert exchange is not None
-        exchange.handle(msg)
+        assert monitor is not None
+        monitor.handle(msg)
+
+    async def no_daemons(argv: list[str]) -> str | None:
+        return None
 
     async with plant(mosquitto), coordinators(mosquitto):
         node = MqttClient(mosquitto.mqtt_config(), client_id="rack-clock", on_message=on_message)
-        exchange = MqttTimeExchange(node, site=SITE, node="rack-01", wall=time.time)
+        monitor = ClockMonitor(node, site=SITE, node="rack-01", wall=time.time, run=no_daemons)
         node.start()
         await node.wait_subscribed(5)
         try:
-            status = await estimate_over_mqtt("rack-01", exchange, time.time, rounds=8)
+            status = await monitor.measure()
         finally:
             await node.stop()
-    assert status.source == "mqtt" and status.offset_s is not None
-    assert "round trips to the site" in status.detail
+    assert monitor.status is status and status.source == "mqtt"
+    assert status.offset_s is not None and "round trips to the site" in status.detail
     assert abs(status.offset_s) < 0.001 and not status.uncertain, status
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import shutil
@@ -37,6 +38,7 @@ from typing import Any
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import NodeTopics, SiteTopics
 
+log = logging.getLogger(__name__)
 OFFSET_LIMIT_S = 0.001  # spec 5.2.2: ±1 ms
 Runner = Callable[[list[str]], Awaitable[str | None]]
 
@@ -317,3 +319,42 @@ class MqttTimeExchange:
             return await asyncio.wait_for(fut, self.timeout_s)
         finally:
             self._pending = None
+
+
+class ClockMonitor:
+    """Keeps a node's ClockStatus fresh: every `interval_s`, chrony/linuxptp if present and
+    synchronised, else a round-trip estimate against the site over the node's MqttClient.
+
+        monitor = ClockMonitor(client, site=..., node=..., wall=clock.wall)
+        # in the node's on_message, first: if monitor.handle(msg): return
+        task = asyncio.create_task(monitor.run())
+        monitor.status  # -> ClockStatus, for the birth and get_status()["clock"]
+    """
+
+    def __init__(self, client: MqttClient, *, site: str, node: str,
+                 wall: Callable[[], float], interval_s: float = 60.0, rounds: int = 8,
+                 run: Runner = run_command) -> None:
+        self.exchange = MqttTimeExchange(client, site=site, node=node, wall=wall)
+        self.client, self.node, self.wall = client, node, wall
+        self.interval_s, self.rounds, self._run = interval_s, rounds, run
+        self.status: ClockStatus = UNKNOWN
+
+    def handle(self, msg: Message) -> bool:
+        """True if `msg` was a clock reply (consumed)."""
+        return self.exchange.handle(msg)
+
+    async def measure(self) -> ClockStatus:
+        """One measurement now; updates and returns `status`."""
+        exchange = self.exchange if self.client.connected else None
+        new = await clock_status(self.node, exchange, self.wall, run=self._run,
+                                 rounds=self.rounds)
+        if new.uncertain and not self.status.uncertain:
+            log.warning("clock of %s uncertain: %s", self.node, new.to_dict())
+        self.status = new
+        return new
+
+    async def run(self) -> None:
+        """Measure every interval_s until cancelled."""
+        while True:
+            await self.measure()
+            await asyncio.sleep(self.interval_s)
