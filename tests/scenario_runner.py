@@ -9,7 +9,8 @@ examples, with optional overrides merged in), then scripts what happens and what
                    inject = {device, kind, ...}   a simulator fault (Simulator.inject)
                    clear = {device, kind?}        end faults
                    command = {type, ...}          set_output, release_output, force,
-                                                  release_force, reset_trip (node command queue)
+                                                  release_force, reset_trip, set_control_mode
+                                                  (node command queue)
     [[expect]]     t (and `until`: checked at every scan from t to until) and one of
                    output = POINT   value the node handed its driver at the end of the scan
                    wire = POINT     value the simulated device last received over Modbus
@@ -48,6 +49,7 @@ from edge_runtime.core.commands import (
     ReleaseForce,
     ReleaseOutput,
     ResetTrip,
+    SetControlMode,
     SetOutput,
 )
 from edge_runtime.core.events import Event
@@ -116,7 +118,7 @@ def _command(body: Any, where: str) -> Command:
     b.setdefault("source", "scenario")
     makers: dict[str, type[Any]] = {"set_output": SetOutput, "release_output": ReleaseOutput,
                                     "force": ForceOutput, "release_force": ReleaseForce,
-                                    "reset_trip": ResetTrip}
+                                    "reset_trip": ResetTrip, "set_control_mode": SetControlMode}
     maker = makers.get(str(kind))
     if maker is None:
         raise ScenarioError(f"{where} command.type: one of {', '.join(makers)}; got {kind!r}")

@@ -26,7 +26,7 @@ def test_every_required_scenario_is_there() -> None:
     # issue 3, item 7
     names = {p.stem for p in FILES}
     assert {"leak_isolate", "supply_high_high", "low_flow_standby", "sensor_failover",
-            "inverter_offline", "trip_reset_roles"} <= names
+            "inverter_offline", "site_link_lost", "trip_reset_roles"} <= names
 
 
 @pytest.mark.anyio
