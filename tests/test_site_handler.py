@@ -58,7 +58,10 @@ def handler() -> SiteHandler:
 def test_state_birth_gives_aliases_and_late_will_is_ignored() -> None:
     h = handler()
     assert h.aggregate.snapshot(T).measured_load_kw == 100.0
+    h.handle(f"{B}/rack-01/state", birth("rack-01", "rack"), T + 1)  # same birth redelivered
+    assert h.aggregate.snapshot(T + 1).measured_load_kw == 100.0  # readings kept
     h.handle(f"{B}/rack-01/state", birth("rack-01", "rack", session=2), T + 1)
+    assert not h.aggregate.snapshot(T + 1).power_known  # a new session: old readings gone
     will = state.death_json(state.Identity("demo", "rack-01", "rack", "t"), session=1,
                             wall_s=T, reason="connection lost")
     h.handle(f"{B}/rack-01/state", will, T + 2)  # the old connection's will, arriving late

@@ -287,6 +287,9 @@ class SiteHandler:
             return [self._error(f"{self.topics.base}/{node}/state",
                                 [ValidationProblem(field, reason or field)], now)]
         if st.online:
+            known = self.aggregate.nodes.get(node)
+            if known is not None and known.online and self._sessions.get(node) == st.session:
+                return []  # the same birth again (a retained redelivery): keep the readings
             self.aggregate.node_online(node, st.role, now)
             self._sessions[node] = st.session
             self._births[node] = Birth(st.session, int(st.timestamp.timestamp() * 1000),
