@@ -23,6 +23,7 @@ from edge_runtime.site.handler import SiteHandler
 
 T = 1_800_000_000.0
 B = "pswd/v1/demo"
+REPLY = f"{B}/workload/reply/client-1"
 POINTS = declare_points([("rack_meter.power_kw", "kW", PointType.FLOAT)])
 
 
@@ -77,12 +78,12 @@ def test_state_birth_gives_aliases_and_late_will_is_ignored() -> None:
 
 def test_duplicate_announcement_answered_again_without_second_booking() -> None:
     h = handler()
-    first = h.handle(f"{B}/workload/announce", a1(), T, response_topic="r/1",
+    first = h.handle(f"{B}/workload/announce", a1(), T, response_topic=REPLY,
                      correlation_data=b"c1")
-    assert [o.topic for o in first] == ["r/1", f"{B}/workload/response/job-1",
+    assert [o.topic for o in first] == [REPLY, f"{B}/workload/response/job-1",
                                         f"{B}/cdu-01/cmd/workload", f"{B}/rack-01/cmd/workload"]
     assert first[0].correlation_data == b"c1" and first[1].correlation_data is None
-    again = h.handle(f"{B}/workload/announce", a1(), T + 0.1, response_topic="r/1",
+    again = h.handle(f"{B}/workload/announce", a1(), T + 0.1, response_topic=REPLY,
                      correlation_data=b"c2")
     assert [o.payload for o in again] == [first[0].payload, first[1].payload]
     assert again[0].correlation_data == b"c2"
@@ -135,10 +136,11 @@ def test_grid_status_and_errors() -> None:
 
 def test_time_request_answered_to_response_topic_or_node_topic() -> None:
     h = handler()
-    out = h.handle(f"{B}/time/request", time_request("rack-01", 5.0), T, response_topic="x/y",
+    mine = f"{B}/rack-01/time"
+    out = h.handle(f"{B}/time/request", time_request("rack-01", 5.0), T, response_topic=mine,
                    correlation_data=b"k")
     reply = json.loads(out[0].payload)
-    assert out[0].topic == "x/y" and out[0].correlation_data == b"k"
+    assert out[0].topic == mine and out[0].correlation_data == b"k"
     assert (reply["t1"], reply["t2"], reply["t3"]) == (5.0, T, T)
     assert h.handle(f"{B}/time/request", time_request("rack-01", 5.0), T)[0].topic == \
         f"{B}/rack-01/time"
@@ -182,3 +184,18 @@ def test_hand_built_a2_is_what_the_model_would_write() -> None:
     h.handle(f"{B}/rack-01/telemetry", batch(100.0, ts=T + 10, seq=1), T + 10)
     out = h.handle(f"{B}/workload/announce", json.dumps(sneaky).encode(), T + 10)[-1]
     assert json.loads(out.payload)["site_decision"]["approved_power_kw"] == 200.0
+
+
+def test_response_topics_are_confined() -> None:
+    h = handler()
+    for foreign in (f"{B}/rack-01/cmd/thermal_control", f"{B}/workload/reply/", "a/b",
+                    f"{B}/workload/reply/+"):
+        out = h.handle(f"{B}/workload/announce", a1(f"j-{len(h._recent)}"), T,
+                       response_topic=foreign)
+        assert foreign not in [o.topic for o in out]
+    assert h.counts["foreign_response_topics"] == 4
+    out = h.handle(f"{B}/time/request", time_request("rack-01", 1.0), T,
+                   response_topic=f"{B}/rack-01/cmd/rebirth")
+    assert [o.topic for o in out] == [f"{B}/rack-01/time"]
+    bad = h.handle(f"{B}/workload/announce", b"{", T, response_topic=f"{B}/rack-01/cmd/x")
+    assert [o.topic for o in bad] == [f"{B}/site-1/error"]

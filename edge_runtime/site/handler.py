@@ -11,6 +11,11 @@
     time/request              clock round trip (federation/timesync.py)
 Anything invalid is answered on this coordinator's error topic with the reasons (and on the
 response topic when the requester gave one), counted, and never raises.
+
+Response topics are the requester's choice, so they are confined: announcements are answered
+there only under `pswd/v1/{site}/workload/reply/`, clock requests only on a
+`pswd/v1/{site}/{node}/time` topic; anything else (say, a node's cmd topic) is not published
+to and is counted as `foreign_response_topics` (broker ACLs are the real fence).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class SiteHandler:
         self.time_request_topic = _time_request_topic(site)
         self._response_prefix = f"{self.topics.base}/workload/response/"
         self.peer_responses = f"{self._response_prefix}+"
+        self._reply_prefix = f"{self.topics.base}/workload/reply/"
         self._cmd_topics: dict[str, str | None] = {}
         self._thermal = {"cooling_system_type": config.cooling_system_type.value,
                          "heat_recovery_available": config.heat_recovery_available,
@@ -90,7 +96,8 @@ class SiteHandler:
         self._recent: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self.counts = {"announcements": 0, "approved": 0, "approved_with_conditions": 0,
                        "rejected": 0, "invalid": 0, "duplicates": 0, "forwarded": 0,
-                       "telemetry_batches": 0, "telemetry_errors": 0, "peer_decisions": 0}
+                       "telemetry_batches": 0, "telemetry_errors": 0, "peer_decisions": 0,
+                       "foreign_response_topics": 0}
         self.last_decision: tuple[str, ApprovalStatus, tuple[str, ...]] | None = None
         for kind in MESSAGE_TYPES:  # compile the schema validators now, not on the first A.1
             validate({"message_type": kind})
@@ -152,7 +159,8 @@ class SiteHandler:
         except MessageError as exc:
             self.counts["invalid"] += 1
             out = [self._error(self.topics.announce, exc.problems, now, payload)]
-            if response_topic:
+            if self._reply_ok(response_topic):
+                assert response_topic is not None
                 out.append(Outgoing(response_topic, out[0].payload,
                                     correlation_data=correlation))
             return out
@@ -179,9 +187,21 @@ class SiteHandler:
     def _answers(self, workload_id: str, body: bytes, response_topic: str | None,
                  correlation: bytes | None) -> list[Outgoing]:
         out = [Outgoing(self.topics.response(workload_id), body)]
-        if response_topic:
+        if self._reply_ok(response_topic):
+            assert response_topic is not None
             out.insert(0, Outgoing(response_topic, body, correlation_data=correlation))
         return out
+
+    def _reply_ok(self, topic: str | None, prefix: str = "", suffix: str = "") -> bool:
+        """True for a response topic we may publish to (see the module docstring)."""
+        if not topic:
+            return False
+        prefix = prefix or self._reply_prefix
+        ok = (topic.startswith(prefix) and topic.endswith(suffix) and "+" not in topic
+              and "#" not in topic and len(topic) > len(prefix) + len(suffix))
+        if not ok:
+            self.counts["foreign_response_topics"] += 1
+        return ok
 
     def _response(self, workload_id: str, d: Decision, snap: SiteSnapshot,
                   now: float) -> bytes:
@@ -347,7 +367,10 @@ class SiteHandler:
         """Answer a clock round trip; t3 is taken as late as possible by the caller's `now`."""
         try:
             node, t1 = parse_time_request(payload)
-            topic = response_topic or time_reply_topic(self.topics.site, node)
+            topic = time_reply_topic(self.topics.site, node)
+            if response_topic and self._reply_ok(response_topic, f"{self.topics.base}/",
+                                                 "/time"):
+                topic = response_topic
         except ValueError as exc:
             field, _, reason = str(exc).partition(": ")
             return [self._error(self.time_request_topic, [ValidationProblem(field, reason)],
