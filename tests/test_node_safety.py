@@ -10,7 +10,14 @@ import pytest
 from edge_runtime.config.loader import load_node_config
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.clock import VirtualClock
-from edge_runtime.core.commands import ForceOutput, ReleaseForce, ResetTrip, SetOutput
+from edge_runtime.core.commands import (
+    AnnounceWorkload,
+    ForceOutput,
+    ReleaseForce,
+    ResetTrip,
+    SetControlMode,
+    SetOutput,
+)
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.node import Node
@@ -235,3 +242,87 @@ def test_safety_config_errors_name_file_section_key(tmp_path: Path, safety: str,
     with pytest.raises(ConfigError) as info:
         Rig(tmp_path, safety=safety)
     assert any(message in line for line in info.value.lines), info.value.lines
+
+
+# -- control wiring: [control] / [smoothing] sections, mode and announcement commands ---------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_example_configs_build_their_role_blocks() -> None:
+    clock = VirtualClock()
+    cdu = load_node_config(EXAMPLES / "cdu.toml")
+    node = Node(cdu, clock=clock, watchdog_thread=False,
+                driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
+                                                     for d in c.devices})
+    assert [b.name for b in node.engine.blocks] == [
+        "commands", "heartbeat", "thermal_preparation", "pumps", "supply_temp"]
+    assert node.engine.interlocks[-1] is node.safety
+    rack = load_node_config(EXAMPLES / "rack.toml")
+    node = Node(rack, clock=clock, watchdog_thread=False,
+                driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
+                                                     for d in c.devices})
+    assert [b.name for b in node.engine.blocks] == ["commands", "heartbeat", "smoothing"]
+
+
+def _cdu_node() -> Node:
+    return Node(load_node_config(EXAMPLES / "cdu.toml"), clock=VirtualClock(),
+                watchdog_thread=False,
+                driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
+                                                     for d in c.devices})
+
+
+def test_control_mode_command_checks_role_loop_and_value() -> None:
+    node = _cdu_node()
+    cmds = [SetControlMode("supply_temp", "Override", 28.0, role="workload_operator"),
+            SetControlMode("chiller", "Manual", 10.0, role="infrastructure_manager"),
+            SetControlMode("supply_temp", "Override", 99.0, role="infrastructure_manager"),
+            SetControlMode("supply_temp", "Sideways", None, role="infrastructure_manager"),
+            SetControlMode("supply_temp", "Override", 28.0, role="infrastructure_manager")]
+    for cmd in cmds:
+        node.commands.submit(cmd)
+    node.engine.scan_once(1000.1)
+    audit = list(node.commands.audit)
+    assert [a.accepted for a in audit] == [False, False, False, False, True]
+    assert "may not do this" in audit[0].reason
+    assert "no control loop 'chiller'" in audit[1].reason and "supply_temp" in audit[1].reason
+    assert "99" in audit[2].reason
+    assert "Automatic" in audit[3].reason  # names the choices
+    status = node.get_status()["control"]["supply_temp"]
+    assert "Override" in str(status)
+    assert sum(e.code == "command_refused" for e in node.events.recent(100)) == 4
+
+
+def test_announcement_goes_to_the_preparation_block() -> None:
+    import json
+
+    from edge_runtime.messages.models import WorkloadAnnouncement
+
+    node = _cdu_node()
+    vectors = Path(__file__).resolve().parent / "vectors" / "annex_a"
+    msg = WorkloadAnnouncement.from_dict(
+        json.loads((vectors / "valid_workload_announcement_full.json").read_text()))
+    node.commands.submit(AnnounceWorkload(msg, role="workload_operator", source="site"))
+    node.commands.submit(AnnounceWorkload(msg, role="grid_operator", source="site"))
+    node.engine.scan_once(1000.1)
+    audit = list(node.commands.audit)
+    assert audit[-1].accepted is False and "may not do this" in audit[-1].reason
+    assert msg.workload_id in audit[-2].command  # the audit names the workload
+    assert audit[-2].accepted  # the virtual wall clock (2023) is before the announced start
+    prep = node.get_status()["control"]["thermal_preparation"]
+    assert [a["workload_id"] for a in prep["announcements"]] == [msg.workload_id]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('[smoothing]\nramp_limit_kw_per_s = 5\n',
+     "node.toml: [smoothing] (table): only for role rack"),
+    ('[control.pumps]\npumps = ["pump1", "pump9"]\n', "node.toml: [control.pumps]"),
+    ('[two_phase]\n[two_phase.points]\npressure = "pump1.flow"\n',
+     "node.toml: [two_phase.points] inlet_temp: unknown input 'evap_in_temp.temperature'"),
+])
+def test_control_sections_checked_against_role_and_points(tmp_path: Path, extra: str,
+                                                         message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Rig(tmp_path, safety=extra)
+    assert any(line.startswith(message) or message in line for line in info.value.lines), \
+        info.value.lines

@@ -57,7 +57,8 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     top.finish()
     for key, roles in _CONTROL_ROLES.items():
         if key in control_tables and role in ROLES and role not in roles:
-            top.error(key, f"only for role {' or '.join(roles)}, not {role!r}")
+            errors.add(file, key, "(table)", f"only for role {' or '.join(roles)}, not {role!r}")
+            del control_tables[key]  # its points would only add noise
 
     io_maps: dict[str, IoMap | None] = {}
     devices: list[DeviceConfig] = []
