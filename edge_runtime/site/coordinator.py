@@ -104,7 +104,9 @@ class SiteCoordinator:
                  clock: Clock | None = None, client_id: str | None = None) -> None:
         self.clock: Clock = clock or WallClock()
         self.handler = SiteHandler(site, node, config)
-        self.client = MqttClient(mqtt, client_id=client_id or mqtt.client_id or node,
+        # Its own client id: the site node's NodeLink (births, alarms) connects as
+        # [mqtt] client_id, and a broker drops the older of two same-id connections.
+        self.client = MqttClient(mqtt, client_id=client_id or f"{mqtt.client_id or node}-sc",
                                  on_connect=self._on_connect)
         if not mqtt.mqtt5:
             log.warning("site coordinator on MQTT 3.1.1: no shared subscription, no response "
