@@ -17,7 +17,7 @@ from typing import IO
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 500  # writes between early checkpoints (about 2 MB of WAL at 4 KB pages)
-RESTART_FRAMES = 16384  # WAL frames (4 KB pages, 64 MB) past which writers are held to restart
+RESTART_FRAMES = 8192  # WAL frames (4 KB pages, 32 MB) past which the writer completes a checkpoint
 PASSES = 4  # PASSIVE passes per round, each catching the frames written during the one before
 
 
@@ -50,7 +50,17 @@ class Checkpointer:
     writer's connection it would land inside some write on the event loop. Here it runs every
     interval_s, or sooner after CHECKPOINT_EVERY writes, in PASSIVE mode, which never blocks
     the writer. With synchronous=NORMAL that bounds what a power loss can take back to about
-    the last interval_s of writes. The writer sets wal_autocheckpoint=0.
+    the last interval_s of writes. The writer sets wal_autocheckpoint=0 and calls wrote(db)
+    after each write transaction.
+
+    The WAL starts over (and journal_size_limit trims it) only when a write begins with every
+    frame copied. Writes so steady that this never happens would grow it without bound, so
+    once it holds RESTART_FRAMES the writer runs one PASSIVE checkpoint itself, in wrote():
+    being the only writer, nothing can write during it, so it always completes and the
+    writer's next transaction starts the WAL over. It copies only what the thread's passes
+    left, but it syncs, so that one write costs milliseconds, once per RESTART_FRAMES frames.
+    (A RESTART from this thread was worse: it holds the write lock while its busy handler
+    sleeps on the writer's read mark, tens of milliseconds measured.)
     """
 
     def __init__(self, path: Path, synchronous: str, interval_s: float) -> None:
@@ -59,7 +69,9 @@ class Checkpointer:
         self._interval_s = interval_s
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._busy = threading.Lock()  # one checkpoint at a time: thread or writer
         self._writes = 0
+        self.frames = 0  # WAL frames seen by the last pass
         self.checkpoints = 0
         self.restarts = 0
         self.failures = 0
@@ -70,12 +82,22 @@ class Checkpointer:
         """Start the thread."""
         self._thread.start()
 
-    def wrote(self) -> None:
-        """Count one write; wake the thread early after a burst."""
+    def wrote(self, db: sqlite3.Connection) -> None:
+        """Count one write on the writer's connection `db`; restart a WAL grown too long."""
         self._writes += 1
         if self._writes >= CHECKPOINT_EVERY:
             self._writes = 0
             self._wake.set()
+        if self.frames >= RESTART_FRAMES and self._busy.acquire(blocking=False):
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.restarts += 1
+            except sqlite3.Error as exc:
+                self.failures += 1
+                log.warning("%s: WAL restart failed: %s", self._path, exc)
+            finally:
+                self.frames = 0
+                self._busy.release()
 
     def stop(self) -> None:
         """Stop and join the thread (it finishes a checkpoint in progress first)."""
@@ -102,26 +124,20 @@ class Checkpointer:
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
-                self._checkpoint(db)
+                with self._busy:
+                    self._checkpoint(db)
         finally:
             db.close()
 
     def _checkpoint(self, db: sqlite3.Connection) -> None:
         try:
-            # The WAL starts over (and journal_size_limit trims it) only when a write begins
-            # with every frame copied. Frames written during a long pass are caught by short
-            # follow-up passes, which rarely overlap a write; none of them blocks the writer.
+            # Frames written during a long pass are caught by short follow-up passes.
             for _ in range(PASSES):
                 # fetchall: a statement left unfinished would hold a read mark on the WAL.
-                [(_busy, frames, copied)] = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                [(_b, frames, copied)] = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 if copied >= frames:
                     break
-            if frames >= RESTART_FRAMES:
-                # Writes so steady that no write ever began on a fully copied WAL: RESTART
-                # holds writers while it copies what is left (a stall of milliseconds, about
-                # once per RESTART_FRAMES frames) so the WAL cannot grow without bound.
-                db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-                self.restarts += 1
+            self.frames = frames
             self.checkpoints += 1
         except sqlite3.Error as exc:  # retried next round, never fatal
             self.failures += 1
