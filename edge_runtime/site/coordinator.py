@@ -37,10 +37,13 @@ One site, one machine: Mosquitto 2.x, which has MQTT 5 shared subscriptions. Its
 Beyond one machine: a clustered broker that supports MQTT 5 shared subscriptions across its
 nodes (EMQX, HiveMQ, VerneMQ). Coordinators connect to any cluster member and the cluster
 hands each `$share/{group}/...` message to one member of the group wherever it is connected,
-so scaling out is starting another coordinator, not writing a distribution layer. Shared
-subscriptions deliver at least once: a coordinator that dies before its PUBACK has its
-announcement redelivered to another; duplicates (same workload_id and timestamp) are answered
-again from a cache by the instance that saw them, not admitted twice. The demo's embedded
+so scaling out is starting another coordinator, not writing a distribution layer. If a
+coordinator dies holding an unanswered announcement, MQTT 5 says the broker SHOULD hand it to
+another member once the dead one's session ends; not every broker does (Mosquitto 2.0 drops
+it with the clean session), so the end-to-end retry is the workload's: on AnnounceTimeout,
+announce again. A repeat with the same workload_id and timestamp is answered from a cache by
+the instance that answered it, without a second booking; any other instance replaces the
+booking it learnt from the peer response. The demo's embedded
 amqtt broker speaks MQTT 3.1.1 only, without shared subscriptions or response topics: run a
 single coordinator there; answers then go to workload/response/{id} only.
 """
