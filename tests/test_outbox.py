@@ -16,6 +16,7 @@ import pytest
 
 from edge_runtime.core.clock import VirtualClock
 from edge_runtime.core.events import EventLog, Severity
+from edge_runtime.federation import sqlite_wal
 from edge_runtime.federation.outbox import (
     Outbox,
     OutboxCorrupt,
@@ -277,6 +278,38 @@ def test_corrupt_file_is_named_then_moved_aside(path: Path, damage: str) -> None
         assert payloads(ob) == [b"still working"]
     finally:
         ob.close()
+
+
+def test_checkpoint_puts_the_data_in_the_database_file(path: Path, tmp_path: Path) -> None:
+    """After a checkpoint the main file alone holds the puts: the power-loss window closes."""
+    with Outbox(path, checkpoint_s=60) as ob:  # only wait_checkpoint() wakes it early
+        seqs = [ob.put(ALARM, f"a{i}".encode(), kind="alarm") for i in range(50)]
+        assert ob.checkpointer.wait_checkpoint(10)
+        copy = tmp_path / "main-file-only.sqlite"
+        copy.write_bytes(path.read_bytes())  # without -wal: what a crash before a sync keeps
+        db = sqlite3.connect(copy)
+        try:
+            assert [r[0] for r in db.execute("SELECT seq FROM outbox ORDER BY seq")] == seqs
+        finally:
+            db.close()
+        assert ob.get_status()["checkpoints"] >= 1
+
+
+def test_wal_starts_over_under_steady_writes(path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Puts and acks with no pause: the writer finishes a checkpoint once the WAL is long."""
+    monkeypatch.setattr(sqlite_wal, "RESTART_FRAMES", 64)
+    monkeypatch.setattr(sqlite_wal, "CHECKPOINT_EVERY", 50)
+    wal = Path(f"{path}-wal")
+    with Outbox(path) as ob:
+        biggest = 0
+        for i in range(3000):  # ~5 frames per put and ack: ~60 MB of WAL if never reset
+            seq = ob.put(TOPIC, bytes(200), kind="telemetry", qos=0)
+            ob.ack(seq)
+            if i % 100 == 0:
+                biggest = max(biggest, wal.stat().st_size)
+        assert ob.get_status()["writer_checkpoints"] >= 1
+        assert biggest < 20_000_000, biggest
 
 
 # -- kill -9 ---------------------------------------------------------------------------------

@@ -446,6 +446,11 @@ class Outbox:
         return {**self._rows, "total": self.count(), **self._counters}
 
     @property
+    def checkpointer(self) -> Checkpointer:
+        """The WAL checkpointer (its thread copies the WAL into the database file)."""
+        return self._checkpointer
+
+    @property
     def last_seq(self) -> int:
         """The seq of the newest put (0 for a new file)."""
         return self._last_seq
@@ -460,7 +465,9 @@ class Outbox:
             "by_kind": dict(self._rows), "bytes_by_kind": dict(self._bytes),
             **self._counters, "acked": self._acked, "dropping": self._dropping,
             "last_seq": self._last_seq, "replay_through": self._replay_through,
-            "synchronous": self.synchronous,
+            "synchronous": self.synchronous, "checkpoints": self._checkpointer.checkpoints,
+            "writer_checkpoints": self._checkpointer.restarts,
+            "checkpoint_failures": self._checkpointer.failures,
             "recovered_from": str(self.recovered_from) if self.recovered_from else None,
         }
 

@@ -70,6 +70,9 @@ class Checkpointer:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._busy = threading.Lock()  # one checkpoint at a time: thread or writer
+        self._done = threading.Condition()
+        # wait_checkpoint() calls made / the newest call a finished pass began after
+        self._requested = self._served = 0
         self._writes = 0
         self.frames = 0  # WAL frames seen by the last pass
         self.checkpoints = 0
@@ -99,6 +102,15 @@ class Checkpointer:
                 self.frames = 0
                 self._busy.release()
 
+    def wait_checkpoint(self, timeout: float) -> bool:
+        """Wait until a checkpoint pass that starts after this call completes; False on timeout."""
+        with self._done:
+            self._requested += 1
+            target = self._requested
+        self._wake.set()
+        with self._done:
+            return self._done.wait_for(lambda: self._served >= target, timeout)
+
     def stop(self) -> None:
         """Stop and join the thread (it finishes a checkpoint in progress first)."""
         self._stopping.set()
@@ -124,8 +136,13 @@ class Checkpointer:
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
+                with self._done:
+                    serving = self._requested
                 with self._busy:
                     self._checkpoint(db)
+                with self._done:
+                    self._served = serving
+                    self._done.notify_all()
         finally:
             db.close()
 
