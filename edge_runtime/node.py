@@ -32,10 +32,13 @@ from edge_runtime.safety.watchdog import Watchdog, WatchdogThread, monitor
 
 log = logging.getLogger(__name__)
 
-# Drivers start polling this fraction of a scan period ahead of the scan's own cycle, so a
-# device polled at the scan period hands every scan a sample read just before it (not up to
-# a period old): the latency from a sensor change to the safe output stays within ~1.3 scans.
-POLL_LEAD = 0.3
+# Drivers start their poll cycles half a scan period ahead of the scan's own cycle, so each
+# scan latches samples read at most half a period before it, and a sensor change reaches the
+# outputs within ~1.5 scans (at most one period waiting for the poll, half for the scan)
+# even when a loaded machine delays a poll's answer by a few ms. Devices polled slower than
+# the scan start a little later, so the fast polls get the shared connection first.
+POLL_LEAD = 0.5
+SLOW_POLL_DELAY = 0.05
 
 # Builds a node's drivers around its input table; tests pass one that builds fakes.
 DriverFactory = Callable[[NodeConfig, InputTable, Clock], dict[str, FieldDevice]]
@@ -131,15 +134,19 @@ class Node:
         """Run drivers and scan until cancelled or for `duration_s`; outputs to failsafe at exit."""
         log.info("node %s (%s) starting: %d devices, scan %.0f ms", self.config.name,
                  self.config.role, len(self.drivers), self.config.scan_period_s * 1000)
-        first_poll = self.clock.monotonic() + self.config.scan_period_s * (1.0 - POLL_LEAD)
-        tasks = [asyncio.create_task(self._run_driver(d, first_poll), name=f"driver-{n}")
+        period, start = self.config.scan_period_s, self.clock.monotonic()
+        scan = asyncio.create_task(self.engine.run(), name="scan")
+        await asyncio.sleep(0)  # the scan fixes its first deadline (start + period) now
+        first = start + period * (1.0 - POLL_LEAD)
+        tasks = [asyncio.create_task(self._run_driver(d, first if d.config.poll_s <= period
+                                                      else first + period * SLOW_POLL_DELAY),
+                                     name=f"driver-{n}")
                  for n, d in self.drivers.items()]
         tasks.append(asyncio.create_task(
             monitor(self.watchdog, self.clock, self.config.watchdog_s / 4), name="watchdog"))
         thread = WatchdogThread(self.watchdog, self.config.watchdog_s / 4)
         if self._use_thread:
             thread.start()
-        scan = asyncio.create_task(self.engine.run(), name="scan")
         try:
             if duration_s is None:
                 await scan
