@@ -11,6 +11,9 @@ loop at a fixed rate) runs against two responders through one Mosquitto in the s
 Latency is publish to receipt of the answer, both stamped on the requester's paho thread.
 Rates: 100/s, 1,000/s, then higher steps until one is not sustainable (every request
 answered, the requester kept the rate, p99 <= 50 ms); the last that was is reported.
+Then two coordinator processes on the one shared subscription (scale-out) at 1,000 and
+2,000/s. Responder CPU per request (from /proc) is reported beside the latencies: unlike
+them it barely depends on what else the machine is running.
 Target (issue 4): p99 <= 5 ms at 1,000/s; the spec asks 500 ms. The broker runs with
 `set_tcp_nodelay true`, as production should. Last line: one JSON object.
 
@@ -93,8 +96,8 @@ def serve_echo(port: int) -> None:
     c.loop_stop()
 
 
-def serve_coordinator(port: int) -> None:
-    """The site coordinator with a simulated rack and CDU feeding it."""
+def serve_coordinator(port: int, instance: int = 1) -> None:
+    """The site coordinator; instance 1 also runs the simulated rack and CDU feeding it."""
     from edge_runtime.core.points import Quality, Sample
     from edge_runtime.federation import state
     from edge_runtime.federation.config import MqttConfig
@@ -112,13 +115,14 @@ def serve_coordinator(port: int) -> None:
         cfg = MqttConfig(port=port)
         site_cfg = SiteConfig(power_limit_kw=1e9, ramp_limit_kw_per_s=1e9,
                               cooling_capacity_kw={"cdu-01": 1e9})
-        coord = SiteCoordinator(cfg, site=SITE, node="site-1", config=site_cfg)
-        plant = MqttClient(cfg, client_id="bench-plant")
+        coord = SiteCoordinator(cfg, site=SITE, node=f"site-{instance}", config=site_cfg)
+        plant = MqttClient(cfg, client_id=f"bench-plant-{instance}")
         plant.start()
         await plant.wait_connected(10)
         points = declare_points([("rack_meter.power_kw", "kW", PointType.FLOAT),
                                  ("battery.soc_pct", "%", PointType.FLOAT)])
-        for name, role, pts in (("rack-01", "rack", points), ("cdu-01", "cdu", ())):
+        for name, role, pts in (("rack-01", "rack", points), ("cdu-01", "cdu", ())) \
+                if instance == 1 else ():
             who = state.Identity(SITE, name, role, "bench")
             await plant.publish_acked(f"pswd/v1/{SITE}/{name}/state", state.birth_json(
                 who, session=1, wall_s=time.time(), points=pts, period_ms=100), 1, retain=True)
@@ -132,7 +136,8 @@ def serve_coordinator(port: int) -> None:
             now = time.time()
             batch = make_batch([(0, Sample(500.0, Quality.GOOD, now)),
                                 (1, Sample(80.0, Quality.GOOD, now))], session=1, seq=seq)
-            plant.publish(f"pswd/v1/{SITE}/rack-01/telemetry", encode_batch(batch), 0)
+            if instance == 1:
+                plant.publish(f"pswd/v1/{SITE}/rack-01/telemetry", encode_batch(batch), 0)
             seq += 1
             if not ready and coord.handler.aggregate.snapshot(now).power_known:
                 print("READY", flush=True)
@@ -150,9 +155,10 @@ def serve_coordinator(port: int) -> None:
 class Responder:
     """A responder subprocess, started and stopped by this benchmark."""
 
-    def __init__(self, kind: str, port: int) -> None:
+    def __init__(self, kind: str, port: int, instance: int = 1) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", kind, "--port", str(port)],
+            [sys.executable, __file__, "--serve", kind, "--port", str(port),
+             "--instance", str(instance)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -292,6 +298,26 @@ def measure(kind: str, port: int, quick: bool) -> dict[str, Any]:
     return out
 
 
+def measure_scale_out(port: int, quick: bool) -> dict[str, Any]:
+    """Two coordinator processes on one shared subscription, at 1,000/s and 2,000/s."""
+    first = Responder("coordinator", port, 1)
+    second = Responder("coordinator", port, 2)
+    req = Requester(port)
+    out: dict[str, Any] = {}
+    try:
+        req.run(ANNOUNCE, 200, 0.5, "x2-warm")
+        for rate in (1000, 2000):
+            out[f"{rate}_per_s"] = r = req.run(ANNOUNCE, rate, 2.0 if quick else 6.0,
+                                               f"x2-{rate}")
+            show("ours x2", r)
+    finally:
+        req.close()
+        tails = [first.close().strip(), second.close().strip()]
+    out["announcements_per_instance"] = [
+        json.loads(t.splitlines()[-1])["counts"]["announcements"] if t else None for t in tails]
+    return out
+
+
 def show(kind: str, r: dict[str, Any]) -> None:
     print(f"  {kind:<11} {r['rate_per_s']:>6}/s  sent {r['sent']:>6}  answered "
           f"{r['answered']:>6}  achieved {r['achieved_rate_per_s']:>8.1f}/s  p50 "
@@ -305,12 +331,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short run (seconds, not a minute)")
     ap.add_argument("--serve", choices=["coordinator", "echo"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--instance", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve == "echo":
         serve_echo(args.port)
         return 0
     if args.serve == "coordinator":
-        serve_coordinator(args.port)
+        serve_coordinator(args.port, args.instance)
         return 0
     from tests.mosquitto import Broker
 
@@ -320,6 +347,7 @@ def main() -> int:
             Broker(Path(tmp), extra_config="set_tcp_nodelay true\n") as broker:
         baseline = measure("echo", broker.port, args.quick)
         ours = measure("coordinator", broker.port, args.quick)
+        ours["two_instances"] = measure_scale_out(broker.port, args.quick)
     p99 = ours["1000_per_s"]["p99_ms"]
     met = (p99 is not None and p99 <= TARGET_P99_MS
            and ours["1000_per_s"]["answered"] == ours["1000_per_s"]["sent"])
