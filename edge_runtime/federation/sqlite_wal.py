@@ -91,16 +91,24 @@ class Checkpointer:
         if self._writes >= CHECKPOINT_EVERY:
             self._writes = 0
             self._wake.set()
-        if self.frames >= RESTART_FRAMES and self._busy.acquire(blocking=False):
-            try:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.restarts += 1
-            except sqlite3.Error as exc:
-                self.failures += 1
-                log.warning("%s: WAL restart failed: %s", self._path, exc)
-            finally:
-                self.frames = 0
-                self._busy.release()
+        if self.frames < RESTART_FRAMES:
+            return
+        # Past twice the limit, wait for a pass in progress (milliseconds) rather than skip.
+        if self.frames >= 2 * RESTART_FRAMES:
+            got = self._busy.acquire(timeout=2.0)
+        else:
+            got = self._busy.acquire(blocking=False)
+        if not got:
+            return
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.restarts += 1
+        except sqlite3.Error as exc:
+            self.failures += 1
+            log.warning("%s: WAL checkpoint by the writer failed: %s", self._path, exc)
+        finally:
+            self.frames = 0
+            self._busy.release()
 
     def wait_checkpoint(self, timeout: float) -> bool:
         """Wait until a checkpoint pass that starts after this call completes; False on timeout."""
