@@ -25,8 +25,9 @@ Wiring (the link task): on CONNACK publish the birth, call mark_reconnected(), t
 pending() with a cursor (`after`), acknowledging each entry as the broker takes it; on a lost
 connection reset the cursor to 0 (unacknowledged entries go again, historical: at-least-once).
 Route telemetry through put(kind="telemetry", qos=0) while the link is down *or* count() > 0,
-so live batches never overtake the replay; with the link up and nothing stored, publish it
-directly (no write per batch). Put alarms, commands, A.2 responses always, link up or down.
+so live batches never overtake the replay; with the link up and nothing stored it may go
+direct (saves a write per batch; storing every batch, as NodeLink does, costs ~10 puts/s).
+Put alarms, commands and A.2 responses always, link up or down.
 
 Bound and policy (max_rows entries and max_bytes = payload + topic + encoded properties):
 - When a put would pass a bound, the oldest telemetry entries are deleted until it fits and
@@ -64,11 +65,11 @@ checkpoints (which sync) run in PASSIVE mode on a private thread with its own co
 which never blocks the writer (edge_runtime.federation.sqlite_wal.Checkpointer). Only when
 steady writes keep the WAL from ever starting over (past 32 MB) does one write finish a
 checkpoint itself, once per 32 MB of WAL. bench/outbox.py, 200-byte payload, on this shared
-2-core VM (indicative): at 200 puts/s p50 130 µs, p99 235 µs, p99.9 0.4 ms, max 0.8 ms;
-at 2,000/s p50 60 µs, p99 190 µs, p99.9 0.4 ms, max 12 ms; plain SQLite WAL with its
-checkpoints in the writer, same run: p99.9 4.3-4.7 ms. Replay (pending + ack_many) runs at
-70,000-110,000 entries/s. Opening runs quick_check: about 0.5 s for a 70 MB file, so open
-before the scan starts.
+2-core VM (indicative, three runs): at 200 puts/s p50 100-130 µs, p99 230-275 µs, p99.9
+0.4-1.5 ms; at 2,000/s p50 40-65 µs, p99 120-240 µs, p99.9 0.2-3.5 ms. Plain SQLite WAL
+with its checkpoints in the writer, same runs: p99.9 4.3-6.4 ms. Replay (pending +
+ack_many) runs at 10,000-110,000 entries/s. Opening runs quick_check: about 0.5 s for a
+70 MB file, so open before the scan starts.
 
 Threads: call an Outbox from one thread only, the asyncio loop thread that runs the MQTT link
 (the connection is opened with check_same_thread, so a call from another thread raises
