@@ -364,3 +364,25 @@ async def test_forward_reaches_a_real_node_link(mosquitto: Broker, tmp_path: Pat
         await until(lambda: any(e.code == "workload_announced"
                                 for e in node.events.recent(50)))
     assert coord.handler.aggregate.nodes["cdu-02"].role == "cdu"
+
+
+async def test_coordinator_answers_again_after_a_broker_restart(mosquitto: Broker) -> None:
+    """Broker killed and restarted: the coordinator reconnects, resubscribes (the shared
+    announce subscription and the No Local peer one) and answers again."""
+    async with plant(mosquitto), coordinators(mosquitto, 2) as coords, \
+            workload_client(mosquitto) as wc:
+        first = await wc.announce(announcement("before"), 0.5)
+        assert first.approval_status is ApprovalStatus.APPROVED
+        mosquitto.restart()  # SIGKILL: retained states are gone with it (no persistence)
+        await wc.client.wait_subscribed(10)
+        for c in coords:
+            await c.client.wait_subscribed(10)
+        answers = await asyncio.gather(*(
+            wc.announce(announcement(f"after-{i}", 0.05, ramp_mw_s=0.05), 2.0)
+            for i in range(6)))
+        assert {a.workload_id for a in answers} == {f"after-{i}" for i in range(6)}
+        # the plant kept publishing telemetry, so the state is known: all fit
+        assert {a.approval_status for a in answers} == {ApprovalStatus.APPROVED}
+        # and peer bookings flow again between the instances (No Local resubscribed)
+        await until(lambda: all(f"after-{i}" in c.handler.aggregate.reservations
+                                for c in coords for i in range(6)))
