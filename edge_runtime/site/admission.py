@@ -235,7 +235,8 @@ def decide(ann: WorkloadAnnouncement, snap: SiteSnapshot, now: float) -> Decisio
         end = r.start + r.duration_s
         if r.start < window_end and end > start:
             busy_kw += r.kw_per_s
-            busy_until = max(busy_until, end)
+            if end > busy_until:
+                busy_until = end
     allowed = snap.ramp_limit_kw_per_s - busy_kw
     if snap.grid.ramp_limit_kw_per_s is not None:
         allowed = min(allowed, snap.grid.ramp_limit_kw_per_s - busy_kw)
