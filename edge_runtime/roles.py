@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from edge_runtime.config.schema import NodeConfig
 from edge_runtime.control.cdu_config import build_cdu_blocks
+from edge_runtime.control.heat_recovery import build_heat_recovery_block
 from edge_runtime.control.smoothing import SmoothingBlock, build_smoothing_block
 from edge_runtime.control.thermal import ThermalPreparation, heat_announcement
 from edge_runtime.control.two_phase import build_two_phase_block
@@ -39,15 +40,22 @@ def _none(config: NodeConfig, ctx: RoleContext) -> list[ControlBlock]:
     return []
 
 
+def _heat_recovery(config: NodeConfig, ctx: RoleContext) -> list[ControlBlock]:
+    if config.heat_recovery is None:
+        return []
+    return [build_heat_recovery_block(config.heat_recovery, events=ctx.events,
+                                      wall_offset=ctx.wall_offset)]
+
+
 def _cdu(config: NodeConfig, ctx: RoleContext) -> list[ControlBlock]:
-    # Preparation, pumps, supply temperature (H2's order), then the two-phase loop.
+    # Preparation, pumps, supply temperature, then the two-phase loop and heat recovery.
     blocks: list[ControlBlock] = []
     if config.control is not None:
         blocks += build_cdu_blocks(config.control, ctx.events, wall=ctx.wall, held=ctx.held)
     if config.two_phase is not None:
         blocks.append(build_two_phase_block(config.two_phase, events=ctx.events,
                                             wall_offset=ctx.wall_offset))
-    return blocks
+    return blocks + _heat_recovery(config, ctx)
 
 
 def _rack(config: NodeConfig, ctx: RoleContext) -> list[ControlBlock]:
@@ -58,7 +66,7 @@ def _rack(config: NodeConfig, ctx: RoleContext) -> list[ControlBlock]:
 
 
 # Control blocks per role, in scan order (after commands, heartbeat and estimation).
-ROLE_BLOCKS: dict[str, RoleBlocks] = {"cdu": _cdu, "rack": _rack, "site": _none}
+ROLE_BLOCKS: dict[str, RoleBlocks] = {"cdu": _cdu, "rack": _rack, "site": _heat_recovery}
 # Role-specific interlocks, run before the safety layer (which always has the last word).
 ROLE_INTERLOCKS: dict[str, RoleBlocks] = {"cdu": _none, "rack": _none, "site": _none}
 

@@ -317,6 +317,8 @@ def test_announcement_goes_to_the_preparation_block() -> None:
     ('[smoothing]\nramp_limit_kw_per_s = 5\n',
      "node.toml: [smoothing] (table): only for role rack"),
     ('[control.pumps]\npumps = ["pump1", "pump9"]\n', "node.toml: [control.pumps]"),
+    ('[heat_recovery]\n',
+     "node.toml: [heat_recovery.points] supply_temp: unknown input 'dh_supply_temp.temperature'"),
     ('[two_phase]\n[two_phase.points]\npressure = "pump1.flow"\n',
      "node.toml: [two_phase.points] inlet_temp: unknown input 'evap_in_temp.temperature'"),
 ])
@@ -326,3 +328,22 @@ def test_control_sections_checked_against_role_and_points(tmp_path: Path, extra:
         Rig(tmp_path, safety=extra)
     assert any(line.startswith(message) or message in line for line in info.value.lines), \
         info.value.lines
+
+
+def test_heat_recovery_block_built_after_the_cdu_blocks(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, safety="""
+[heat_recovery]
+[heat_recovery.points]
+supply_temp = "pump1.flow"
+return_temp = "pump2.flow"
+flow = "pump1.speed_actual"
+source_temp = "pump2.speed_actual"
+it_power = "pump1.flow"
+pump = "pump1.speed_ref"
+heat_pump = "pump2.speed_ref"
+""")
+    # Rig passes its own blocks; the role registry builds the heat recovery block.
+    from edge_runtime.roles import ROLE_BLOCKS, RoleContext
+
+    ctx = RoleContext(events=rig.node.events, wall=rig.clock.wall, wall_offset=0.0, held={})
+    assert [b.name for b in ROLE_BLOCKS["cdu"](rig.config, ctx)] == ["heat_recovery"]

@@ -12,12 +12,14 @@ from edge_runtime.config.iomap import default_io_maps_dir, load_io_map
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.config.schema import ROLES, DeviceConfig, IoMap, Limits, NodeConfig
 from edge_runtime.control.cdu_config import CduControlConfig, load_cdu_control
+from edge_runtime.control.heat_recovery import HeatRecoveryConfig, load_heat_recovery
 from edge_runtime.control.smoothing import SmoothingConfig, load_smoothing
 from edge_runtime.control.two_phase import TwoPhaseConfig, load_two_phase
 from edge_runtime.safety.config import SafetyConfig, device_points, load_safety
 
 # Control sections and the roles that run them (roles.py builds their blocks).
-_CONTROL_ROLES = {"control": ("cdu",), "two_phase": ("cdu",), "smoothing": ("rack",)}
+_CONTROL_ROLES = {"control": ("cdu",), "two_phase": ("cdu",), "smoothing": ("rack",),
+                  "heat_recovery": ("cdu", "site")}
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _LIMIT_ORDER = ("low_low", "low", "high", "high_high")
@@ -72,6 +74,7 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     control: CduControlConfig | None = None
     two_phase: TwoPhaseConfig | None = None
     smoothing: SmoothingConfig | None = None
+    heat_recovery: HeatRecoveryConfig | None = None
     if len(devices) == len(devices_table):  # a broken device would make every name unknown
         inputs, outputs, limits = device_points(devices)
         safety = load_safety(safety_table, file, inputs, outputs, errors, limits=limits)
@@ -87,6 +90,11 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
             smoothing = load_smoothing(sec, file, errors)
             _check_points(sec, "smoothing.points", vars_of(smoothing.points), inputs, outputs,
                           writes=("setpoint", "enable"))
+        if "heat_recovery" in control_tables:
+            sec = Section(file, "heat_recovery", control_tables["heat_recovery"], errors)
+            heat_recovery = load_heat_recovery(sec, file, errors)
+            _check_points(sec, "heat_recovery.points", vars_of(heat_recovery.points), inputs,
+                          outputs, writes=("pump", "heat_pump"))  # "" = not fitted
     errors.raise_if_any()
     return NodeConfig(
         name=name,
@@ -101,6 +109,7 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
         control=control,
         two_phase=two_phase,
         smoothing=smoothing,
+        heat_recovery=heat_recovery,
     )
 
 

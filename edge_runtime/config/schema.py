@@ -12,6 +12,7 @@ from edge_runtime.io.codec import Encoding
 
 if TYPE_CHECKING:  # these import this module: import them lazily at run time
     from edge_runtime.control.cdu_config import CduControlConfig
+    from edge_runtime.control.heat_recovery import HeatRecoveryConfig
     from edge_runtime.control.smoothing import SmoothingConfig
     from edge_runtime.control.two_phase import TwoPhaseConfig
     from edge_runtime.safety.config import SafetyConfig
@@ -154,6 +155,7 @@ class NodeConfig:
     control: CduControlConfig | None = None  # [control]: thermal, pumps, preparation (cdu)
     two_phase: TwoPhaseConfig | None = None  # [two_phase] (cdu, where a two-phase loop is fitted)
     smoothing: SmoothingConfig | None = None  # [smoothing]: battery load smoothing (rack)
+    heat_recovery: HeatRecoveryConfig | None = None  # [heat_recovery] (cdu or site)
 
     def device(self, name: str) -> DeviceConfig:
         """Device by name."""
