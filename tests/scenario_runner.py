@@ -211,6 +211,9 @@ class Harness:
             m = re.fullmatch(r"(.+):(\d+)", str(dev.get("endpoint", "")))
             if m and int(m[2]) in ports:
                 devices[name] = {"endpoint": f"{m[1]}:{ports[int(m[2])]}"}
+                # Time is simulated: only a stalled machine could time a loopback request out,
+                # and that must not turn into a BAD input (and a different scenario).
+                devices[name]["timeout_ms"] = max(float(dev.get("timeout_ms", 250.0)), 5000.0)
         overrides = _merge(overrides, {"devices": devices})
         self.config = load_node_config(scenario.node_path, overrides=overrides)
         self.clock = VirtualClock()
