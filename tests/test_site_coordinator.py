@@ -386,3 +386,12 @@ async def test_coordinator_answers_again_after_a_broker_restart(mosquitto: Broke
         # and peer bookings flow again between the instances (No Local resubscribed)
         await until(lambda: all(f"after-{i}" in c.handler.aggregate.reservations
                                 for c in coords for i in range(6)))
+
+
+def test_shipped_site_example_loads() -> None:
+    from edge_runtime.site.coordinator import load_site_node
+
+    root = Path(__file__).resolve().parents[1]
+    node, site, mqtt, config = load_site_node(root / "examples" / "site.toml")
+    assert (node, site, mqtt.protocol) == ("site-01", "demo", "5")
+    assert config.cooling_capacity_kw == {"cdu-01": 180.0} and config.power_limit_kw == 200.0
