@@ -139,7 +139,7 @@ def serve_coordinator(port: int, instance: int = 1) -> None:
             if instance == 1:
                 plant.publish(f"pswd/v1/{SITE}/rack-01/telemetry", encode_batch(batch), 0)
             seq += 1
-            if not ready and coord.handler.aggregate.snapshot(now).power_known:
+            if not ready and coord.snapshot().power_known:
                 print("READY", flush=True)
                 ready = True
             with contextlib.suppress(TimeoutError):

@@ -146,7 +146,7 @@ async def coordinators(broker: Broker, n: int = 1,
     for c in coords:
         await c.start()
     try:
-        await until(lambda: all(c.handler.aggregate.snapshot(time.time()).power_known
+        await until(lambda: all(c.snapshot().power_known
                                 and len(c.handler.aggregate.nodes) >= 2 for c in coords))
         yield coords
     finally:

@@ -64,6 +64,7 @@ from edge_runtime.federation.config import MqttConfig, read_mqtt
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import check_level
 from edge_runtime.federation.workload_client import set_nodelay
+from edge_runtime.site.admission import SiteSnapshot
 from edge_runtime.site.config import SiteConfig, read_site_section
 from edge_runtime.site.handler import Outgoing, SiteHandler
 
@@ -195,6 +196,11 @@ class SiteCoordinator:
         ConfigError listing every problem (`file: [section] key: reason`)."""
         node, site, mqtt, config = load_site_node(path)
         return cls(mqtt, site=site, node=node, config=config, **kwargs)
+
+    def snapshot(self) -> SiteSnapshot:
+        """The site aggregate now, taken under the handler's lock (any thread)."""
+        with self._lock:
+            return self.handler.aggregate.snapshot(self.clock.wall())
 
     def get_status(self) -> dict[str, Any]:
         """Handler counters, aggregate and MQTT link."""
