@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="validate an Annex A message file (or - for stdin)")
     val.add_argument("args", nargs=argparse.REMAINDER)
 
+    ann = sub.add_parser("announce", add_help=False,
+                         help="send an Annex A.1 workload announcement and wait for its A.2")
+    ann.add_argument("args", nargs=argparse.REMAINDER)
+
     demo = sub.add_parser("demo", help="run a simulated site on this machine")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
     demo.add_argument("--no-ui", action="store_true", help="plain log lines, no live view")
@@ -73,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge_runtime.messages.validate_cli import validate_main
 
         return validate_main(args.args)
+    if args.command == "announce":
+        from edge_runtime.federation.workload_client import announce_main
+
+        return announce_main(args.args)
     if args.command == "demo":
         from edge_runtime.demo import run_demo
 
