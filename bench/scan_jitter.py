@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -163,6 +164,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (about 30 s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # A SIGTERM (timeout, CI) must still run the finally that stops the simulator process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.monotonic()
     result = asyncio.run(main_async(args.quick))
     result["run_s"] = round(time.monotonic() - start, 1)

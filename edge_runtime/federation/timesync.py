@@ -45,12 +45,12 @@ Runner = Callable[[list[str]], Awaitable[str | None]]
 
 def time_request_topic(site: str) -> str:
     """Where nodes send clock round-trip requests (site-level family `time`)."""
-    return f"{SiteTopics(site).base}/time/request"
+    return SiteTopics(site).time_request
 
 
 def time_reply_topic(site: str, node: str) -> str:
     """Where a coordinator answers a node that gave no MQTT 5 response topic."""
-    return f"{NodeTopics(site, node).base}/time"
+    return NodeTopics(site, node).time
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@
     pswd/v1/{site}/{node}/error                      answers to invalid messages
     pswd/v1/{site}/workload/announce                 Annex A.1
     pswd/v1/{site}/workload/response/{workload_id}   Annex A.2
+    pswd/v1/{site}/workload/reply/{client_id}        A.2 on a client's MQTT 5 response topic
     pswd/v1/{site}/grid/status, .../grid/forecast    retained
+    pswd/v1/{site}/time/request                      clock round trips to the site (shared sub)
+    pswd/v1/{site}/{node}/time                       clock replies without a response topic
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ COMMAND_KINDS = ("thermal_control", "battery_control", "grid_signal", "rebirth",
 # Site, node and workload ids become topic levels: no wildcards, separators or control chars.
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Node names that would collide with the site-level topic families.
-RESERVED_NODES = frozenset({"workload", "grid"})
+RESERVED_NODES = frozenset({"workload", "grid", "time"})
 
 
 def check_level(kind: str, value: str) -> str:
@@ -54,6 +57,18 @@ class SiteTopics:
 
     def response(self, workload_id: str) -> str:
         return f"{self.base}/workload/response/{check_level('workload_id', workload_id)}"
+
+    def reply(self, client_id: str) -> str:
+        """A workload client's private MQTT 5 response topic."""
+        return f"{self.base}/workload/reply/{check_level('client_id', client_id)}"
+
+    @property
+    def reply_prefix(self) -> str:
+        return f"{self.base}/workload/reply/"
+
+    @property
+    def time_request(self) -> str:
+        return f"{self.base}/time/request"
 
     @property
     def grid_status(self) -> str:
@@ -112,6 +127,10 @@ class NodeTopics:
         if kind not in COMMAND_KINDS:
             raise ValueError(f"command kind {kind!r} unknown; one of {', '.join(COMMAND_KINDS)}")
         return f"{self.base}/cmd/{kind}"
+
+    @property
+    def time(self) -> str:
+        return f"{self.base}/time"
 
     @property
     def all_cmds(self) -> str:

@@ -78,7 +78,7 @@ def set_nodelay(client: MqttClient) -> None:
 
 def reply_topic(site: str, client_id: str) -> str:
     """This client's private MQTT 5 response topic."""
-    return f"{SiteTopics(site).base}/workload/reply/{check_level('client_id', client_id)}"
+    return SiteTopics(site).reply(client_id)
 
 
 class WorkloadClient:

@@ -85,7 +85,7 @@ class SiteHandler:
         self.time_request_topic = _time_request_topic(site)
         self._response_prefix = f"{self.topics.base}/workload/response/"
         self.peer_responses = f"{self._response_prefix}+"
-        self._reply_prefix = f"{self.topics.base}/workload/reply/"
+        self._reply_prefix = self.topics.reply_prefix
         self._cmd_topics: dict[str, str | None] = {}
         self._thermal = {"cooling_system_type": config.cooling_system_type.value,
                          "heat_recovery_available": config.heat_recovery_available,
