@@ -15,11 +15,13 @@ from edge_runtime.control.cdu_config import CduControlConfig, load_cdu_control
 from edge_runtime.control.heat_recovery import HeatRecoveryConfig, load_heat_recovery
 from edge_runtime.control.smoothing import SmoothingConfig, load_smoothing
 from edge_runtime.control.two_phase import TwoPhaseConfig, load_two_phase
+from edge_runtime.federation.config import MqttConfig, read_mqtt
 from edge_runtime.safety.config import SafetyConfig, device_points, load_safety
+from edge_runtime.site.config import SiteConfig, read_site_section
 
 # Control sections and the roles that run them (roles.py builds their blocks).
 _CONTROL_ROLES = {"control": ("cdu",), "two_phase": ("cdu",), "smoothing": ("rack",),
-                  "heat_recovery": ("cdu", "site")}
+                  "heat_recovery": ("cdu", "site"), "site": ("site",)}
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _LIMIT_ORDER = ("low_low", "low", "high", "high_high")
@@ -56,6 +58,7 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     devices_table = top.table("devices")
     safety_table = top.table("safety")
     control_tables = {key: top.table(key) for key in _CONTROL_ROLES if top.has(key)}
+    mqtt: MqttConfig | None = read_mqtt(top.sub("mqtt"), path.parent) if top.has("mqtt") else None
     top.finish()
     for key, roles in _CONTROL_ROLES.items():
         if key in control_tables and role in ROLES and role not in roles:
@@ -75,6 +78,9 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     two_phase: TwoPhaseConfig | None = None
     smoothing: SmoothingConfig | None = None
     heat_recovery: HeatRecoveryConfig | None = None
+    coordinator: SiteConfig | None = None
+    if "site" in control_tables:
+        coordinator = read_site_section(Section(file, "site", control_tables["site"], errors))
     if len(devices) == len(devices_table):  # a broken device would make every name unknown
         inputs, outputs, limits = device_points(devices)
         safety = load_safety(safety_table, file, inputs, outputs, errors, limits=limits)
@@ -110,6 +116,8 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
         two_phase=two_phase,
         smoothing=smoothing,
         heat_recovery=heat_recovery,
+        mqtt=mqtt,
+        coordinator=coordinator,
     )
 
 

@@ -15,7 +15,9 @@ if TYPE_CHECKING:  # these import this module: import them lazily at run time
     from edge_runtime.control.heat_recovery import HeatRecoveryConfig
     from edge_runtime.control.smoothing import SmoothingConfig
     from edge_runtime.control.two_phase import TwoPhaseConfig
+    from edge_runtime.federation.config import MqttConfig
     from edge_runtime.safety.config import SafetyConfig
+    from edge_runtime.site.config import SiteConfig
 
 
 class Table(Enum):
@@ -156,6 +158,8 @@ class NodeConfig:
     two_phase: TwoPhaseConfig | None = None  # [two_phase] (cdu, where a two-phase loop is fitted)
     smoothing: SmoothingConfig | None = None  # [smoothing]: battery load smoothing (rack)
     heat_recovery: HeatRecoveryConfig | None = None  # [heat_recovery] (cdu or site)
+    mqtt: MqttConfig | None = None  # [mqtt]: the node's federation link, when it has one
+    coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
 
     def device(self, name: str) -> DeviceConfig:
         """Device by name."""
