@@ -347,3 +347,19 @@ heat_pump = "pump2.speed_ref"
 
     ctx = RoleContext(events=rig.node.events, wall=rig.clock.wall, wall_offset=0.0, held={})
     assert [b.name for b in ROLE_BLOCKS["cdu"](rig.config, ctx)] == ["heat_recovery"]
+
+
+def test_site_example_loads_its_mqtt_and_site_sections() -> None:
+    cfg = load_node_config(EXAMPLES / "site.toml")
+    assert cfg.role == "site" and cfg.devices == ()
+    assert cfg.mqtt is not None and cfg.mqtt.client_id == "site-01" and cfg.mqtt.mqtt5
+    assert cfg.coordinator is not None and cfg.coordinator.power_limit_kw == 200.0
+    assert load_node_config(EXAMPLES / "cdu.toml").mqtt is None
+
+
+def test_site_section_only_for_the_site_role(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Rig(tmp_path, safety='[site]\npower_limit_kw = 100.0\n[mqtt]\nhost = "h"\nport = 0\n')
+    lines = info.value.lines
+    assert any("node.toml: [site] (table): only for role site, not 'cdu'" in x for x in lines)
+    assert any("node.toml: [mqtt] port: must be >= 1" in x for x in lines), lines
