@@ -7,8 +7,10 @@ started again; the link reconnects, publishes a new birth and replays what it st
 collects everything. Figures: samples lost (target 0), order kept, duplicates, scan overruns
 and scan start lateness during the outage (target 0 overruns), replay time, outbox peak.
 
-Baseline in the same run: a bare paho client publishing the same counter at QoS 0 straight
-to the broker (telemetry without store-and-forward): what it loses is what the outbox saves.
+Baselines in the same run: a bare paho client publishing the same counter at QoS 0 straight
+to the broker (telemetry without store-and-forward): what it loses is what the outbox saves;
+and a control node, the same node without any link, scanning in a process of its own during
+the outage: overruns it sees too come from the machine (other load), not from the link.
 
     .venv/bin/python bench/outage.py            # 60 s outage
     .venv/bin/python bench/outage.py --quick    # 10 s outage
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import tempfile
 import threading
@@ -80,6 +83,17 @@ async def wait(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def control_node(seconds: float) -> dict[str, Any]:
+    """The same node without a link, for `seconds`: its scan overruns and lateness."""
+    with tempfile.TemporaryDirectory() as tmp:
+        node = make_node(Path(tmp), period_ms=100.0)
+        await node.run(seconds)
+    late = sorted(node.engine.stats.jitter_recent)
+    return {"scan_overruns": node.engine.stats.overruns, "scans": node.engine.stats.cycles,
+            "scan_start_late_p99_ms": round(percentile(late, 99) * 1000, 3) if late else None,
+            "scan_start_late_max_ms": round(late[-1] * 1000, 3) if late else None}
+
+
 async def run(outage_s: float, live_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -104,6 +118,8 @@ async def run(outage_s: float, live_s: float) -> dict[str, Any]:
             over0, cycles0 = stats.overruns, stats.cycles
             stats.jitter_recent.clear()
             print(f"killing the broker for {outage_s:g} s ...", flush=True)
+            control = subprocess.Popen([sys.executable, __file__, "--control", str(outage_s)],
+                                       stdout=subprocess.PIPE, text=True)
             broker.kill()
             t_kill = time.monotonic()
             peak = 0
@@ -111,6 +127,9 @@ async def run(outage_s: float, live_s: float) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
                 peak = max(peak, link.outbox.count())
             overruns = stats.overruns - over0
+            assert control.stdout is not None
+            control_result = json.loads(
+                (await asyncio.to_thread(control.communicate, None, 60))[0].splitlines()[-1])
             cycles = stats.cycles - cycles0
             late = sorted(stats.jitter_recent)
             broker.start()
@@ -151,6 +170,7 @@ async def run(outage_s: float, live_s: float) -> dict[str, Any]:
         },
         "baseline_bare_paho_qos0": {"samples_sent": baseline.sent,
                                     "samples_lost": base_lost},
+        "control_node_without_link": control_result,
     }
 
 
@@ -164,12 +184,17 @@ def main() -> None:
     mode.add_argument("--quick", action="store_true", help="10 s outage")
     mode.add_argument("--full", action="store_true", help="10 min outage")
     parser.add_argument("--outage", type=float, help="outage in seconds (overrides the mode)")
+    parser.add_argument("--control", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.control:
+        print(json.dumps(asyncio.run(control_node(args.control))))
+        return
     outage = args.outage or (10.0 if args.quick else 600.0 if args.full else 60.0)
     result = asyncio.run(run(outage, live_s=2.0 if args.quick else 5.0))
     ours = result["ours"]
     print(f"ours: {ours}")
     print(f"baseline (bare paho, QoS 0, no outbox): {result['baseline_bare_paho_qos0']}")
+    print(f"control node without link, own process: {result['control_node_without_link']}")
     result["targets_met"] = (ours["samples_lost"] == 0 and ours["order_kept"]
                              and ours["scan_overruns_during_outage"] == 0)
     print(json.dumps(result))

@@ -25,7 +25,8 @@ cancelled (death published, unsent telemetry stored) when the node stops. By han
 unknown sections, so until it reads `[mqtt]` itself (`read_mqtt(top.sub("mqtt"), path.parent)`
 into a `NodeConfig.mqtt` field), load_mqtt_config(path) reads that one section separately.
 
-What it does, all on the loop that runs the scan, none of it awaiting the broker:
+What it does, on the loop that runs the scan (outbox calls on a thread of their own), none
+of it awaiting the broker:
 - A TelemetryRecorder (recorder.py), appended as the last interlock of `node.engine` (after
   the safety layer; it only reads), keeps every new input sample (by source timestamp) and
   every changed output of every scan. Every `telemetry_period_ms` the link turns them into
@@ -58,12 +59,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -97,6 +100,7 @@ from edge_runtime.messages.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SLICE_S = 0.002  # longest stretch of link work between two yields to the loop
 INFLIGHT = 64  # unacknowledged publishes from the outbox
@@ -117,7 +121,7 @@ class LinkedNode(Protocol):
 class NodeLink:
     """Attach a Node to MQTT; `await run()` beside `node.run()` (see the module docstring)."""
 
-    def __init__(self, node: LinkedNode, cfg: MqttConfig, *, outbox: Outbox | None = None,
+    def __init__(self, node: LinkedNode, cfg: MqttConfig, *,
                  verify: Verifier | None = None,
                  channel_role: str = "infrastructure_manager") -> None:
         """`verify(kind, doc)` returns None or why a command is refused (HMAC signatures).
@@ -133,7 +137,10 @@ class NodeLink:
         self.recorder = TelemetryRecorder(self.points, node.image.inputs_info, node.clock.wall)
         self.sessions = state.SessionCounter(cfg.state_dir)
         self.session = self.sessions.current
-        self._outbox = outbox
+        self._outbox: Outbox | None = None
+        # Every outbox call runs on this one thread (the Outbox wants a single thread): disk
+        # writes, and the stalls a busy disk can put into them, stay off the scan's loop.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-{nc.name}")
         self._verify = verify
         self.channel_role = channel_role
         self.client = MqttClient(cfg, client_id=cfg.client_id or nc.name,
@@ -166,13 +173,25 @@ class NodeLink:
             raise RuntimeError("NodeLink.run() has not opened the outbox yet")
         return self._outbox
 
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run an outbox call on the outbox thread (calls run in the order they are made)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+
+    def _db_later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue an outbox call without waiting; later calls still run after it."""
+        def done(f: Future[Any]) -> None:
+            if f.exception() is not None:
+                log.error("%s: outbox call %s failed: %s", self.who.node,
+                          getattr(fn, "__name__", fn), f.exception())
+        self._io.submit(fn, *args).add_done_callback(done)
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Keep the node on MQTT until cancelled; then store what is unsent, publish the death."""
-        if self._outbox is None:
-            self._outbox = open_outbox(self.cfg.state_dir / "outbox.sqlite",
-                                       events=self.node.events, clock=self.node.clock,
-                                       max_rows=self.cfg.outbox_capacity)
+        self._outbox = await self._db(open_outbox, self.cfg.state_dir / "outbox.sqlite",
+                                      events=self.node.events, clock=self.node.clock,
+                                      max_rows=self.cfg.outbox_capacity)
         self.node.engine.interlocks.append(self.recorder)
         self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
                                                             "connection lost"))
@@ -183,7 +202,7 @@ class NodeLink:
         finally:
             with contextlib.suppress(ValueError):
                 self.node.engine.interlocks.remove(self.recorder)
-            self._store_telemetry()
+            await self._store_telemetry()
             self._flush_acks()
             if self._online:
                 with contextlib.suppress(ConnectionError, TimeoutError):
@@ -191,7 +210,8 @@ class NodeLink:
                         self.topics.state, self._death(self.session, "shutdown"), 1, True,
                         timeout=1.0)
             await self.client.stop()
-            self.outbox.close()
+            await self._db(self.outbox.close)
+            self._io.shutdown(wait=False)
 
     def _death(self, session: int, reason: str) -> bytes:
         return state.death_json(self.who, session=session, wall_s=self.node.clock.wall(),
@@ -222,15 +242,14 @@ class NodeLink:
         if up:
             self._generation += 1
             self._birth()
-            waiting = self.outbox.mark_reconnected()
-            if waiting:
-                log.info("%s: replaying %d stored messages", self.who.node, waiting)
+            # queued behind every put made so far, before the sender's next pending()
+            self._db_later(self.outbox.mark_reconnected)
         self._wake.set()
 
     # -- outgoing -------------------------------------------------------------------------------
-    # Encoding, storing and replaying run on the scan's loop: they work in slices of about
-    # SLICE_S and yield between slices, so a large batch or a long replay delays a scan by
-    # at most one slice instead of the whole job.
+    # Encoding and re-encoding run on the scan's loop in slices of about SLICE_S (one batch of
+    # at most MAX_BATCH_SAMPLES), yielding between slices, so a large batch or a long replay
+    # delays a scan by at most one slice; outbox calls wait on the outbox thread.
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
         period = self.cfg.telemetry_period_ms / 1000
@@ -240,13 +259,10 @@ class NodeLink:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             if loop.time() - deadline > period:
                 deadline = loop.time()  # the loop was stalled: do not burst to catch up
-            started = time.perf_counter()
             for batch in self._batches():
-                self._store(batch)
-                if time.perf_counter() - started > SLICE_S:
-                    await asyncio.sleep(0)
-                    started = time.perf_counter()
-            self._store_alarms()
+                await self._store(batch)
+                self._wake.set()
+            await self._store_alarms()
             self._wake.set()
 
     def _batches(self) -> Iterator[Batch]:
@@ -255,25 +271,26 @@ class NodeLink:
             return iter(())
         return split_batches(samples, session=self.session, first_seq=self._put_seq)
 
-    def _store_telemetry(self) -> None:
+    async def _store_telemetry(self) -> None:
         """Store everything recorded so far (at shutdown: replayed by the next start)."""
         for batch in self._batches():
-            self._store(batch)
+            await self._store(batch)
 
-    def _store(self, batch: Batch) -> None:
+    async def _store(self, batch: Batch) -> None:
         try:
-            seq = self.outbox.put(self.topics.telemetry, encode_batch(batch), kind="telemetry",
-                                  qos=self.cfg.telemetry_qos,
-                                  properties={"aliases": self.fingerprint,
-                                              "samples": len(batch.samples)})
-        except (OutboxError, TelemetryError) as exc:
+            payload = encode_batch(batch)
+            seq = await self._db(self.outbox.put, self.topics.telemetry, payload,
+                                 kind="telemetry", qos=self.cfg.telemetry_qos,
+                                 properties={"aliases": self.fingerprint,
+                                             "samples": len(batch.samples)})
+        except (OutboxError, TelemetryError, ValueError) as exc:
             log.error("%s: telemetry batch not stored: %s", self.who.node, exc)
             return
         self._encoded[seq] = (batch.session, batch.seq)
         self._put_seq += 1
         self.samples_stored += len(batch.samples)
 
-    def _store_alarms(self) -> None:
+    async def _store_alarms(self) -> None:
         events = self.node.events
         new = events.since(self._events_seen)
         self._events_seen = events.total
@@ -284,8 +301,9 @@ class NodeLink:
                    "site": self.who.site, "node": self.who.node, "source": ev.source,
                    "severity": ev.severity.value, "message": ev.message, "code": ev.code}
             try:
-                self.outbox.put(self.topics.alarm, json.dumps(doc).encode(), kind="alarm")
-            except OutboxError as exc:
+                await self._db(self.outbox.put, self.topics.alarm, json.dumps(doc).encode(),
+                               kind="alarm")
+            except (OutboxError, ValueError) as exc:
                 log.error("%s: alarm not stored: %s", self.who.node, exc)
 
     async def _sender(self) -> None:
@@ -299,8 +317,9 @@ class NodeLink:
         epoch = self._epoch  # changes when the connection does: stop, the cursor was reset
         started = time.perf_counter()
         while self._online and len(self._inflight) < INFLIGHT:
-            entries = self.outbox.pending(INFLIGHT - len(self._inflight), after=self._cursor)
-            if not entries:
+            entries = await self._db(self.outbox.pending, INFLIGHT - len(self._inflight),
+                                     after=self._cursor)
+            if not entries or epoch != self._epoch:
                 return
             for e in entries:
                 if time.perf_counter() - started > SLICE_S:
@@ -364,7 +383,7 @@ class NodeLink:
     def _flush_acks(self) -> None:
         if self._acks and self._outbox is not None:
             acks, self._acks = self._acks, []
-            self.outbox.ack_many(acks)
+            self._db_later(self.outbox.ack_many, acks)
 
     # -- incoming -------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
