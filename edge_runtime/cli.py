@@ -15,6 +15,7 @@ from typing import Any
 from edge_runtime import __version__
 from edge_runtime.config.loader import load_node_config
 from edge_runtime.config.reader import ConfigError
+from edge_runtime.config.schema import NodeConfig
 
 EXIT_CONFIG = 2
 
@@ -70,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print("\n".join(exc.lines), file=sys.stderr)
             return EXIT_CONFIG
-        from edge_runtime.node import Node
-
-        return _run_until_signal(Node(cfg).run(args.duration))
+        return _run_until_signal(_run_node(cfg, args.config, args.duration))
     if args.command == "validate":
         from edge_runtime.messages.validate_cli import validate_main
 
@@ -86,6 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _run_until_signal(run_demo(duration_s=args.duration, ui=not args.no_ui))
     return 1
+
+
+async def _run_node(cfg: NodeConfig, path: Path, duration_s: float | None) -> None:
+    """One node, its MQTT link when [mqtt] is configured, and for role site the coordinator."""
+    from edge_runtime.federation.link import run_with_link
+    from edge_runtime.node import Node
+
+    jobs: list[Coroutine[Any, Any, None]] = []
+    if cfg.role == "site":
+        from edge_runtime.site.coordinator import run_site
+
+        jobs.append(run_site(path, duration_s))
+    if cfg.devices or cfg.role != "site":
+        jobs.append(run_with_link(Node(cfg), cfg.mqtt, duration_s))
+    await asyncio.gather(*jobs)
 
 
 def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:

@@ -315,7 +315,7 @@ NODE_EXAMPLES = sorted(p for p in EXAMPLES_DIR.glob("*.toml") if "[node]" in p.r
 def test_example_node_configs_load_against_the_shipped_maps(path: Path) -> None:
     cfg = load_node_config(path)
     assert cfg.io_maps_dir == MAPS_DIR
-    assert cfg.devices
+    assert cfg.devices or cfg.role == "site"  # a site node may own no field devices
 
 
 # -- loader negative tests ---------------------------------------------------------------------
