@@ -88,3 +88,27 @@ def test_parse_rebirth_and_signature_hook(tmp_path: Path) -> None:
                       verify=lambda kind, doc: f"bad signature on {kind}", **IMAGE_ARGS)
     assert (err.value.category, err.value.field) == ("refused", "signature")
     assert "grid_signal" in err.value.reason
+
+
+def test_resequence_equals_a_fresh_encoding() -> None:
+    import dataclasses
+    import random
+
+    from edge_runtime.federation.recorder import resequence
+    from edge_runtime.messages.telemetry import make_batch
+    rng = random.Random(7)
+    for _ in range(200):
+        samples = [(rng.randrange(65536),
+                    Sample(rng.choice([None, rng.uniform(-1e9, 1e9), 0.5]), q,
+                           1.7e9 + rng.uniform(0, 1e3)))
+                   for q in rng.choices(list(Quality), k=rng.randrange(40))]
+        samples = [(a, s) for a, s in samples if s.value is not None or s.quality != Quality.GOOD]
+        batch = make_batch(samples, session=rng.randrange(2**64), seq=rng.randrange(2**64),
+                           historical=rng.random() < 0.5)
+        session, seq = rng.randrange(2**64), rng.choice([0, 23, 24, 255, 256, 2**32, 2**64 - 1])
+        historical = rng.random() < 0.5
+        assert resequence(encode_batch(batch), session=session, seq=seq,
+                          historical=historical) == encode_batch(
+            dataclasses.replace(batch, session=session, seq=seq, historical=historical))
+    with pytest.raises(ValueError):
+        resequence(b"\xa2\x00\x01", session=1, seq=1, historical=False)

@@ -35,8 +35,9 @@ of it awaiting the broker:
   SQLite WAL, survives kill -9) and leaves it on the broker's acknowledgement: PUBACK with
   telemetry_qos = 1 (the default: no batch is lost when the broker dies), socket write with
   0. After a reconnect the node publishes its birth, then replays what is stored in order;
-  replayed batches are re-encoded under the new session with historical = true (alarms get
-  the MQTT 5 user property historical=true).
+  every batch takes its (session, seq) as it leaves the outbox (recorder.resequence, no
+  re-encoding of samples), so replayed ones carry the new session with historical = true
+  (alarms get the MQTT 5 user property historical=true).
 - Births: JSON state (retained) with the full point list, then the CBOR birth (retained, on
   the telemetry topic) declaring the aliases. Death: the MQTT will (federation/state.py).
 - Commands on `cmd/{kind}` (parsed in inbound.py): JSON, at most max_message_bytes.
@@ -58,7 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -89,12 +89,16 @@ from edge_runtime.federation.inbound import (
 )
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.outbox import Entry, Outbox, OutboxError, open_outbox
-from edge_runtime.federation.recorder import TelemetryRecorder, fingerprint, split_batches
+from edge_runtime.federation.recorder import (
+    TelemetryRecorder,
+    fingerprint,
+    resequence,
+    split_batches,
+)
 from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.messages.telemetry import (
     Batch,
     TelemetryError,
-    decode_batch,
     encode_batch,
     encode_birth,
 )
@@ -148,9 +152,7 @@ class NodeLink:
                                  on_published=self._on_published)
         self._online = False
         self._generation = 0  # connections seen by this link
-        self._put_seq = 0  # seq guessed at put time; right whenever nothing waits before it
         self._send_seq = 0  # next seq to go out in this session
-        self._encoded: dict[int, tuple[int, int]] = {}  # outbox seq -> (session, seq) in payload
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._inflight_samples: dict[int, int] = {}  # mid -> samples in that batch
         self._epoch = 0
@@ -220,8 +222,7 @@ class NodeLink:
     def _birth(self) -> None:
         """New session: JSON state, then the CBOR alias table, both retained; seq back to 0."""
         self.session = self.sessions.next()
-        self._put_seq = self._send_seq = 0
-        self._encoded.clear()
+        self._send_seq = 0
         wall = self.node.clock.wall()
         self.client.publish(self.topics.state, state.birth_json(
             self.who, session=self.session, wall_s=wall, points=self.points,
@@ -247,9 +248,9 @@ class NodeLink:
         self._wake.set()
 
     # -- outgoing -------------------------------------------------------------------------------
-    # Encoding and re-encoding run on the scan's loop in slices of about SLICE_S (one batch of
-    # at most MAX_BATCH_SAMPLES), yielding between slices, so a large batch or a long replay
-    # delays a scan by at most one slice; outbox calls wait on the outbox thread.
+    # Encoding runs on the scan's loop one batch (at most MAX_BATCH_SAMPLES, ~4 ms) at a time
+    # and the sender yields every SLICE_S, so a large batch or a long replay delays a scan by
+    # one slice at most; outbox calls wait on the outbox thread.
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
         period = self.cfg.telemetry_period_ms / 1000
@@ -269,7 +270,8 @@ class NodeLink:
         samples = self.recorder.take()
         if not samples or self._outbox is None:
             return iter(())
-        return split_batches(samples, session=self.session, first_seq=self._put_seq)
+        # (session, seq) are set when the batch leaves the outbox: see _prepare
+        return split_batches(samples, session=self.session, first_seq=0)
 
     async def _store_telemetry(self) -> None:
         """Store everything recorded so far (at shutdown: replayed by the next start)."""
@@ -279,15 +281,13 @@ class NodeLink:
     async def _store(self, batch: Batch) -> None:
         try:
             payload = encode_batch(batch)
-            seq = await self._db(self.outbox.put, self.topics.telemetry, payload,
-                                 kind="telemetry", qos=self.cfg.telemetry_qos,
-                                 properties={"aliases": self.fingerprint,
-                                             "samples": len(batch.samples)})
+            await self._db(self.outbox.put, self.topics.telemetry, payload,
+                           kind="telemetry", qos=self.cfg.telemetry_qos,
+                           properties={"aliases": self.fingerprint,
+                                       "samples": len(batch.samples)})
         except (OutboxError, TelemetryError, ValueError) as exc:
             log.error("%s: telemetry batch not stored: %s", self.who.node, exc)
             return
-        self._encoded[seq] = (batch.session, batch.seq)
-        self._put_seq += 1
         self.samples_stored += len(batch.samples)
 
     async def _store_alarms(self) -> None:
@@ -350,11 +350,9 @@ class NodeLink:
                 self._cursor = e.seq
 
     def _prepare(self, e: Entry) -> bytes | None:
-        """The bytes to publish; telemetry re-encoded when its (session, seq) is not next."""
+        """The bytes to publish: a telemetry batch gets the session's next seq here, in send
+        order, so seq runs 0, 1, 2, ... after every birth whatever waited in the outbox."""
         if e.kind != "telemetry":
-            return e.payload
-        if (self._encoded.pop(e.seq, None) == (self.session, self._send_seq)
-                and not e.historical):
             return e.payload
         if (e.properties or {}).get("aliases") != self.fingerprint:
             self.stale_dropped += 1  # stored under another point list: aliases would lie
@@ -362,14 +360,13 @@ class NodeLink:
                         e.seq)
             return None
         try:
-            batch = decode_batch(e.payload)
-        except TelemetryError as exc:
+            # Live batches only lag a rebirth; stored ones waited for a link (historical).
+            return resequence(e.payload, session=self.session, seq=self._send_seq,
+                              historical=e.historical)
+        except ValueError as exc:
             self.stale_dropped += 1
             log.error("%s: stored batch %d unreadable, dropped: %s", self.who.node, e.seq, exc)
             return None
-        # Live batches only lag a rebirth; stored ones waited for a link (historical).
-        return encode_batch(dataclasses.replace(batch, session=self.session,
-                                                seq=self._send_seq, historical=e.historical))
 
     def _on_published(self, mid: int) -> None:
         seq = self._inflight.pop(mid, None)

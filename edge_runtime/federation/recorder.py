@@ -9,12 +9,25 @@ takes what it recorded every telemetry period and cuts it into batches with spli
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import cbor2
+
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.messages.telemetry import Batch, PointDef, make_batch
+from edge_runtime.messages.telemetry import (
+    KEY_FRAMES,
+    KEY_HISTORICAL,
+    KEY_KIND,
+    KEY_SEQ,
+    KEY_SESSION,
+    KIND_BATCH,
+    Batch,
+    PointDef,
+    make_batch,
+)
 
 MAX_BATCH_SAMPLES = 1_000  # ~12 kB of CBOR, ~4 ms to encode: one slice of loop time
 MAX_OFFSET_MS = 2**32 - 1  # a frame offset is a uint32 of ms from the batch base
@@ -87,3 +100,36 @@ def fingerprint(points: tuple[PointDef, ...]) -> str:
     """Identifies an alias table: stored batches are re-encoded only under the same one."""
     text = "\n".join(f"{p.alias}\t{p.name}\t{p.unit}\t{p.data_type.value}" for p in points)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resequence(payload: bytes, *, session: int, seq: int, historical: bool) -> bytes:
+    """A stored batch under a new (session, seq, historical), without decoding its samples.
+
+    encode_batch() writes a canonical CBOR map of 7 entries, keys 0..6 in order, frames last:
+    the header entries are re-encoded and the frames' bytes kept as they are, so a batch costs
+    microseconds to renumber instead of a full decode and encode. The result equals
+    encode_batch() of the renumbered batch (tests/test_link_recorder.py checks it). ValueError
+    if the payload is not laid out that way.
+    """
+    if payload[:1] != b"\xa7":
+        raise ValueError("not a 7-entry CBOR map")
+    fp = io.BytesIO(payload)
+    fp.seek(1)
+    decoder = cbor2.CBORDecoder(fp)
+    head: list[Any] = []
+    try:
+        for key in range(KEY_FRAMES + 1):
+            if decoder.decode() != key:
+                raise ValueError(f"key {key} expected in order")
+            if key < KEY_FRAMES:
+                head.append(decoder.decode())
+    except cbor2.CBORError as exc:
+        raise ValueError(f"not a telemetry batch: {exc}") from None
+    if head[KEY_KIND] != KIND_BATCH:
+        raise ValueError("not a telemetry batch")
+    head[KEY_SESSION], head[KEY_SEQ], head[KEY_HISTORICAL] = session, seq, bool(historical)
+    parts = [b"\xa7"]
+    for key, value in enumerate(head):
+        parts += [cbor2.dumps(key), cbor2.dumps(value, canonical=True)]
+    parts += [cbor2.dumps(KEY_FRAMES), payload[fp.tell():]]
+    return b"".join(parts)
