@@ -74,9 +74,10 @@ def events_table(nodes: Sequence[Node], n: int = 6) -> Table:
     return t
 
 
-def render(nodes: Sequence[Node], points: Mapping[str, Sequence[str]], header: str) -> Group:
-    """The whole screen."""
-    parts: list[Any] = [Text(header, style="bold"), scan_table(nodes)]
+def render(nodes: Sequence[Node], points: Mapping[str, Sequence[str]], header: str,
+           extra: Sequence[str] = ()) -> Group:
+    """The whole screen; `extra` lines (the site, the grid) go under the header."""
+    parts: list[Any] = [Text(header, style="bold"), *(Text(x) for x in extra), scan_table(nodes)]
     for node in nodes:
         if node.config.name in points:
             parts.append(points_table(node, points[node.config.name]))
