@@ -151,7 +151,6 @@ class NodeLink:
                                  on_message=self._on_message, on_state=self._on_state,
                                  on_published=self._on_published)
         self._online = False
-        self._generation = 0  # connections seen by this link
         self._send_seq = 0  # next seq to go out in this session
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._inflight_samples: dict[int, int] = {}  # mid -> samples in that batch
@@ -241,7 +240,6 @@ class NodeLink:
         self._inflight_samples.clear()
         self._cursor = 0
         if up:
-            self._generation += 1
             self._birth()
             # queued behind every put made so far, before the sender's next pending()
             self._db_later(self.outbox.mark_reconnected)
