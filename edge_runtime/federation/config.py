@@ -119,11 +119,8 @@ def _path(sec: Section, key: str, base_dir: Path, default: Any = ...) -> Path | 
 
 
 def load_mqtt_config(path: Path | str) -> MqttConfig | None:
-    """The `[mqtt]` section of a node config file, or None if it has none; ConfigError if bad.
-
-    For `pswd-edge run` until the node config loader reads `[mqtt]` itself (it rejects unknown
-    sections: the loader should call `read_mqtt(top.sub("mqtt"), path.parent)`).
-    """
+    """The `[mqtt]` section of a config file alone, or None if it has none; ConfigError if
+    bad. (The node config loader reads it with read_mqtt into NodeConfig.mqtt.)"""
     path = Path(path)
     errors = ErrorLog()
     data = read_toml(path, errors)

@@ -1,17 +1,10 @@
 """NodeLink: a running Node on MQTT. State, telemetry, alarms out; commands in; errors answered.
 
-Wiring (the lead: node startup and `pswd-edge run`), in edge_runtime/cli.py:
-
-    from edge_runtime.federation.config import load_mqtt_config
-    from edge_runtime.federation.link import run_with_link
-    ...
-    if args.command == "run":
-        cfg = load_node_config(args.config)
-        mqtt_cfg = load_mqtt_config(args.config)        # None without an [mqtt] section
-        return _run_until_signal(run_with_link(Node(cfg), mqtt_cfg, args.duration))
-
-run_with_link() is node.run() plus, when there is an MqttConfig, a NodeLink task beside it,
-cancelled (death published, unsent telemetry stored) when the node stops. By hand:
+Wiring: the node config loader reads `[mqtt]` (federation/config.py) into NodeConfig.mqtt,
+and `pswd-edge run` calls `run_with_link(Node(cfg), cfg.mqtt, duration)`: node.run() plus,
+when there is an MqttConfig, a NodeLink task beside it, cancelled (death published, unsent
+telemetry stored) when the node stops. By hand (as the demo does, one state_dir per node:
+the outbox file is locked by its owner):
 
     link = NodeLink(node, mqtt_cfg)         # before node.run(): it adds its recorder
     task = asyncio.create_task(link.run(), name="mqtt-link")
@@ -21,9 +14,7 @@ cancelled (death published, unsent telemetry stored) when the node stops. By han
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-`link.get_status()` belongs in `node.get_status()["mqtt"]`. The node config loader rejects
-unknown sections, so until it reads `[mqtt]` itself (`read_mqtt(top.sub("mqtt"), path.parent)`
-into a `NodeConfig.mqtt` field), load_mqtt_config(path) reads that one section separately.
+`link.get_status()` is meant for `node.get_status()["mqtt"]`.
 
 What it does, on the loop that runs the scan (outbox calls on a thread of their own), none
 of it awaiting the broker:
