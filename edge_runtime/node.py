@@ -99,6 +99,8 @@ class Node:
         role_interlocks = (ROLE_INTERLOCKS[config.role](config, ctx) if interlocks is None
                            else list(interlocks))
         self.role_blocks = role_blocks
+        # Status of things attached to the node from outside (the MQTT link), by section name.
+        self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
         self.manual.controls = RoleControls(role_blocks)
         self.engine = ScanEngine(
             clock=self.clock,
@@ -192,4 +194,5 @@ class Node:
             "devices": {n: d.get_status() for n, d in self.drivers.items()},
             "events": self.events.get_status(),
             "commands": self.commands.get_status(),
+            **{name: source() for name, source in self.status_sources.items()},
         }

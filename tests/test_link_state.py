@@ -130,10 +130,12 @@ async def test_birth_telemetry_and_death(mosquitto: Broker, tmp_path: Path,
     cfg = mosquitto.mqtt_config(protocol=protocol, state_dir=tmp_path / "state")
     t = topics()
     async with watching(cfg, t.state, t.telemetry) as inbox:
-        async with running(make_node(tmp_path), cfg) as link:
+        node = make_node(tmp_path)
+        async with running(node, cfg) as link:
             await inbox.wait_until(lambda b: len(Telemetry(b, t.telemetry).batches) >= 5,
                                    what="5 batches")
             assert link.get_status()["online"]
+            assert node.get_status()["mqtt"]["online"]  # the node's status carries its link
         await inbox.wait_for(2, t.state)
     birth, death = (parse_state(m.payload) for m in inbox.on(t.state))
     assert birth.online and birth.session == 1 and birth.role == "cdu"

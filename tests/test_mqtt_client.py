@@ -9,30 +9,10 @@ import ssl
 
 import pytest
 
-from edge_runtime.federation.mqtt import Message, MqttClient
-from tests.mosquitto import Broker, mosquitto_fixture, mosquitto_tls_fixture  # noqa: F401
+from edge_runtime.federation.mqtt import MqttClient
+from tests.mosquitto import Broker, Inbox, mosquitto_fixture, mosquitto_tls_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
-
-
-class Inbox:
-    """Collects messages; waits for a count with a bound."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, msg: Message) -> None:
-        self.messages.append(msg)
-        self._changed.set()
-
-    async def wait_for(self, n: int, timeout: float = 5.0) -> list[Message]:
-        async def _wait() -> None:
-            while len(self.messages) < n:
-                self._changed.clear()
-                await self._changed.wait()
-        await asyncio.wait_for(_wait(), timeout)
-        return self.messages
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])

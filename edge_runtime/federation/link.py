@@ -157,6 +157,9 @@ class NodeLink:
         self.sent = Counter[str]()
         self.replayed = 0
         self.stale_dropped = 0
+        sources = getattr(node, "status_sources", None)
+        if isinstance(sources, dict):  # node.get_status()["mqtt"]
+            sources["mqtt"] = self.get_status
 
     @property
     def outbox(self) -> Outbox:
