@@ -5,6 +5,8 @@ The plant simulator runs as its own process (`pswd-plant-sim`) serving 112 rack 
 at 100 ms, then at 10 ms, on the wall clock with our scan timing (coarse sleep to 2 ms before
 the deadline, then yield to the loop until it). The baseline is the same node at 10 ms with
 the naive timing, a plain `asyncio.sleep` to each deadline, measured in the same run.
+As root the node runs at SCHED_FIFO priority 50 (`realtime_priority`, as a deployment would
+run it; the baseline too); `--realtime 0` measures normal scheduling.
 
     .venv/bin/python bench/scan_jitter.py [--quick]
 
@@ -46,13 +48,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_configs(folder: Path, ports: list[int], period_ms: int) -> tuple[Path, Path]:
+def write_configs(folder: Path, ports: list[int], period_ms: int,
+                  realtime: int = 0) -> tuple[Path, Path]:
     """The simulator's config (examples/plant.toml plus the meters) and the node's."""
     plant = (ROOT / "examples" / "plant.toml").read_text()
     plant = plant.replace("port = 15502", f"port = {free_port()}")
     plant = plant.replace("port = 15503", f"port = {free_port()}")
     node = [f'[node]\nname = "bench"\nrole = "rack"\nsite = "bench"\n'
-            f"scan_period_ms = {period_ms}\nwatchdog_ms = 500\n"]
+            f"scan_period_ms = {period_ms}\nwatchdog_ms = 500\n"
+            f"realtime_priority = {realtime}\n"]
     for g, port in enumerate(ports):
         plant += f'\n[endpoints.gw{g}]\nhost = "127.0.0.1"\nport = {port}\n'
         for unit in range(1, METERS_PER_GATEWAY + 1):
@@ -128,12 +132,12 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
             "minimum_requests": r["minimum_requests"]}
 
 
-async def main_async(quick: bool) -> dict[str, Any]:
+async def main_async(quick: bool, realtime: int) -> dict[str, Any]:
     cycles_100, cycles_10, cycles_base = (100, 1000, 500) if quick else (2000, 10_000, 3000)
     ports = [free_port() for _ in range(GATEWAYS)]
     with tempfile.TemporaryDirectory() as tmp:
-        sim_cfg, node_100 = write_configs(Path(tmp), ports, 100)
-        _, node_10 = write_configs(Path(tmp), ports, 10)
+        sim_cfg, node_100 = write_configs(Path(tmp), ports, 100, realtime)
+        _, node_10 = write_configs(Path(tmp), ports, 10, realtime)
         sim = start_sim(sim_cfg)
         try:
             r100 = await measure(node_100, cycles_100, WallClock())
@@ -153,21 +157,26 @@ async def main_async(quick: bool) -> dict[str, Any]:
            and r10["bad_points_at_end"] == 0)
     print(f"targets: 0 overruns at 100 and 10 ms, 10 ms jitter p99 <= 1 ms: "
           f"{'met' if met else 'NOT met'}  (machine: {platform.machine()}, "
-          f"{os.cpu_count()} cpus, Python {platform.python_version()})")
+          f"{os.cpu_count()} cpus, Python {platform.python_version()}, scheduling "
+          f"{f'SCHED_FIFO {realtime}' if realtime else 'normal'})")
     return {"period_100ms": figures(r100), "period_10ms": figures(r10),
             "baseline_asyncio_sleep_10ms": figures(base), "points": r10["points"],
+            "realtime_priority": realtime,
             "targets_met": met}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (about 30 s)")
+    parser.add_argument("--realtime", type=int, default=50 if os.geteuid() == 0 else 0,
+                        help="node realtime_priority, SCHED_FIFO (default 50 as root, as a "
+                             "deployment would run it; 0 for normal scheduling)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # A SIGTERM (timeout, CI) must still run the finally that stops the simulator process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.monotonic()
-    result = asyncio.run(main_async(args.quick))
+    result = asyncio.run(main_async(args.quick, args.realtime))
     result["run_s"] = round(time.monotonic() - start, 1)
     print(json.dumps(result))
 

@@ -20,6 +20,7 @@ from edge_runtime.core.commands import CommandQueue, ManualOutputs
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Sample
+from edge_runtime.core.realtime import apply_realtime_priority
 from edge_runtime.core.scan import ControlBlock, ScanEngine
 from edge_runtime.io.failsafe import write_failsafe_blocking
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
@@ -136,6 +137,13 @@ class Node:
         """Run drivers and scan until cancelled or for `duration_s`; outputs to failsafe at exit."""
         log.info("node %s (%s) starting: %d devices, scan %.0f ms", self.config.name,
                  self.config.role, len(self.drivers), self.config.scan_period_s * 1000)
+        if self.config.realtime_priority:
+            why = apply_realtime_priority(self.config.realtime_priority)
+            self.events.raise_event(
+                self.clock.wall(), "node", Severity.WARNING if why else Severity.INFO,
+                f"real-time priority {self.config.realtime_priority} not applied: {why}" if why
+                else f"running at SCHED_FIFO priority {self.config.realtime_priority}",
+                "realtime")
         period, start = self.config.scan_period_s, self.clock.monotonic()
         scan = asyncio.create_task(self.engine.run(), name="scan")
         await asyncio.sleep(0)  # the scan fixes its first deadline (start + period) now

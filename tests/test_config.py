@@ -101,6 +101,8 @@ def test_good_config_loads_frozen(tmp_path: Path) -> None:
          "[devices.pump1.limits.speed_actual] hi: unknown key"),
         ('scan_period_ms = 50', 'scan_period_ms = 50\nwatchdog_ms = 60',
          "[node] watchdog_ms: must be at least two scan periods"),
+        ('scan_period_ms = 50', 'scan_period_ms = 50\nrealtime_priority = 100',
+         "[node] realtime_priority: must be <= 99, got 100"),
     ],
 )
 def test_each_bad_key_is_named(tmp_path: Path, old: str, new: str, expected: str) -> None:

@@ -46,6 +46,7 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     period_ms = node.get_float("scan_period_ms", 100.0, minval=10.0, maxval=10_000.0)
     watchdog_ms = node.get_float("watchdog_ms", None, minval=20.0, maxval=60_000.0)
     maps_dir_raw = node.get_str("io_maps_dir", None)
+    realtime_priority = node.get_int("realtime_priority", 0, minval=0, maxval=99)
     node.finish()
     if isinstance(name, str) and not _NAME.match(name):
         node.error("name", "letters, digits, '-' and '_' only, starting with a letter")
@@ -118,6 +119,7 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
         heat_recovery=heat_recovery,
         mqtt=mqtt,
         coordinator=coordinator,
+        realtime_priority=realtime_priority,
     )
 
 

@@ -160,6 +160,7 @@ class NodeConfig:
     heat_recovery: HeatRecoveryConfig | None = None  # [heat_recovery] (cdu or site)
     mqtt: MqttConfig | None = None  # [mqtt]: the node's federation link, when it has one
     coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
+    realtime_priority: int = 0  # [node]: SCHED_FIFO priority of the node (0: normal scheduling)
 
     def device(self, name: str) -> DeviceConfig:
         """Device by name."""
