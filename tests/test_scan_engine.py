@@ -216,3 +216,28 @@ async def test_driver_failure_is_reported_not_fatal(pump_device) -> None:  # typ
     assert engine.stats.cycles == 5
     assert any(e.code == "scan_fault" for e in engine.events.recent())
     assert isinstance(engine.events, EventLog)
+
+
+def test_observers_run_after_interlocks_and_see_the_final_outputs(pump_device) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[str, float]] = []
+
+    class Writer:
+        def __init__(self, name: str, value: float) -> None:
+            self.name, self.value = name, value
+
+        def step(self, image, now, dt):  # type: ignore[no-untyped-def]
+            image.write("pump1.speed_ref", self.value)
+            seen.append((self.name, self.value))
+
+    class Observer:
+        name = "observer"
+
+        def step(self, image, now, dt):  # type: ignore[no-untyped-def]
+            seen.append((self.name, image.outputs["pump1.speed_ref"]))
+
+    engine, fake, _ = make_engine(pump_device, blocks=[Writer("control", 40.0)],
+                                  interlocks=[Writer("interlock", 100.0)])
+    engine.observers.append(Observer())
+    engine.scan_once(1000.0)
+    assert seen == [("control", 40.0), ("interlock", 100.0), ("observer", 100.0)]
+    assert fake.staged[-1][1]["speed_ref"] == 100.0  # what the observer saw is what went out

@@ -54,6 +54,9 @@ class ScanEngine:
         self.drivers = drivers
         self.blocks = list(blocks)
         self.interlocks = list(interlocks)
+        # Read-only watchers of the finished scan (the telemetry recorder): after the outputs,
+        # so they see exactly what went to the drivers and can never change it.
+        self.observers: list[ControlBlock] = []
         self.events = events or EventLog()
         self.watchdog = watchdog
         self.stats = ScanStats()
@@ -79,6 +82,8 @@ class ScanEngine:
                 self.drivers[device].stage(values, now)
             except Exception as exc:  # a driver bug must not stop the other devices' outputs
                 self._report_fault(f"driver.{device}", exc)
+        for observer in self.observers:
+            self._run_block(observer, now, dt)
 
     def _report_fault(self, source: str, exc: Exception) -> None:
         self.stats.block_faults += 1

@@ -18,10 +18,11 @@ the outbox file is locked by its owner):
 
 What it does, on the loop that runs the scan (outbox calls on a thread of their own), none
 of it awaiting the broker:
-- A TelemetryRecorder (recorder.py), appended as the last interlock of `node.engine` (after
-  the safety layer; it only reads), keeps every new input sample (by source timestamp) and
-  every changed output of every scan. Every `telemetry_period_ms` the link turns them into
-  CBOR batches (edge_runtime.messages.telemetry), numbered under the current session.
+- A TelemetryRecorder (recorder.py), one of `node.engine.observers` (run after the outputs
+  are flushed, so after the safety layer; it only reads), keeps every new input sample (by
+  source timestamp) and every changed output of every scan. Every `telemetry_period_ms`
+  the link turns them into CBOR batches (edge_runtime.messages.telemetry), numbered under
+  the current session.
 - Every batch and every alarm (node.events) goes into the outbox first (store-and-forward,
   SQLite WAL, survives kill -9) and leaves it on the broker's acknowledgement: PUBACK with
   telemetry_qos = 1 (the default: no batch is lost when the broker dies), socket write with
@@ -187,7 +188,7 @@ class NodeLink:
         self._outbox = await self._db(open_outbox, self.cfg.state_dir / "outbox.sqlite",
                                       events=self.node.events, clock=self.node.clock,
                                       max_rows=self.cfg.outbox_capacity)
-        self.node.engine.interlocks.append(self.recorder)
+        self.node.engine.observers.append(self.recorder)
         self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
                                                             "connection lost"))
         self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1, retain_as_published=True)
@@ -196,7 +197,7 @@ class NodeLink:
             await asyncio.gather(self._ticker(), self._sender())
         finally:
             with contextlib.suppress(ValueError):
-                self.node.engine.interlocks.remove(self.recorder)
+                self.node.engine.observers.remove(self.recorder)
             await self._store_telemetry()
             self._flush_acks()
             if self._online:
