@@ -62,7 +62,7 @@ def _rack(config: NodeConfig, ctx: RoleContext) -> list[ControlBlock]:
     if config.smoothing is None:
         return []
     return [build_smoothing_block(config.smoothing, events=ctx.events,
-                                  wall_offset=ctx.wall_offset)]
+                                  wall_offset=ctx.wall_offset, held=ctx.held)]
 
 
 # Control blocks per role, in scan order (after commands, heartbeat and estimation).

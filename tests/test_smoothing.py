@@ -309,3 +309,27 @@ def test_latency_compensation_leads_a_linear_edge_by_one_step() -> None:
         assert b_lead - b_plain == pytest.approx(25.0, abs=0.1)  # where the demand will be
     _, lines = _load({"latency_comp_s": 2.0})
     assert any("latency_comp_s: must be <= 1" in line for line in lines)
+
+
+def test_operator_held_setpoint_is_never_overwritten_and_release_is_bumpless() -> None:
+    image, live = _image()
+    held: dict[str, float] = {}
+    block = build_smoothing_block(cfg(), events=EventLog(), held=held)
+    for k in range(10):  # smoothing a 60 kW load
+        _inputs(live, 60.0)
+        image.latch()
+        block.step(image, k * 0.1, 0.1)
+    held["battery.w_set_kw"] = -30.0  # ManualOutputs.manual: the operator charges at 30 kW
+    for k in range(10, 20):
+        _inputs(live, 120.0 if k % 2 else 40.0)
+        image.latch()
+        image.write("battery.w_set_kw", held["battery.w_set_kw"])  # ManualOutputs runs first
+        block.step(image, k * 0.1, 0.1)
+        assert image.output("battery.w_set_kw") == -30.0
+    assert block.degraded == "operator"
+    del held["battery.w_set_kw"]
+    _inputs(live, 60.0)
+    image.latch()
+    block.step(image, 2.0, 0.1)
+    assert block.degraded == ""
+    assert abs(image.output("battery.w_set_kw") - -30.0) < 10.0  # no step back to smoothing

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -340,8 +341,9 @@ class SmoothingBlock:
     name = "smoothing"
 
     def __init__(self, config: SmoothingConfig, *, events: EventLog | None = None,
-                 wall_offset: float = 0.0) -> None:
+                 wall_offset: float = 0.0, held: Mapping[str, float] | None = None) -> None:
         self.config = config
+        self.held = held if held is not None else {}  # operator-held outputs: never overwritten
         self.smoother = Smoother(config)
         self.events = events
         self.wall_offset = wall_offset  # wall - monotonic, for event timestamps
@@ -365,6 +367,12 @@ class SmoothingBlock:
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
         """Read demand, SoC and limits; write the setpoint and enable every scan."""
         p = self.config.points
+        if p.setpoint in self.held:
+            # An operator holds the battery setpoint: follow it, so releasing it is bumpless.
+            self.setpoint_kw = self.held[p.setpoint]
+            self.smoother.restart(self.setpoint_kw)
+            self._set_degraded("operator", now)
+            return
         demand, soc = image.value(p.demand), image.value(p.soc)
         charge, discharge = image.value(p.charge_max), image.value(p.discharge_max)
         why = ("demand" if demand is None else "soc" if soc is None
@@ -412,8 +420,11 @@ class SmoothingBlock:
             if why:
                 text = ("inverter in local control: setpoints ignored, smoothing follows it"
                         if why == "local_control"
+                        else "battery setpoint held by an operator, smoothing follows it"
+                        if why == "operator"
                         else f"{why} input BAD, battery ramps to 0 kW")
-                self.events.raise_event(now + self.wall_offset, self.name, Severity.ALARM,
+                severity = Severity.INFO if why == "operator" else Severity.ALARM
+                self.events.raise_event(now + self.wall_offset, self.name, severity,
                                         f"smoothing degraded: {text}", "smoothing_degraded")
             else:
                 self.events.raise_event(now + self.wall_offset, self.name, Severity.INFO,
@@ -475,6 +486,7 @@ def load_smoothing(sec: Section, file: str, errors: ErrorLog) -> SmoothingConfig
 
 
 def build_smoothing_block(config: SmoothingConfig, *, events: EventLog | None = None,
-                          wall_offset: float = 0.0) -> SmoothingBlock:
-    """The rack control block for a loaded config."""
-    return SmoothingBlock(config, events=events, wall_offset=wall_offset)
+                          wall_offset: float = 0.0,
+                          held: Mapping[str, float] | None = None) -> SmoothingBlock:
+    """The rack control block for a loaded config; `held` is ManualOutputs.manual."""
+    return SmoothingBlock(config, events=events, wall_offset=wall_offset, held=held)
