@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from edge_runtime.config.loader import load_node_config
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.config.schema import NodeConfig
 from edge_runtime.federation.config import MqttConfig
+from edge_runtime.messages.annex_a import parse_message
 from edge_runtime.node import Node
 
 log = logging.getLogger(__name__)
@@ -118,9 +120,8 @@ def largest_change(t: list[float], values: list[float | None], window_s: float) 
 
 def supply_setpoint(cfg: NodeConfig) -> float | None:
     """The CDU's configured supply-temperature setpoint, if it runs that loop."""
-    control = getattr(cfg, "control", None)
-    loop = getattr(getattr(control, "supply_temp", None), "loop", None)
-    return getattr(loop, "setpoint", None)
+    supply = cfg.control.supply_temp if cfg.control is not None else None
+    return supply.loop.setpoint if supply is not None else None
 
 
 def summary_lines(nodes: list[Node], rec: Record, duration_s: float,
@@ -166,8 +167,6 @@ def summary_lines(nodes: list[Node], rec: Record, duration_s: float,
 
 def training_job(now: datetime, start_in_s: float, rack_kw: float) -> Any:
     """An Annex A.1 announcement for a training job on the demo rack."""
-    from edge_runtime.messages.annex_a import parse_message
-
     stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     start = (now + timedelta(seconds=start_in_s)).isoformat(timespec="seconds")
     doc = {
@@ -184,8 +183,6 @@ def training_job(now: datetime, start_in_s: float, rack_kw: float) -> Any:
                                    "migration_capable": False, "priority_level": "high"},
         "timing_constraints": {"earliest_start_time": start.replace("+00:00", "Z")},
     }
-    import json
-
     return parse_message(json.dumps(doc).encode())
 
 
