@@ -228,10 +228,10 @@ async def test_watchdog_thread_writes_failsafe_while_the_loop_is_frozen(
 def test_demo_runs_without_a_broker_and_prints_its_summary() -> None:
     exe = [str(BIN / "pswd-edge")] if (BIN / "pswd-edge").exists() else \
         [sys.executable, "-m", "edge_runtime.cli"]
-    out = subprocess.run([*exe, "demo", "--duration", "6", "--no-ui"], capture_output=True,
+    out = subprocess.run([*exe, "demo", "--duration", "10", "--no-ui"], capture_output=True,
                          text=True, timeout=50, env={**os.environ, "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    assert "PSWD Edge demo: 6 s on loopback" in out.stdout
+    assert "PSWD Edge demo: 10 s on loopback" in out.stdout
     assert "cdu-01" in out.stdout and "rack-01" in out.stdout
     assert "0 overruns" in out.stdout
     assert "supply temperature:" in out.stdout
