@@ -10,6 +10,7 @@ from typing import Any
 from edge_runtime.config.iomap import load_io_map
 from edge_runtime.config.reader import ErrorLog
 from edge_runtime.config.schema import DeviceConfig, IoMap
+from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.io.ports import InputTable
 
@@ -94,3 +95,20 @@ class FakeDevice:
     def get_status(self) -> dict[str, Any]:
         """Stage count."""
         return {"staged": len(self.staged)}
+
+
+SHIPPED_MAPS = Path(__file__).resolve().parent.parent / "io_maps"
+
+
+def shipped_image(devices: Mapping[str, str]) -> tuple[ProcessImage, InputTable]:
+    """A process image over the shipped io_maps ({device name: model}) and its input table,
+    for control blocks tested below the driver boundary."""
+    errors = ErrorLog()
+    devs = []
+    for name, model in devices.items():
+        io_map = load_io_map(SHIPPED_MAPS / f"{model}.toml", errors)
+        assert io_map is not None, errors.lines
+        devs.append(DeviceConfig(name, io_map, "127.0.0.1", 1, 1, 0.1, 0.2, 0.5, 0))
+    assert not errors.lines, errors.lines
+    live: InputTable = {}
+    return ProcessImage(devs, live), live

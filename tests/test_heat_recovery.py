@@ -3,13 +3,9 @@ temperature held in both modes under an AI-training load, COP, efficiency, alarm
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from edge_runtime.config.iomap import load_io_map
 from edge_runtime.config.reader import ErrorLog, Section
-from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.control.energy_meter import PG32, WATER, FluidRangeError, ThermalEnergyMeter
 from edge_runtime.control.heat_recovery import (
     DIRECT,
@@ -32,8 +28,8 @@ from pswd_plant_sim.district_heat import (
     water_cp,
 )
 from pswd_plant_sim.trace import Trace, TraceConfig
+from tests.fakes import shipped_image
 
-IO_MAPS = Path(__file__).resolve().parent.parent / "io_maps"
 pytestmark = pytest.mark.timeout(40)
 
 
@@ -70,15 +66,7 @@ DEVICES = {"dh_supply_temp": "temperature_transmitter",
 
 
 def _image() -> tuple[ProcessImage, InputTable]:
-    errors = ErrorLog()
-    devs = []
-    for name, model in DEVICES.items():
-        io_map = load_io_map(IO_MAPS / f"{model}.toml", errors)
-        assert io_map is not None
-        devs.append(DeviceConfig(name, io_map, "127.0.0.1", 1, 1, 0.1, 0.2, 0.5, 0))
-    assert not errors.lines
-    live: InputTable = {}
-    return ProcessImage(devs, live), live
+    return shipped_image(DEVICES)
 
 
 def run_hour(plant_cfg: DistrictHeatConfig, cfg: HeatRecoveryConfig, *, seconds: float = 3600.0,

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.config.iomap import load_io_map
 from edge_runtime.config.reader import ErrorLog, Section
-from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.control.smoothing import (
     BatteryLimits,
     Smoother,
@@ -26,8 +24,8 @@ from edge_runtime.core.points import Quality, Sample
 from edge_runtime.io.ports import InputTable
 from pswd_plant_sim.battery import Battery, BatteryConfig
 from pswd_plant_sim.trace import Trace, TraceConfig
+from tests.fakes import shipped_image
 
-IO_MAPS = Path(__file__).resolve().parent.parent / "io_maps"
 BIG = BatteryLimits(1e9, 1e9)
 pytestmark = pytest.mark.timeout(30)
 
@@ -146,14 +144,7 @@ def test_short_announced_pulse_is_carried_by_the_battery_and_moves_soc_target() 
 
 # -- the rack block ---------------------------------------------------------------------------
 def _image() -> tuple[ProcessImage, InputTable]:
-    errors = ErrorLog()
-    meter = load_io_map(IO_MAPS / "rack_power_meter.toml", errors)
-    inverter = load_io_map(IO_MAPS / "battery_inverter.toml", errors)
-    assert meter is not None and inverter is not None and not errors.lines
-    devs = [DeviceConfig(name, m, "127.0.0.1", 1, 1, 0.1, 0.2, 0.5, 0)
-            for name, m in (("rack_meter", meter), ("battery", inverter))]
-    live: InputTable = {}
-    return ProcessImage(devs, live), live
+    return shipped_image({"rack_meter": "rack_power_meter", "battery": "battery_inverter"})
 
 
 def _inputs(live: InputTable, demand: float | None, soc: float = 50.0) -> None:

@@ -3,13 +3,9 @@ pressure and quality regulation in closed loop with the two-phase truth model, a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from edge_runtime.config.iomap import load_io_map
 from edge_runtime.config.reader import ErrorLog, Section
-from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.control.refrigerants import FLUIDS, OutOfTable, table
 from edge_runtime.control.two_phase import (
     SUBCOOLED,
@@ -26,8 +22,8 @@ from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.io.ports import InputTable
 from pswd_plant_sim.two_phase_loop import TwoPhaseLoop, TwoPhaseLoopConfig
+from tests.fakes import shipped_image
 
-IO_MAPS = Path(__file__).resolve().parent.parent / "io_maps"
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -102,15 +98,7 @@ DEVICES = {"loop_pressure": "pressure_transmitter", "evap_in_temp": "temperature
 
 
 def _image() -> tuple[ProcessImage, InputTable]:
-    errors = ErrorLog()
-    devs = []
-    for name, model in DEVICES.items():
-        io_map = load_io_map(IO_MAPS / f"{model}.toml", errors)
-        assert io_map is not None
-        devs.append(DeviceConfig(name, io_map, "127.0.0.1", 1, 1, 0.1, 0.2, 0.5, 0))
-    assert not errors.lines
-    live: InputTable = {}
-    return ProcessImage(devs, live), live
+    return shipped_image(DEVICES)
 
 
 class Rig:
