@@ -29,7 +29,7 @@ from edge_runtime.messages.telemetry import (
 )
 from edge_runtime.site.config import SiteConfig
 from edge_runtime.site.coordinator import SiteCoordinator
-from tests.mosquitto import Broker
+from tests.mosquitto import Broker, Inbox
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -50,30 +50,6 @@ CONFIG = SiteConfig(power_limit_kw=1000.0, ramp_limit_kw_per_s=500.0,
 RACK_POINTS = declare_points([("rack_meter.power_kw", "kW", PointType.FLOAT),
                               ("battery.soc_pct", "%", PointType.FLOAT),
                               ("battery.w_dis_cha_max_kw", "kW", PointType.FLOAT)])
-
-
-class Inbox:
-    """Collects messages; waits for a count with a bound."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, msg: Message) -> None:
-        self.messages.append(msg)
-        self._changed.set()
-
-    def on(self, topic: str) -> list[Message]:
-        return [m for m in self.messages if m.topic == topic]
-
-    async def wait_for(self, pred: Callable[[list[Message]], bool],
-                       timeout: float = 5.0) -> list[Message]:
-        async def _wait() -> None:
-            while not pred(self.messages):
-                self._changed.clear()
-                await self._changed.wait()
-        await asyncio.wait_for(_wait(), timeout)
-        return self.messages
 
 
 def announcement(workload_id: str, peak_mw: float = 0.2, *, throttle: bool = False,
@@ -194,14 +170,15 @@ async def test_announcement_answered_within_500_ms_both_ways_and_forwarded(
         assert cap is not None and cap.available_power_mw == pytest.approx(0.7)  # 1000-300 kW
         assert cap.battery_storage_available is True
         # the same A.2 on workload/response/{id}, for everyone else
-        msgs = await responses.wait_for(lambda m: len(m) >= 1)
+        msgs = await responses.wait_for(1)
         assert msgs[0].topic == f"{BASE}/workload/response/train-1"
         assert InfrastructureResponse.from_dict(json.loads(msgs[0].payload)) == resp
         # rack and CDU told to prepare
         def workload_cmds(msgs: list[Message]) -> list[Message]:
             return [m for m in msgs if m.topic.endswith("/cmd/workload")]
 
-        cmds = workload_cmds(await node_cmds.wait_for(lambda m: len(workload_cmds(m)) >= 2))
+        await node_cmds.wait_until(lambda b: len(workload_cmds(b.messages)) >= 2, what="2 forwards")
+        cmds = workload_cmds(node_cmds.messages)
         assert sorted(m.topic for m in cmds) == [f"{BASE}/cdu-01/cmd/workload",
                                                  f"{BASE}/rack-01/cmd/workload"]
         body = json.loads(cmds[0].payload)
@@ -242,7 +219,7 @@ async def test_two_instances_split_a_shared_subscription(mosquitto: Broker) -> N
         answers = await asyncio.gather(*(wc.announce(announcement(f"job-{i}"), 2.0)
                                          for i in range(n)))
         assert sorted(a.workload_id for a in answers) == sorted(f"job-{i}" for i in range(n))
-        await responses.wait_for(lambda m: len(m) >= n)
+        await responses.wait_for(n)
         handled = [c.handler.counts["announcements"] for c in coords]
         assert sum(handled) == n and all(h > 0 for h in handled), handled
         # each instance books what the other admitted
@@ -264,7 +241,7 @@ async def test_invalid_announcements_answered_on_error_topic(mosquitto: Broker) 
         wrong["workload_type"] = "mining"
         await raw.publish_acked(f"{BASE}/workload/announce", json.dumps(wrong).encode(), 1)
         await raw.stop()
-        msgs = await errors.wait_for(lambda m: len(m) >= 2)
+        msgs = await errors.wait_for(2)
         assert {m.topic for m in msgs} == {f"{BASE}/site-0/error"}
         first, second = (json.loads(m.payload) for m in msgs[:2])
         assert first["errors"][0]["field"] == "(root)"
