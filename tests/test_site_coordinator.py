@@ -17,7 +17,7 @@ import pytest
 
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation import state
-from edge_runtime.federation.mqtt import Message, MqttClient
+from edge_runtime.federation.mqtt import MqttClient
 from edge_runtime.federation.workload_client import AnnounceInvalid, WorkloadClient
 from edge_runtime.messages.annex_a import InfrastructureResponse, WorkloadAnnouncement, validate
 from edge_runtime.messages.models import ApprovalStatus
@@ -66,10 +66,12 @@ def announcement(workload_id: str, peak_mw: float = 0.2, *, throttle: bool = Fal
 
 @asynccontextmanager
 async def plant(broker: Broker, load_kw: float = 300.0) -> AsyncIterator[Inbox]:
-    """A rack node and a CDU node: retained births, rack telemetry; yields their cmd inbox."""
+    """A rack node and a CDU node: retained births, rack telemetry; yields the inbox of
+    their cmd topics and the site's workload/prepare."""
     inbox = Inbox()
     node = MqttClient(broker.mqtt_config(), client_id="plant-nodes", on_message=inbox)
     node.subscribe(f"{BASE}/+/cmd/+", 1)
+    node.subscribe(f"{BASE}/workload/prepare", 1)
     node.start()
     await node.wait_subscribed(5)
     for name, role, points in (("rack-01", "rack", RACK_POINTS), ("cdu-01", "cdu", ())):
@@ -173,19 +175,15 @@ async def test_announcement_answered_within_500_ms_both_ways_and_forwarded(
         msgs = await responses.wait_for(1)
         assert msgs[0].topic == f"{BASE}/workload/response/train-1"
         assert InfrastructureResponse.from_dict(json.loads(msgs[0].payload)) == resp
-        # rack and CDU told to prepare
-        def workload_cmds(msgs: list[Message]) -> list[Message]:
-            return [m for m in msgs if m.topic.endswith("/cmd/workload")]
-
-        await node_cmds.wait_until(lambda b: len(workload_cmds(b.messages)) >= 2, what="2 forwards")
-        cmds = workload_cmds(node_cmds.messages)
-        assert sorted(m.topic for m in cmds) == [f"{BASE}/cdu-01/cmd/workload",
-                                                 f"{BASE}/rack-01/cmd/workload"]
+        # rack and CDU told to prepare: one message, on the topic every node subscribes to
+        cmds = await node_cmds.wait_for(1, f"{BASE}/workload/prepare")
         body = json.loads(cmds[0].payload)
         assert validate(body) == []  # the A.1 itself, plus the site's decision
         assert body["workload_id"] == "train-1"
         assert body["site_decision"]["approved_power_kw"] == pytest.approx(200.0)
         assert body["site_decision"]["approval_status"] == "approved"
+        assert body["site_decision"]["roles"] == ["rack", "cdu"]
+        assert not [m for m in node_cmds.messages if m.topic.endswith("/cmd/workload")]
         # no rebirth needed: the state birth carried the telemetry aliases
         assert not [m for m in node_cmds.messages if m.topic.endswith("/cmd/rebirth")]
 
@@ -340,6 +338,13 @@ async def test_forward_reaches_a_real_node_link(mosquitto: Broker, tmp_path: Pat
         assert resp.approval_status is ApprovalStatus.APPROVED
         await until(lambda: any(e.code == "workload_announced"
                                 for e in node.events.recent(50)))
+        # a site-wide notice for the racks only is ignored by the CDU; the next one is not
+        for wid, roles in (("racks-only", ["rack"]), ("cdus-too", ["rack", "cdu"])):
+            doc = {**json.loads(announcement(wid).to_json()),
+                   "site_decision": {"approval_status": "approved", "roles": roles}}
+            await wc.client.publish_acked(f"{BASE}/workload/prepare", json.dumps(doc), 1)
+        await until(lambda: any("cdus-too" in e.message for e in node.events.recent(50)))
+        assert not any("racks-only" in e.message for e in node.events.recent(50))
     assert coord.handler.aggregate.nodes["cdu-02"].role == "cdu"
 
 

@@ -81,7 +81,7 @@ def test_duplicate_announcement_answered_again_without_second_booking() -> None:
     first = h.handle(f"{B}/workload/announce", a1(), T, response_topic=REPLY,
                      correlation_data=b"c1")
     assert [o.topic for o in first] == [REPLY, f"{B}/workload/response/job-1",
-                                        f"{B}/cdu-01/cmd/workload", f"{B}/rack-01/cmd/workload"]
+                                        f"{B}/workload/prepare"]
     assert first[0].correlation_data == b"c1" and first[1].correlation_data is None
     again = h.handle(f"{B}/workload/announce", a1(), T + 0.1, response_topic=REPLY,
                      correlation_data=b"c2")

@@ -8,7 +8,8 @@
                                                  "role" (for the signature check)}
     rebirth                                     empty, or any JSON object
     workload                                    an Annex A.1 announcement (extra properties
-                                                 allowed: the site adds "site_decision")
+                                                 allowed: the site adds "site_decision",
+                                                 whose "roles" names the roles to prepare)
 
 Anything else raises Invalid(category, reason, field); the link answers it on the node's
 error topic and counts it by category: unknown_topic, retained, oversized, malformed (not
@@ -55,6 +56,7 @@ class WorkloadNotice:
     workload_id: str
     site_decision: str | None
     announcement: Any  # edge_runtime.messages.models.WorkloadAnnouncement
+    roles: tuple[str, ...] | None = None  # None: every node it reaches
 
 
 Request = SetOutput | ReleaseOutput | Rebirth | WorkloadNotice
@@ -108,8 +110,14 @@ def _workload(doc: dict[str, Any]) -> WorkloadNotice:
                       ) from None
     decision = doc.get("site_decision")
     status = decision.get("approval_status") if isinstance(decision, dict) else None
+    roles = decision.get("roles") if isinstance(decision, dict) else None
+    if roles is not None and (not isinstance(roles, list)
+                              or not all(isinstance(r, str) for r in roles)):
+        raise Invalid("schema", f"site_decision.roles: expected a list of role names, "
+                      f"got {roles!r}"[:200], "site_decision.roles")
     return WorkloadNotice(str(getattr(announcement, "workload_id", "?")),
-                          status if isinstance(status, str) else None, announcement)
+                          status if isinstance(status, str) else None, announcement,
+                          None if roles is None else tuple(roles))
 
 
 def _control(kind: str, doc: dict[str, Any], image: Outputs,

@@ -37,8 +37,10 @@ of it awaiting the broker:
   "timestamp": RFC 3339, "action": "set_output" | "release_output", "point":
   "device.point", "value": number}; accepted ones go to node.commands (applied and audited
   at the next scan). rebirth: any JSON object (or empty). workload: an Annex A.1
-  announcement (as the site forwards it), recorded as an event and posted as
-  AnnounceWorkload for the role's predictive blocks. Every invalid message is answered on
+  announcement, recorded as an event and posted as AnnounceWorkload for the role's
+  predictive blocks. The site publishes admitted ones once on `pswd/v1/{site}/workload/
+  prepare`, which every node also subscribes to; a node whose role is not in the
+  message's `site_decision.roles` ignores it. Every invalid message is answered on
   `.../error` with the reason and the field, and counted by category (at most
   ERROR_ANSWERS_PER_S answers a second; the rest are only counted).
 
@@ -87,7 +89,7 @@ from edge_runtime.federation.recorder import (
     resequence,
     split_batches,
 )
-from edge_runtime.federation.topics import NodeTopics
+from edge_runtime.federation.topics import NodeTopics, SiteTopics
 from edge_runtime.messages.telemetry import (
     Batch,
     TelemetryError,
@@ -127,6 +129,7 @@ class NodeLink:
         self.cfg = cfg
         nc = node.config
         self.topics = NodeTopics(nc.site, nc.name)
+        self.prepare_topic = SiteTopics(nc.site).prepare
         self.who = state.Identity(nc.site, nc.name, nc.role, __version__)
         self.points = state.point_list(node.image.inputs_info, node.image.outputs_info)
         self.fingerprint = fingerprint(self.points)
@@ -192,6 +195,7 @@ class NodeLink:
         self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
                                                             "connection lost"))
         self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1, retain_as_published=True)
+        self.client.subscribe(self.prepare_topic, qos=1, retain_as_published=True)
         self.client.start()
         try:
             await asyncio.gather(self._ticker(), self._sender())
@@ -386,8 +390,9 @@ class NodeLink:
             self._answer_error(msg, Invalid("internal", f"internal error: {exc!r}"))
 
     def _handle(self, msg: Message) -> None:
-        request = parse_command(msg.topic.removeprefix(f"{self.topics.base}/cmd/"),
-                                msg.payload, retain=msg.retain,
+        kind = ("workload" if msg.topic == self.prepare_topic
+                else msg.topic.removeprefix(f"{self.topics.base}/cmd/"))
+        request = parse_command(kind, msg.payload, retain=msg.retain,
                                 max_bytes=self.cfg.max_message_bytes, image=self.node.image,
                                 verify=self._verify)
         if isinstance(request, Rebirth):
@@ -395,6 +400,8 @@ class NodeLink:
                 self._birth()  # what is stored but unsent is re-encoded under the new session
                 self._wake.set()
         elif isinstance(request, WorkloadNotice):
+            if request.roles is not None and self.who.role not in request.roles:
+                return  # a site-wide notice for other roles (say, the racks only)
             decision = request.site_decision
             decided = f", site decision {decision}" if decision else ""
             self.node.events.raise_event(

@@ -63,6 +63,11 @@ class SiteTopics:
         return f"{self.base}/workload/reply/{check_level('client_id', client_id)}"
 
     @property
+    def prepare(self) -> str:
+        """Admitted announcements, once for every rack and CDU node (they all subscribe)."""
+        return f"{self.base}/workload/prepare"
+
+    @property
     def reply_prefix(self) -> str:
         return f"{self.base}/workload/reply/"
 

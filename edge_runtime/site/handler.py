@@ -2,7 +2,8 @@
 
     announce (A.1)            validate -> admission -> A.2 on workload/response/{id} and on the
                               MQTT 5 response topic (with the correlation data); accepted ones
-                              are reserved and forwarded to the rack/CDU nodes (cmd/workload)
+                              are reserved and published once on workload/prepare, where the
+                              rack and CDU nodes pick them up
     workload/response/+       another instance's decision: reserve it here too, so instances
                               behind one shared subscription do not hand out the same headroom
     {node}/state              birth / death (federation/state.py)
@@ -86,7 +87,6 @@ class SiteHandler:
         self._response_prefix = f"{self.topics.base}/workload/response/"
         self.peer_responses = f"{self._response_prefix}+"
         self._reply_prefix = self.topics.reply_prefix
-        self._cmd_topics: dict[str, str | None] = {}
         self._thermal = {"cooling_system_type": config.cooling_system_type.value,
                          "heat_recovery_available": config.heat_recovery_available,
                          "municipal_heat_integration": config.municipal_heat_integration}
@@ -233,35 +233,28 @@ class SiteHandler:
     def _forward(self, raw: bytes, d: Decision, now: float) -> list[Outgoing]:
         """Tell the rack and CDU nodes what is coming, so they prepare (pre-cool, hold SOC).
 
-        The body is the A.1 itself (nodes validate it as one; the schema allows extra
-        properties) plus `site_decision`: approval_status, start_time (RFC 3339),
-        approved_power_kw, heat_kw, ramp_kw_per_s, conditions."""
-        targets = [t for name, state in sorted(self.aggregate.nodes.items())
-                   if state.online and state.role in self.config.forward_roles
-                   and (t := self._cmd_topic(name)) is not None]
-        if not targets:
+        One message on workload/prepare, which every node subscribes to, rather than one per
+        node on its cmd/workload: the broker fans it out, so the coordinator's cost of an
+        admission does not grow with the number of racks. Published only while a node of a
+        forwarded role is online. The body is the A.1 itself (nodes validate it as one; the
+        schema allows extra properties) plus `site_decision`: approval_status, start_time
+        (RFC 3339), approved_power_kw, heat_kw, ramp_kw_per_s, conditions, and roles (the
+        node roles that should prepare; others ignore it)."""
+        roles = self.config.forward_roles
+        if not any(s.online and s.role in roles for s in self.aggregate.nodes.values()):
             return []
         decision = {"timestamp": _iso(now), "approval_status": d.status.value,
                     "start_time": _iso(d.start), "approved_power_kw": d.approved_kw,
                     "heat_kw": d.heat_kw, "ramp_kw_per_s": d.ramp_kw_per_s,
-                    "conditions": list(d.condition_strings())}
+                    "conditions": list(d.condition_strings()), "roles": list(roles)}
         text = raw.rstrip()
         if b'"site_decision"' in text or not text.endswith(b"}"):
             doc = json.loads(raw)  # the sender used the key itself: rebuild, ours wins
             body = _json({**doc, "site_decision": decision})
         else:  # splice into the validated JSON object rather than re-encode the whole A.1
             body = text[:-1] + b',"site_decision":' + _json(decision) + b"}"
-        self.counts["forwarded"] += len(targets)
-        return [Outgoing(topic, body) for topic in targets]
-
-    def _cmd_topic(self, node: str) -> str | None:
-        """cmd/workload of a node; None for a name that cannot be one (never forwarded)."""
-        if node not in self._cmd_topics:  # NodeTopics checks the name: once per node
-            try:
-                self._cmd_topics[node] = NodeTopics(self.topics.site, node).cmd("workload")
-            except ValueError:
-                self._cmd_topics[node] = None
-        return self._cmd_topics[node]
+        self.counts["forwarded"] += 1
+        return [Outgoing(self.topics.prepare, body)]
 
     def on_peer_response(self, payload: bytes, now: float) -> list[Outgoing]:
         """Book what another instance admitted (our own answers come back here too: no-op)."""
