@@ -364,7 +364,7 @@ def measure(kind: str, port: int, quick: bool) -> dict[str, Any]:
         best = 0
         if sustainable(out["1000_per_s"]):
             best = 1000
-            steps: tuple[int, ...] = (2000, 3000, 4000, 6000, 8000)
+            steps: tuple[int, ...] = (1250, 1500, 2000, 3000, 4000, 6000, 8000)
         else:  # under load from other processes: find what still holds
             steps = (700, 500, 300, 200)
         for rate in steps:

@@ -29,10 +29,18 @@ Figures, per case:
 Battery (default): 160 MW / 80 MWh, 92 % round trip, inverter at full power in 20 ms. The
 power covers the largest step of this site (idle 44 MW -> compute 200 MW) with margin; the
 energy is set by the cells' power rating (2C), not by smoothing, which moves < 1 MWh per event.
-A cycles floor: a smoother that leaves a share r of the iteration ripple on the grid must
-carry (1 - r) of it in the battery (its net energy is zero), and the band target (>= 90 %)
-needs r <= ~0.3, so no smoother meeting the band target uses fewer than ~70 % of the cycles
-of one that flattens the ripple completely, as a moving average does.
+
+Why the cycles target (at most half the moving average's) cannot be met together with the
+band target: the battery's net energy is about zero, so it cannot shift the iteration ripple
+(two levels: 65 % of each iteration above the mean, 35 % below) anywhere; the best it can do
+is leave a scaled copy r x ripple on the grid and carry (1 - r) of it (averaging any other
+schedule over the iteration's phase gives a two-level one, no worse in cycles or in band
+energy, both being convex; and a two-level zero-mean residual is such a copy). Band energy goes as
+r^2, so >= 90 % reduction needs r <= sqrt(0.1) = 0.32: at least 68 % of the cycles of a
+filter that takes the ripple off entirely, which the moving average does (97-98 % band
+reduction). The trade-off is measured in every run: the moving average taking only a share
+of the ripple (FRONTIER_SHARES) needs a share of ~0.7 for 90 %, at ~0.7 x its cycles, and at
+half its cycles leaves ~74 % band reduction and thousands of 1 s windows above 50 MW.
 
     .venv/bin/python bench/smoothing.py [--quick] [--seed 1] [--duration-s 3600]
 """
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import cmath
+import itertools
 import json
 import math
 import time
@@ -56,6 +65,9 @@ DT = 0.01
 SITE_MW = 200.0
 PEAK_MW = 200.0  # what the trainer announces (A.1 power_profile; baseline = the sync level)
 TARGET_WINDOW_MW = 50.0
+BAND_TARGET = 0.90  # share of the 0.1-20 Hz energy kept off the grid
+# the moving average taking only this share of the ripple: the cycles / band trade-off
+FRONTIER_SHARES = (0.5, 0.6, 0.7, 0.8)
 
 
 @dataclass(frozen=True)
@@ -213,8 +225,9 @@ def clip(battery: float, lim: BatteryLimits) -> float:
     return min(max(battery, -lim.charge_kw), lim.discharge_kw)
 
 
-def moving_average(window_s: float) -> Case:
-    """grid = mean of the last window_s of load."""
+def moving_average(window_s: float, share: float = 1.0) -> Case:
+    """grid = mean of the last window_s of load; with share < 1 the battery takes only that
+    share of the difference, leaving the rest of the ripple on the grid."""
     n = max(1, round(window_s / DT))
     buf: deque[float] = deque()
     total = [0.0]
@@ -224,9 +237,10 @@ def moving_average(window_s: float) -> Case:
         total[0] += load
         if len(buf) > n:
             total[0] -= buf.popleft()
-        return clip(load - total[0] / len(buf), lim)
+        return clip(share * (load - total[0] / len(buf)), lim)
 
-    return Case(f"moving_average_{window_s:g}s", fn)
+    name = f"moving_average_{window_s:g}s"
+    return Case(name if share == 1.0 else f"{name}_x{share:g}", fn)
 
 
 def ramp_limiter(ramp_kw_s: float) -> Case:
@@ -258,6 +272,31 @@ def ours(cfg: SmoothingConfig, plan: Plan | None, lead_s: float) -> Case:
         return sm.step(load, soc, lim, DT)
 
     return Case("ours_announced" if plan else "ours", fn, on_time if plan else None)
+
+
+def frontier(figures: dict[str, dict[str, float]], ma: str) -> dict[str, float]:
+    """Where the share-scaled moving averages (and no control, share 0) cross the band target
+    and half the full moving average's cycles, by linear interpolation between shares."""
+    points = [(0.0, 0.0, 0.0)] + [
+        (share, figures[f"{ma}_x{share:g}"]["band_energy_reduction_pct"],
+         figures[f"{ma}_x{share:g}"]["equivalent_full_cycles"]) for share in FRONTIER_SHARES]
+    points.append((1.0, figures[ma]["band_energy_reduction_pct"],
+                   figures[ma]["equivalent_full_cycles"]))
+    full = points[-1][2]
+
+    def cross(index: int, level: float) -> tuple[float, float, float]:
+        for a, b in itertools.pairwise(points):
+            if a[index] <= level <= b[index] and b[index] > a[index]:
+                f = (level - a[index]) / (b[index] - a[index])
+                return tuple(x + f * (y - x) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+        return (math.nan, math.nan, math.nan)
+
+    at_band = cross(1, 100.0 * BAND_TARGET)
+    at_half = cross(2, 0.5 * full)
+    return {"share_for_90pct_band": round(at_band[0], 3),
+            "cycles_vs_ma_at_90pct_band": round(at_band[2] / full, 3),
+            "share_for_half_cycles": round(at_half[0], 3),
+            "band_reduction_pct_at_half_cycles": round(at_half[1], 2)}
 
 
 def main() -> None:
@@ -294,6 +333,7 @@ def main() -> None:
     cases = [Case("no_control", lambda load, soc, lim: 0.0),
              moving_average(args.ma_window_s), ramp_limiter(args.ramp_mw_s * 1000.0),
              ours(scfg, None, args.lead_s), ours(scfg, plan, args.lead_s)]
+    cases += [moving_average(args.ma_window_s, share) for share in FRONTIER_SHARES]
     results = {c.name: run_case(c, plan.load, bcfg) for c in cases}
     t_sim = time.perf_counter() - t0
     energies = band_energies([plan.load] + [r["grid"] for r in results.values()])  # type: ignore[misc]
@@ -316,7 +356,7 @@ def main() -> None:
         f = figures[name]
         checks[name] = {
             "windows": f["windows_over_50mw"] == 0,
-            "band": f["band_energy_reduction_pct"] >= 90.0,
+            "band": f["band_energy_reduction_pct"] >= 100.0 * BAND_TARGET,
             # 5 % per hour; a shorter run may not drift more than 5 % either (a transient
             # over 5 minutes does not extrapolate to an hour)
             "soc_drift": abs(f["soc_change_pct"]) <= 5.0 * max(duration / 3600.0, 1.0),
@@ -336,6 +376,12 @@ def main() -> None:
     for name, c in checks.items():
         print(f"targets {name}: " + ", ".join(f"{k} {'met' if v else 'MISSED'}"
                                               for k, v in c.items()))
+    tradeoff = frontier(figures, cases[1].name)
+    print(f"trade-off (the moving average taking a share of the ripple): >= 90 % band "
+          f"reduction needs a share >= {tradeoff['share_for_90pct_band']:.2f}, which costs "
+          f"{tradeoff['cycles_vs_ma_at_90pct_band']:.2f} x its cycles; half its cycles (share "
+          f"{tradeoff['share_for_half_cycles']:.2f}) leaves "
+          f"{tradeoff['band_reduction_pct_at_half_cycles']:.1f} % band reduction")
     print(f"total {time.perf_counter() - t0:.1f} s")
     print(json.dumps({
         "setup": {"site_mw": SITE_MW, "duration_s": duration, "dt_ms": DT * 1000,
@@ -344,7 +390,7 @@ def main() -> None:
                   "battery_mwh": args.battery_mwh, "ramp_limit_mw_per_s": args.ramp_mw_s,
                   "ma_window_s": args.ma_window_s,
                   "latency_comp_ms": 0.0 if args.no_latency_comp else DT * 1000},
-        **figures, "targets": checks,
+        **figures, "tradeoff": tradeoff, "targets": checks,
         "targets_met": all(all(c.values()) for c in checks.values())}))
 
 
