@@ -1,0 +1,179 @@
+"""Signed command envelopes: HMAC-SHA256 over the command, per role (spec 5.3 b, 10.2.2, 10.3.2).
+
+A control command on `pswd/v1/{site}/{node}/cmd/{kind}` (kind thermal_control, battery_control
+or grid_signal) carries, beside its fields (inbound.py):
+
+    "timestamp": RFC 3339, when it was issued (the node refuses it beyond max_age_s either way)
+    "nonce":     8-64 characters, never used before by this role on this node
+    "role":      who signs: infrastructure_manager, grid_operator, workload_operator,
+                 municipal_utility
+    "signature": hex HMAC-SHA256 under that role's key of
+                 "{node}/{kind}\\n" + the JSON of every other field, keys sorted, no spaces
+
+The node and the kind are inside the MAC, so a command signed for one node or one kind cannot
+be replayed to another; the nonce and the timestamp stop a replay to the same one. Each role
+has its own 32-byte key (`<role>.key` in a directory, 64 hex digits): holding the grid
+operator's key signs grid signals, not pump speeds. Which role may send which kind:
+
+    thermal_control   infrastructure_manager
+    battery_control   infrastructure_manager, grid_operator
+    grid_signal       grid_operator, infrastructure_manager
+
+Keys are made with `generate_key(path)` (`pswd-edge keygen`), mode 0600, never shipped.
+
+    key = load_keys(Path("/etc/pswd/command_keys"))["grid_operator"]
+    doc = sign(key, "rack-01", "battery_control", {"PSWD_version": "1.0",
+               "action": "set_output", "point": "battery.w_set_kw", "value": -200.0},
+               role="grid_operator", now=time.time())
+    verifier = CommandVerifier(load_keys(dir), node="rack-01", wall=clock.wall)
+    verifier("battery_control", doc)      # None, or why it is refused
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.messages.models import format_datetime, parse_datetime
+
+ROLES = ("infrastructure_manager", "grid_operator", "workload_operator", "municipal_utility")
+ALLOWED_ROLES: dict[str, frozenset[str]] = {
+    "thermal_control": frozenset({"infrastructure_manager"}),
+    "battery_control": frozenset({"infrastructure_manager", "grid_operator"}),
+    "grid_signal": frozenset({"grid_operator", "infrastructure_manager"}),
+}
+KEY_BYTES = 32
+_NONCE = re.compile(r"[A-Za-z0-9_.:-]{8,64}", re.ASCII)
+_HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+
+
+class KeyFileError(ValueError):
+    """A key file that cannot be used."""
+
+
+def canonical(node: str, kind: str, doc: Mapping[str, Any]) -> bytes:
+    """The bytes the MAC covers: node and kind, then every field but the signature."""
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return f"{node}/{kind}\n{text}".encode()
+
+
+def mac(key: bytes, node: str, kind: str, doc: Mapping[str, Any]) -> str:
+    """Hex HMAC-SHA256 of the command under `key`."""
+    return hmac.new(key, canonical(node, kind, doc), hashlib.sha256).hexdigest()
+
+
+def sign(key: bytes, node: str, kind: str, doc: Mapping[str, Any], *, role: str,
+         now: float, nonce: str | None = None) -> dict[str, Any]:
+    """A copy of `doc` with timestamp (issued now), nonce, role and signature set."""
+    out = {k: v for k, v in doc.items() if k != "signature"}
+    out["timestamp"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    out["nonce"] = nonce if nonce is not None else secrets.token_hex(12)
+    out["role"] = role
+    out["signature"] = mac(key, node, kind, out)
+    return out
+
+
+class CommandVerifier:
+    """The `verify(kind, doc)` hook of NodeLink: None if the envelope holds, else why not.
+
+    Nonces are remembered per role for twice max_age_s (older ones would fail the time check
+    anyway), at most `max_nonces` of them; past that bound the oldest go first, and a
+    command whose nonce would be forgotten too early (an attacker filling the cache) is
+    refused rather than risk a replay."""
+
+    def __init__(self, keys: Mapping[str, bytes], *, node: str, wall: Callable[[], float],
+                 max_age_s: float = 30.0, max_nonces: int = 100_000) -> None:
+        if not keys:
+            raise ValueError("no command keys: every signed command would be refused")
+        self.keys = dict(keys)
+        self.node = node
+        self.wall = wall
+        self.max_age_s = max_age_s
+        self.max_nonces = max_nonces
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> issued at
+        self.refused = 0
+
+    def __call__(self, kind: str, doc: dict[str, Any]) -> str | None:
+        why = self._check(kind, doc)
+        if why is not None:
+            self.refused += 1
+        return why
+
+    def _check(self, kind: str, doc: dict[str, Any]) -> str | None:
+        role, nonce, signature = doc.get("role"), doc.get("nonce"), doc.get("signature")
+        if not isinstance(signature, str) or not _HEX64.fullmatch(signature):
+            return "signature: required, 64 lower-case hex digits of HMAC-SHA256"
+        if not isinstance(role, str) or role not in ROLES:
+            return f"role: expected one of {', '.join(ROLES)}, got {role!r}"[:200]
+        allowed = ALLOWED_ROLES.get(kind, frozenset())
+        if role not in allowed:
+            return (f"role: {role} may not send {kind} (allowed: "
+                    f"{', '.join(sorted(allowed)) or 'none'})")
+        key = self.keys.get(role)
+        if key is None:
+            return f"role: this node holds no key for {role}"
+        if not hmac.compare_digest(signature, mac(key, self.node, kind, doc)):
+            return "signature: does not match (wrong key, node, kind or altered fields)"
+        # only a genuine message gets this far: what follows is about replays and clocks
+        if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+            return "nonce: required, 8-64 characters of letters, digits, _ . : -"
+        try:
+            issued = parse_datetime(str(doc.get("timestamp"))).timestamp()
+        except ValueError as exc:
+            return f"timestamp: {exc}"
+        now = self.wall()
+        if abs(now - issued) > self.max_age_s:
+            return (f"timestamp: issued {now - issued:+.1f} s from this node's clock, "
+                    f"outside +-{self.max_age_s:g} s (expired, or a clock is wrong)")
+        self._forget(now)
+        if (role, nonce) in self._seen:
+            return "nonce: already used (a replay)"
+        if len(self._seen) >= self.max_nonces:
+            return "nonce: too many commands inside the replay window; refused for safety"
+        self._seen[(role, nonce)] = issued
+        return None
+
+    def _forget(self, now: float) -> None:
+        horizon = now - 2.0 * self.max_age_s
+        while self._seen:
+            key, issued = next(iter(self._seen.items()))
+            if issued >= horizon:
+                break
+            del self._seen[key]
+
+
+def load_keys(directory: Path) -> dict[str, bytes]:
+    """Every `<role>.key` in `directory` (64 hex digits); KeyFileError naming a bad file."""
+    keys: dict[str, bytes] = {}
+    for role in ROLES:
+        path = directory / f"{role}.key"
+        if not path.exists():
+            continue
+        if path.stat().st_mode & 0o077:
+            raise KeyFileError(f"{path}: readable by group or others; chmod 600 it")
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        if not _HEX64.fullmatch(text):
+            raise KeyFileError(f"{path}: expected 64 lower-case hex digits (a 32-byte key)")
+        keys[role] = bytes.fromhex(text)
+    return keys
+
+
+def generate_key(path: Path) -> bytes:
+    """Write a new random key to `path` (mode 0600); refuses to overwrite one."""
+    key = secrets.token_bytes(KEY_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key.hex() + "\n")
+    return key

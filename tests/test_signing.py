@@ -1,0 +1,132 @@
+"""Signed command envelopes (edge_runtime/security/signing.py): HMAC-SHA256 per role."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime.security.signing import (
+    CommandVerifier,
+    KeyFileError,
+    generate_key,
+    load_keys,
+    sign,
+)
+
+pytestmark = pytest.mark.timeout(10)
+
+NOW = 1_800_000_000.0
+GRID = bytes(range(32))
+INFRA = bytes(range(32, 64))
+COMMAND = {"PSWD_version": "1.0", "action": "set_output", "point": "battery.w_set_kw",
+           "value": -200.0}
+
+
+class Wall:
+    def __init__(self, t: float = NOW) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def verifier(wall: Wall | None = None, **kw: Any) -> CommandVerifier:
+    return CommandVerifier({"grid_operator": GRID, "infrastructure_manager": INFRA},
+                           node="rack-01", wall=wall or Wall(), **kw)
+
+
+def signed(key: bytes = GRID, node: str = "rack-01", kind: str = "battery_control",
+           role: str = "grid_operator", now: float = NOW, **extra: Any) -> dict[str, Any]:
+    return sign(key, node, kind, {**COMMAND, **extra}, role=role, now=now)
+
+
+def test_a_signed_command_is_accepted_once() -> None:
+    v = verifier()
+    doc = signed()
+    assert v("battery_control", doc) is None
+    assert v("battery_control", doc) == "nonce: already used (a replay)"
+    assert v.refused == 1
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (lambda d: d.update(value=-1000.0), "signature: does not match"),
+    (lambda d: d.update(point="battery.w_set_ena"), "signature: does not match"),
+    (lambda d: d.update(signature="0" * 64), "signature: does not match"),
+    (lambda d: d.update(signature="XYZ"), "signature: required"),
+    (lambda d: d.pop("signature"), "signature: required"),
+    (lambda d: d.update(role="workload_operator"), "role: workload_operator may not send"),
+    (lambda d: d.update(role="root"), "role: expected one of"),
+])
+def test_altered_or_forged_commands_are_refused(change: Any, why: str) -> None:
+    doc = signed()
+    change(doc)
+    assert (verifier()("battery_control", doc) or "").startswith(why)
+
+
+def test_a_command_signed_for_another_node_or_kind_is_refused() -> None:
+    v = verifier()
+    assert v("battery_control", signed(node="rack-02")).startswith(  # type: ignore[union-attr]
+        "signature: does not match")
+    # grid_signal is allowed to the grid operator too, but this one was signed as battery
+    assert v("grid_signal", signed()).startswith("signature: does not match")  # type: ignore[union-attr]
+
+
+def test_roles_are_held_to_their_kinds_and_their_own_keys() -> None:
+    v = verifier()
+    # the grid operator's key does not make thermal commands
+    assert v("thermal_control", signed(kind="thermal_control")) == (
+        "role: grid_operator may not send thermal_control (allowed: infrastructure_manager)")
+    # claiming another role with the wrong key fails the MAC
+    forged = signed(key=GRID, role="infrastructure_manager", kind="thermal_control")
+    assert v("thermal_control", forged).startswith("signature: does not match")  # type: ignore[union-attr]
+    good = signed(key=INFRA, role="infrastructure_manager", kind="thermal_control")
+    assert v("thermal_control", good) is None
+    only_grid = CommandVerifier({"grid_operator": GRID}, node="rack-01", wall=Wall())
+    assert only_grid("thermal_control", good) == "role: this node holds no key for " \
+                                                 "infrastructure_manager"
+
+
+@pytest.mark.parametrize("skew", [-31.0, 31.0])
+def test_expired_and_future_commands_are_refused(skew: float) -> None:
+    why = verifier(max_age_s=30.0)("battery_control", signed(now=NOW + skew)) or ""
+    assert why.startswith("timestamp: issued") and "outside +-30 s" in why
+
+
+def test_the_nonce_must_have_a_form_and_the_cache_is_bounded() -> None:
+    wall = Wall()
+    v = verifier(wall, max_nonces=3)
+    bad = sign(GRID, "rack-01", "battery_control", COMMAND, role="grid_operator", now=NOW,
+               nonce="short")
+    assert v("battery_control", bad) == ("nonce: required, 8-64 characters of letters, "
+                                         "digits, _ . : -")
+    for _ in range(3):
+        assert v("battery_control", signed()) is None
+    assert v("battery_control", signed()) == ("nonce: too many commands inside the replay "
+                                              "window; refused for safety")
+    wall.t = NOW + 61.0  # past twice the window: the old nonces are forgotten
+    assert v("battery_control", signed(now=wall.t)) is None
+
+
+def test_keys_are_made_private_and_loaded_by_role(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "grid_operator.key")
+    assert os.stat(tmp_path / "grid_operator.key").st_mode & 0o777 == 0o600
+    assert load_keys(tmp_path) == {"grid_operator": key}
+    with pytest.raises(FileExistsError):
+        generate_key(tmp_path / "grid_operator.key")
+    loose = tmp_path / "infrastructure_manager.key"
+    loose.write_text("00" * 32)
+    loose.chmod(0o644)
+    with pytest.raises(KeyFileError, match="readable by group or others; chmod 600 it"):
+        load_keys(tmp_path)
+    loose.chmod(0o600)
+    loose.write_text("not hex")
+    with pytest.raises(KeyFileError, match="expected 64 lower-case hex digits"):
+        load_keys(tmp_path)
+
+
+def test_a_verifier_needs_keys() -> None:
+    with pytest.raises(ValueError, match="no command keys"):
+        CommandVerifier({}, node="rack-01", wall=Wall())
