@@ -1,4 +1,4 @@
-"""`pswd-edge`: run a node, run the demo site."""
+"""`pswd-edge`: run a node, run the demo site, talk to a site (announce, signed commands)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from edge_runtime import __version__
 from edge_runtime.config.loader import load_node_config
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.config.schema import NodeConfig
+from edge_runtime.security.signing import ROLES
 
 EXIT_CONFIG = 2
 
@@ -43,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     ann = sub.add_parser("announce", add_help=False,
                          help="send an Annex A.1 workload announcement and wait for its A.2")
     ann.add_argument("args", nargs=argparse.REMAINDER)
+
+    cmd = sub.add_parser("command", add_help=False,
+                         help="send one signed control command to a node")
+    cmd.add_argument("args", nargs=argparse.REMAINDER)
+
+    keygen = sub.add_parser("keygen", help="make a role's command-signing key (mode 0600)")
+    keygen.add_argument("--role", required=True, choices=ROLES)
+    keygen.add_argument("directory", type=Path, help="where <role>.key is written")
 
     demo = sub.add_parser("demo", help="run a simulated site on this machine")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
@@ -80,6 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge_runtime.federation.workload_client import announce_main
 
         return announce_main(args.args)
+    if args.command == "command":
+        from edge_runtime.federation.command_client import command_main
+
+        return command_main(args.args)
+    if args.command == "keygen":
+        from edge_runtime.security.signing import generate_key
+
+        path = args.directory / f"{args.role}.key"
+        try:
+            generate_key(path)
+        except FileExistsError:
+            print(f"{path}: exists; a key is never overwritten (delete it first to rotate)",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{path}: new {args.role} key; copy it (mode 0600) to every node's "
+              f"[mqtt] command_keys directory and to whoever signs as {args.role}")
+        return 0
     if args.command == "demo":
         from edge_runtime.demo import run_demo
 

@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _site_of(path: Path) -> str | None:
+def site_of(path: Path) -> str | None:
     import tomllib
 
     try:
@@ -240,7 +240,7 @@ def announce_main(argv: Sequence[str]) -> int:
             print(f"{args.config}: [mqtt]: section missing", file=sys.stderr)
             return EXIT_CONFIG
         mqtt = loaded
-        site = site or _site_of(args.config)
+        site = site or site_of(args.config)
     try:
         SiteTopics(site or "site")
         check_level("workload_id", msg.workload_id)

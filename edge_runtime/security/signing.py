@@ -133,9 +133,13 @@ class CommandVerifier:
         except ValueError as exc:
             return f"timestamp: {exc}"
         now = self.wall()
-        if abs(now - issued) > self.max_age_s:
-            return (f"timestamp: issued {now - issued:+.1f} s from this node's clock, "
-                    f"outside +-{self.max_age_s:g} s (expired, or a clock is wrong)")
+        age = now - issued
+        if age > self.max_age_s:
+            return (f"timestamp: issued {age:.1f} s ago by this node's clock, more than "
+                    f"{self.max_age_s:g} s (expired, or a clock is wrong)")
+        if -age > self.max_age_s:
+            return (f"timestamp: issued {-age:.1f} s in the future by this node's clock, "
+                    f"more than {self.max_age_s:g} s (a clock is wrong)")
         self._forget(now)
         if (role, nonce) in self._seen:
             return "nonce: already used (a replay)"
