@@ -1,7 +1,8 @@
 """Load a plant-simulator TOML config; every error reads `file: [section] key: reason`.
 
-Sections: [sim], [trace], [loop], [battery], [meter], [endpoints.NAME], [devices.NAME],
-[[faults]]. Physical sections are optional (defaults suit a ~120 kW rack); every key is
+Sections: [sim], [trace], [loop], [battery], [meter], [two_phase], [district_heat],
+[endpoints.NAME], [devices.NAME], [[faults]]. Physical sections are optional (defaults suit a
+~120 kW rack; without [two_phase] / [district_heat] there is no such element); every key is
 bounded and unknown keys are rejected, as in the node configs.
 """
 
@@ -17,14 +18,18 @@ from typing import Any, TypeVar
 from edge_runtime.config.iomap import default_io_maps_dir, load_io_map
 from edge_runtime.config.reader import ConfigError, ErrorLog, Section, read_toml
 from edge_runtime.config.schema import IoMap
+from edge_runtime.control.refrigerants import FLUIDS
 from pswd_plant_sim.battery import BatteryConfig
 from pswd_plant_sim.devices import EXCLUSIVE_BINDS, bind_error
+from pswd_plant_sim.district_heat import DistrictHeatConfig
 from pswd_plant_sim.faults import FaultKind, FaultSpec
+from pswd_plant_sim.heat_plants import DistrictHeatSetup, TwoPhaseSetup
 from pswd_plant_sim.loop import LoopConfig
 from pswd_plant_sim.model import MeterConfig, PlantConfig
 from pswd_plant_sim.rig import DeviceSpec, fault_error
 from pswd_plant_sim.server import EndpointSpec
 from pswd_plant_sim.trace import TraceConfig
+from pswd_plant_sim.two_phase_loop import TwoPhaseLoopConfig
 
 __all__ = ["ConfigError", "SimConfig", "load_sim_config"]
 
@@ -62,7 +67,22 @@ _BATTERY_BOUNDS: Bounds = {
     "hb_timeout_s": (0.1, 3600.0),
 }
 _METER_BOUNDS: Bounds = {"voltage_v": (100.0, 1000.0), "frequency_hz": (45.0, 65.0)}
-_CHOICES = {"valve_characteristic": ("equal_percentage", "linear")}
+_TWO_PHASE_BOUNDS: Bounds = {
+    "thermal_mass_kj_per_k": (1.0, 1e7), "ua_max_kw_per_k": (0.01, 1e6), "water_c": (0.0, 60.0),
+    "subcool_k": (0.0, 30.0), "flow_max_lpm": (0.1, 1e6), "initial_t_sat_c": (-20.0, 80.0),
+    "pressure_noise_bar": (0.0, 1.0), "temp_noise_c": (0.0, 5.0),
+    "heat_fraction": (0.0, 1.0), "pump_pct": (0.0, 100.0), "valve_travel_s": (0.1, 600.0),
+    "initial_valve_pct": (0.0, 100.0),
+}
+_DISTRICT_HEAT_BOUNDS: Bounds = {
+    "capture_fraction": (0.0, 1.0), "loop_tau_s": (0.0, 3600.0), "source_c": (10.0, 120.0),
+    "dh_return_c": (5.0, 90.0), "approach_k": (0.0, 30.0), "flow_max_lpm": (1.0, 1e6),
+    "hp_source_max_kw": (0.1, 1e7), "carnot_fraction": (0.05, 1.0), "lag_s": (0.1, 3600.0),
+    "temp_noise_c": (0.0, 5.0), "flow_noise_frac": (0.0, 0.5),
+    "pump_pct": (0.0, 100.0), "hp_pct": (0.0, 100.0), "ramp_pct_per_s": (0.1, 1000.0),
+}
+_CHOICES = {"valve_characteristic": ("equal_percentage", "linear"),
+            "refrigerant": tuple(FLUIDS)}
 _FAULT_KINDS = [k.value for k in FaultKind]
 
 
@@ -145,16 +165,45 @@ def build_sim_config(data: Mapping[str, Any], file: str, base_dir: Path,
     if battery.soc_min_pct >= battery.soc_max_pct:
         bsec.error("soc_min_pct", "must be < soc_max_pct")
     meter = _read_fields(top.sub("meter"), MeterConfig, _METER_BOUNDS)
+    two_phase = _read_two_phase(top.sub("two_phase"), seed) if top.has("two_phase") else None
+    district_heat = (_read_district_heat(top.sub("district_heat"), seed)
+                     if top.has("district_heat") else None)
     plant = PlantConfig(trace=trace, pattern=pattern, constant_frac=constant_frac, loop=loop,
-                        battery=battery, meter=meter)
+                        battery=battery, meter=meter, two_phase=two_phase,
+                        district_heat=district_heat)
+    elements = frozenset(name for name, e in (("two_phase", two_phase),
+                                              ("district_heat", district_heat)) if e)
 
     endpoints = _read_endpoints(top, errors)
-    devices = _read_devices(top, file, maps_dir, {e.name for e in endpoints}, loop.pumps, errors)
+    devices = _read_devices(top, file, maps_dir, {e.name for e in endpoints}, loop.pumps,
+                            elements, errors)
     top.finish()
     faults = _read_faults(faults_raw, file, {d.name: d for d in devices}, loop.leak_cable_m,
                           errors)
     return SimConfig(plant=plant, step_s=step_ms / 1000.0, realtime=realtime,
                      endpoints=endpoints, devices=devices, faults=faults)
+
+
+def _read_two_phase(sec: Section, seed: int) -> TwoPhaseSetup:
+    """[two_phase]: TwoPhaseLoopConfig's keys plus how the plant drives the loop."""
+    d = TwoPhaseSetup()
+    setup = {k: sec.get_float(k, getattr(d, k), minval=_TWO_PHASE_BOUNDS[k][0],
+                              maxval=_TWO_PHASE_BOUNDS[k][1])
+             for k in ("heat_fraction", "pump_pct", "valve_travel_s", "initial_valve_pct")}
+    model = _read_fields(sec, TwoPhaseLoopConfig, _TWO_PHASE_BOUNDS, skip=("seed",))
+    return TwoPhaseSetup(model=dataclasses.replace(model, seed=seed), **setup)
+
+
+def _read_district_heat(sec: Section, seed: int) -> DistrictHeatSetup:
+    """[district_heat]: DistrictHeatConfig's keys plus how the plant drives the network."""
+    d = DistrictHeatSetup()
+    from_loop = sec.get_bool("source_from_loop", d.source_from_loop)
+    setup = {k: sec.get_float(k, getattr(d, k), minval=_DISTRICT_HEAT_BOUNDS[k][0],
+                              maxval=_DISTRICT_HEAT_BOUNDS[k][1])
+             for k in ("pump_pct", "hp_pct", "ramp_pct_per_s")}
+    model = _read_fields(sec, DistrictHeatConfig, _DISTRICT_HEAT_BOUNDS, skip=("seed",))
+    return DistrictHeatSetup(model=dataclasses.replace(model, seed=seed + 1),
+                             source_from_loop=from_loop, **setup)
 
 
 def _read_endpoints(top: Section, errors: ErrorLog) -> tuple[EndpointSpec, ...]:
@@ -176,7 +225,7 @@ def _read_endpoints(top: Section, errors: ErrorLog) -> tuple[EndpointSpec, ...]:
 
 
 def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], pumps: int,
-                  errors: ErrorLog) -> tuple[DeviceSpec, ...]:
+                  elements: frozenset[str], errors: ErrorLog) -> tuple[DeviceSpec, ...]:
     maps: dict[str, IoMap | None] = {}
     out: list[DeviceSpec] = []
     units: dict[tuple[str, int], str] = {}
@@ -205,7 +254,7 @@ def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], 
                     sec.error("io_map", f"no io_map {model!r} in {maps_dir}")
             io_map = maps[model]
         if io_map is not None and isinstance(bind, str):
-            problem = bind_error(io_map.model, bind, pumps)
+            problem = bind_error(io_map.model, bind, pumps, elements)
             if problem:
                 sec.error("binds", problem)
             elif bind and (bind in EXCLUSIVE_BINDS or bind.startswith("pump")):

@@ -9,12 +9,13 @@ plausible plant quantity, so configs with hundreds of devices work. Sans-IO.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import ClassVar
 
 from pswd_plant_sim import sunspec
 from pswd_plant_sim.battery import FOLLOWING, Battery
 from pswd_plant_sim.faults import FaultKind
+from pswd_plant_sim.heat_plants import HEAT_BINDS, HEAT_EXCLUSIVE, heat_bind_error
 from pswd_plant_sim.loop import LeakState, Pump, Valve, solve_parallel
 from pswd_plant_sim.model import Plant, RackMeter
 from pswd_plant_sim.registers import RegisterBank
@@ -323,16 +324,20 @@ BIND_MODELS: dict[str, str] = {
 MODELS = frozenset({"cdu_pump_vfd", "control_valve", "temperature_transmitter",
                     "pressure_transmitter", "flow_meter", "leak_detector", "rack_power_meter",
                     "battery_inverter"})
-EXCLUSIVE_BINDS = ("valve", "battery")  # elements with outputs: one writer each
+EXCLUSIVE_BINDS = ("valve", "battery", *HEAT_EXCLUSIVE)  # elements with outputs: one writer each
 _PUMP = re.compile(r"^pump([1-9][0-9]*)$")
 
 
-def bind_error(model: str, bind: str, pumps: int) -> str | None:
-    """Why `bind` cannot be used by a device of io_map `model`, or None when it can."""
+def bind_error(model: str, bind: str, pumps: int,
+               elements: Collection[str] = ()) -> str | None:
+    """Why `bind` cannot be used by a device of io_map `model`, or None when it can
+    (`elements`: the optional plant elements fitted, see heat_plants.py)."""
     if model not in MODELS:
         return f"no simulation for io_map model {model!r} (have {', '.join(sorted(MODELS))})"
     if not bind:
         return None
+    if bind in HEAT_BINDS:
+        return heat_bind_error(model, bind, elements)
     m = _PUMP.match(bind)
     if m:
         if model != "cdu_pump_vfd":
@@ -342,7 +347,7 @@ def bind_error(model: str, bind: str, pumps: int) -> str | None:
         return None
     wanted = BIND_MODELS.get(bind)
     if wanted is None:
-        known = ", ".join(["pumpN", *BIND_MODELS])
+        known = ", ".join(["pumpN", *BIND_MODELS, *HEAT_BINDS])
         return f"unknown model element {bind!r} (one of {known})"
     if wanted != model:
         return f"{bind!r} needs io_map {wanted!r}, not {model!r}"

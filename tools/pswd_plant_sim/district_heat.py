@@ -88,6 +88,7 @@ class DistrictHeat:
         self.it_kwh = 0.0
         self.compressor_kwh = 0.0
         self.offered_kw: float | None = None
+        self.source_c = c.source_c  # the loop's heat-source temperature (may follow the loop)
         self._rng = random.Random(c.seed)
 
     def step(self, dt: float, *, it_kw: float, pump_pct: float, hp_pct: float) -> None:
@@ -105,7 +106,7 @@ class DistrictHeat:
         hp = min(max(hp_pct, 0.0), 100.0) / 100.0
         if hp > 0.0:
             t_cond = self.supply_c + 3.0 + 273.15
-            t_evap = c.source_c - 5.0 + 273.15
+            t_evap = self.source_c - 5.0 + 273.15
             self.cop = c.carnot_fraction * t_cond / max(t_cond - t_evap, 1.0)
             self.source_kw = min(hp * c.hp_source_max_kw, offered)
             self.compressor_kw = self.source_kw / max(self.cop - 1.0, 0.1)
@@ -114,7 +115,7 @@ class DistrictHeat:
         else:
             self.cop = 0.0
             self.compressor_kw = 0.0
-            cap = mcp * max(c.source_c - c.approach_k - t_r, 0.0)
+            cap = mcp * max(self.source_c - c.approach_k - t_r, 0.0)
             self.source_kw = min(offered, cap)
             steady = t_r + self.source_kw / mcp if mcp > 0.0 else t_r
         a = dt / (c.lag_s + dt)
@@ -133,5 +134,5 @@ class DistrictHeat:
             supply_c=round(self.supply_c + g(0.0, c.temp_noise_c), 2),
             return_c=round(c.dh_return_c + g(0.0, c.temp_noise_c), 2),
             flow_lpm=round(self.flow_lpm * (1.0 + g(0.0, c.flow_noise_frac)), 1),
-            source_c=round(c.source_c + g(0.0, c.temp_noise_c), 2),
+            source_c=round(self.source_c + g(0.0, c.temp_noise_c), 2),
             compressor_kw=round(self.compressor_kw, 1))

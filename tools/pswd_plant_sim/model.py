@@ -1,4 +1,5 @@
-"""The whole plant in simulated time: IT load, coolant loop, rack meter and battery.
+"""The whole plant in simulated time: IT load, coolant loop, rack meter and battery, and
+optionally a two-phase loop and a district-heat recovery network (heat_plants.py).
 
 `Plant.step(dt)` is the only way time moves; nothing here reads a clock or does I/O, so tests
 and benchmarks replay scenarios faster than real time.
@@ -11,6 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pswd_plant_sim.battery import Battery, BatteryConfig
+from pswd_plant_sim.heat_plants import (
+    DistrictHeatPlant,
+    DistrictHeatSetup,
+    TwoPhasePlant,
+    TwoPhaseSetup,
+)
 from pswd_plant_sim.loop import CoolantLoop, LoopConfig
 from pswd_plant_sim.trace import ConstantPower, PowerSource, Trace, TraceConfig
 
@@ -86,6 +93,8 @@ class PlantConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     battery: BatteryConfig = field(default_factory=BatteryConfig)
     meter: MeterConfig = field(default_factory=MeterConfig)
+    two_phase: TwoPhaseSetup | None = None  # [two_phase]: a pumped two-phase loop
+    district_heat: DistrictHeatSetup | None = None  # [district_heat]: heat recovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +144,9 @@ class Plant:
         self.loop = CoolantLoop(c.loop)
         self.battery = Battery(c.battery)
         self.meter = RackMeter(c.meter, rated_kw=c.trace.peak_kw)
+        self.two_phase = TwoPhasePlant(c.two_phase, c.loop) if c.two_phase else None
+        self.district_heat = (DistrictHeatPlant(c.district_heat, c.loop) if c.district_heat
+                              else None)
         self.t = 0.0
         self.it_demand_kw = 0.0
 
@@ -158,6 +170,16 @@ class Plant:
         self.meter.step(dt, it_kw)
         self.loop.step(dt, it_kw)
         self.battery.step(dt)
+        if self.two_phase is not None:
+            self.two_phase.step(dt, it_kw)
+        if self.district_heat is not None:
+            self.district_heat.step(dt, it_kw, self.loop.return_c)
+
+    @property
+    def elements(self) -> frozenset[str]:
+        """The optional elements fitted ("two_phase", "district_heat")."""
+        return frozenset(name for name, e in (("two_phase", self.two_phase),
+                                              ("district_heat", self.district_heat)) if e)
 
     @property
     def state(self) -> PlantState:

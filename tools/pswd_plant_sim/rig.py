@@ -24,6 +24,8 @@ from pswd_plant_sim.faults import (
     FaultSpec,
     apply_value_faults,
 )
+from pswd_plant_sim.heat_devices import build_heat_device
+from pswd_plant_sim.heat_plants import HEAT_BINDS
 from pswd_plant_sim.model import Plant
 from pswd_plant_sim.registers import RegisterBank
 
@@ -89,11 +91,14 @@ class Rig:
         self.units: dict[str, Unit] = {}
         pumps = len(plant.loop.pumps)
         for index, spec in enumerate(devices):
-            problem = bind_error(spec.io_map.model, spec.bind, pumps)
+            problem = bind_error(spec.io_map.model, spec.bind, pumps, plant.elements)
             if problem:
                 raise ValueError(f"device {spec.name!r}: {problem}")
             bank = RegisterBank(spec.name, spec.io_map)
-            device = build_device(spec.name, spec.io_map.model, spec.bind, plant, index)
+            if spec.bind in HEAT_BINDS:
+                device = build_heat_device(spec.name, spec.io_map.model, spec.bind, plant)
+            else:
+                device = build_device(spec.name, spec.io_map.model, spec.bind, plant, index)
             if spec.io_map.model == "battery_inverter":
                 sunspec.write_static(bank)
             inputs = tuple(p.name for p in spec.io_map.points if not p.access.writable)
@@ -210,4 +215,9 @@ class Rig:
             }
             for name, u in self.units.items()
         }
-        return {"plant": self.plant.state.as_dict(), "devices": devices}
+        status: dict[str, Any] = {"plant": self.plant.state.as_dict(), "devices": devices}
+        if self.plant.two_phase is not None:
+            status["two_phase"] = self.plant.two_phase.as_dict()
+        if self.plant.district_heat is not None:
+            status["district_heat"] = self.plant.district_heat.as_dict()
+        return status

@@ -56,6 +56,7 @@ class TwoPhaseLoop:
         self.outlet_c = self.t_sat_c
         self.flow_lpm = 0.0
         self.q_cond_kw = 0.0
+        self.water_c = c.water_c  # condenser water inlet; a disturbance may change it
         self._rng = random.Random(c.seed)
 
     @property
@@ -73,7 +74,7 @@ class TwoPhaseLoop:
         c, f = self.config, self.fluid
         t_k = self.t_sat_c + 273.15
         self.q_cond_kw = (c.ua_max_kw_per_k * min(max(valve_pct, 0.0), 100.0) / 100.0
-                          * (self.t_sat_c - c.water_c))
+                          * (self.t_sat_c - self.water_c))
         self.t_sat_c += (heat_kw - self.q_cond_kw) * dt / c.thermal_mass_kj_per_k
         self.flow_lpm = c.flow_max_lpm * min(max(pump_pct, 0.0), 100.0) / 100.0
         t_in_k = self.inlet_c + 273.15
