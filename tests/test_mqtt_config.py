@@ -67,3 +67,27 @@ ca = "ca.crt"
                      "[mqtt.tls] key: required"):
         assert fragment in text, (fragment, text)
     assert all(line.startswith(str(path)) for line in err.value.lines)
+
+
+def test_link_loss_keys(tmp_path: Path) -> None:
+    cfg = load_mqtt_config(write(tmp_path, '[mqtt]\nhost = "h"\n'))
+    assert cfg is not None and (cfg.link_loss_s, cfg.on_link_loss) == (10.0, "release")
+    cfg = load_mqtt_config(write(tmp_path, '[mqtt]\nhost = "h"\nlink_loss_s = 0\n'
+                                           'on_link_loss = "hold"\n'))
+    assert cfg is not None and (cfg.link_loss_s, cfg.on_link_loss) == (0.0, "hold")
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ('link_loss_s = "10"', "[mqtt] link_loss_s: must be a number, got str '10'"),
+    ("link_loss_s = true", "[mqtt] link_loss_s: must be a number, got bool True"),
+    ("link_loss_s = -1.5", "[mqtt] link_loss_s: must be >= 0, got -1.5"),
+    ("link_loss_s = 1e9", "[mqtt] link_loss_s: must be <= 86400, got 1e+09"),
+    ("link_loss_s = nan", "[mqtt] link_loss_s: must be finite, got nan"),
+    ('on_link_loss = "zero"', "[mqtt] on_link_loss: must be one of release, hold; got 'zero'"),
+    ("on_link_loss = 1", "[mqtt] on_link_loss: must be a string, got int 1"),
+])
+def test_link_loss_errors(tmp_path: Path, line: str, error: str) -> None:
+    path = write(tmp_path, f'[mqtt]\nhost = "h"\n{line}\n')
+    with pytest.raises(ConfigError) as err:
+        load_mqtt_config(path)
+    assert err.value.lines == [f"{path}: {error}"]

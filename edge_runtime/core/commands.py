@@ -29,10 +29,15 @@ class SetOutput:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseOutput:
-    """Give an output back to automatic control."""
+    """Give an output back to automatic control.
+
+    With `held_by`, only a hold whose source starts with it is released (the link-loss
+    watchdog releases "mqtt." holds): decided at the scan that applies it, so an operator's
+    hold set after the watchdog looked is never taken away."""
 
     point: str
     source: str = "local"
+    held_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,7 @@ class ManualOutputs:
         self.safety = safety  # forces and trip resets go to it; without one they are refused
         self.controls: ControlPort | None = None  # mode changes and announcements go to it
         self.manual: dict[str, float] = {}
+        self._held_by: dict[str, str] = {}  # point -> source of the command holding it
 
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
         """Apply pending commands, then write every held operator value."""
@@ -189,17 +195,28 @@ class ManualOutputs:
         for point, value in self.manual.items():
             image.write(point, value)
 
+    def holds(self) -> dict[str, str]:
+        """Every operator-held output and the source of the command that holds it."""
+        return dict(self._held_by)
+
     def _apply(self, cmd: Command, image: ProcessImage) -> None:
         ts = self._wall()
         try:
             if isinstance(cmd, SetOutput):
                 image.check_output(cmd.point, cmd.value)
                 self.manual[cmd.point] = float(cmd.value)
+                self._held_by[cmd.point] = cmd.source
             elif isinstance(cmd, ReleaseOutput):
-                if cmd.point in self.manual:
-                    del self.manual[cmd.point]
-                elif cmd.point not in image.outputs_info:
+                holder = self._held_by.get(cmd.point, "")
+                if cmd.point not in image.outputs_info:
                     raise UnknownPoint(cmd.point)
+                if cmd.held_by and not (cmd.point in self.manual
+                                        and holder.startswith(cmd.held_by)):
+                    why = f"held by {holder}" if cmd.point in self.manual else "not held"
+                    self.queue.record(ts, cmd, True, f"{why}: left as is")
+                    return
+                self.manual.pop(cmd.point, None)
+                self._held_by.pop(cmd.point, None)
             elif isinstance(cmd, SetControlMode | AnnounceWorkload):
                 self._apply_control(cmd, ts)
             else:

@@ -13,12 +13,20 @@
     state_dir = "state"            # outbox and session counter (relative to the config file)
     outbox_capacity = 100000       # records kept while the link is down
     max_message_bytes = 65536      # larger command messages are refused on the error topic
+    link_loss_s = 10.0             # site link down this long (node clock): on_link_loss applies;
+                                   # 0 disables the watchdog (no release, no alarm)
+    on_link_loss = "release"       # "release" (default): every output held by a site (MQTT)
+                                   # command goes back to local automatic control; "hold": keep
+                                   # them as the site set them, only the alarm is raised
     [mqtt.tls]                     # TLS 1.3 with a client certificate (mutual authentication)
     ca = "pki/ca.crt"
     cert = "pki/node.crt"
     key = "pki/node.key"
 
-Paths are relative to the config file's directory.
+Paths are relative to the config file's directory. `link_loss_s` and `on_link_loss` only
+matter to a node's NodeLink (federation/link.py): a held site value must not outlive the
+site's supervision of it. Outputs held by a local operator or forced by a technician are never
+touched by it, and interlocks override every output as always.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 
 PROTOCOLS = ("5", "3.1.1")
+LINK_LOSS_POLICIES = ("release", "hold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,8 @@ class MqttConfig:
     state_dir: Path = Path("state")
     outbox_capacity: int = 100_000
     max_message_bytes: int = 65_536
+    link_loss_s: float = 10.0  # 0: no link-loss watchdog
+    on_link_loss: str = "release"  # one of LINK_LOSS_POLICIES
 
     @property
     def mqtt5(self) -> bool:
@@ -98,6 +109,8 @@ def read_mqtt(sec: Section, base_dir: Path) -> MqttConfig:
                                     maxval=100_000_000),
         max_message_bytes=sec.get_int("max_message_bytes", d.max_message_bytes, minval=1024,
                                       maxval=16 * 1024 * 1024),
+        link_loss_s=sec.get_float("link_loss_s", d.link_loss_s, minval=0.0, maxval=86_400.0),
+        on_link_loss=sec.get_str("on_link_loss", d.on_link_loss, choices=LINK_LOSS_POLICIES),
     )
     if cfg.reconnect_max_s < cfg.reconnect_min_s:
         sec.error("reconnect_max_s", f"must be >= reconnect_min_s ({cfg.reconnect_min_s:g})")

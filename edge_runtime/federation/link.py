@@ -44,6 +44,21 @@ of it awaiting the broker:
   `.../error` with the reason and the field, and counted by category (at most
   ERROR_ANSWERS_PER_S answers a second; the rest are only counted).
 
+Link-loss watchdog (`[mqtt] link_loss_s`, `on_link_loss`): a value the site set on an
+output is held until released, so without a watchdog it would outlive the site's supervision
+(a battery discharging for a grid event that nobody follows any more). When the link has been
+down for link_loss_s on the node's clock (checked after every scan, by an observer, so it runs
+in simulated time too; counted from start-up until the first connect), the link, once per
+outage: with "release" (the default) submits ReleaseOutput(point, source="link_loss",
+held_by="mqtt.") for every output an MQTT command holds, applied and audited at the next scan
+like any release (the output goes back to local automatic control; an operator's hold made
+meanwhile is left alone); with "hold" keeps them. Either way it raises the alarm
+`site_link_lost` naming the outputs; the first connect after it raises `site_link_restored`.
+Local operator holds, technician forces (the safety layer) and interlocks are never touched.
+Detection is the MQTT client's: at once when the broker closes or refuses the socket, after
+1.5 x keepalive_s when the network silently drops packets. A site coordinator that dies while
+the broker stays up is not seen here.
+
 Telemetry takes the outbox on every batch, link up or down (one SQLite put of ~12 kB per
 1,000 samples), rather than only while the link is down: a batch written to the socket just
 before the broker dies is then not lost, and order is kept without a second path.
@@ -68,7 +83,7 @@ from paho.mqtt.properties import Properties
 from edge_runtime import __version__
 from edge_runtime.config.schema import NodeConfig
 from edge_runtime.core.clock import Clock
-from edge_runtime.core.commands import AnnounceWorkload, CommandQueue
+from edge_runtime.core.commands import AnnounceWorkload, CommandQueue, ReleaseOutput
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.scan import ScanEngine
@@ -105,6 +120,14 @@ INFLIGHT = 64  # unacknowledged publishes from the outbox
 ERROR_ANSWERS_PER_S = 50  # beyond this, invalid messages are only counted (no echo storms)
 
 
+class HeldOutputs(Protocol):
+    """What the link-loss watchdog reads of the command path (core.commands.ManualOutputs)."""
+
+    def holds(self) -> dict[str, str]:
+        """Every held output -> source of the command that holds it."""
+        ...
+
+
 class LinkedNode(Protocol):
     """What the link needs of edge_runtime.node.Node."""
 
@@ -114,6 +137,61 @@ class LinkedNode(Protocol):
     events: EventLog
     commands: CommandQueue
     engine: ScanEngine
+
+    @property
+    def manual(self) -> HeldOutputs:
+        """The command path's operator-held outputs (read only)."""
+        ...
+
+
+SITE_SOURCE = "mqtt."  # commands from the link carry source "mqtt.<kind>" (inbound.py)
+LINK_LOSS_SOURCE = "link_loss"
+
+
+class LinkLossWatchdog:
+    """When the link has been down `after_s` (once per outage), and when it is back.
+
+    Sans-IO on the caller's monotonic time. Down from creation until the first connect: a node
+    that never reaches its broker is as unsupervised as one that lost it."""
+
+    def __init__(self, after_s: float, now: float) -> None:
+        self.after_s = after_s
+        self.down_since: float | None = now
+        self.lost = False  # declared lost in the current outage
+
+    def link(self, up: bool, now: float) -> float | None:
+        """Record a link change; on a connect that ends a declared loss, how long it lasted."""
+        if not up:
+            if self.down_since is None:
+                self.down_since = now
+            return None
+        since, self.down_since = self.down_since, None
+        if not self.lost or since is None:
+            return None
+        self.lost = False
+        return now - since
+
+    def due(self, now: float) -> bool:
+        """True at the first call once the current outage has lasted after_s."""
+        if self.after_s <= 0 or self.lost or self.down_since is None:
+            return False
+        if now - self.down_since < self.after_s:
+            return False
+        self.lost = True
+        return True
+
+
+class _LinkLossCheck:
+    """Scan observer: the watchdog looks after every scan (it only queues commands)."""
+
+    name = "link_loss"
+
+    def __init__(self, check: Callable[[float], None]) -> None:
+        self._check = check
+
+    def step(self, image: ProcessImage, now: float, dt: float) -> None:
+        """Check the link-loss watchdog at the scan's time."""
+        self._check(now)
 
 
 class NodeLink:
@@ -146,6 +224,9 @@ class NodeLink:
                                  on_message=self._on_message, on_state=self._on_state,
                                  on_published=self._on_published)
         self._online = False
+        self.link_loss = LinkLossWatchdog(cfg.link_loss_s, node.clock.monotonic())
+        self._link_loss_check = _LinkLossCheck(self._check_link_loss)
+        self.released: list[str] = []  # outputs released at the last declared link loss
         self._send_seq = 0  # next seq to go out in this session
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._inflight_samples: dict[int, int] = {}  # mid -> samples in that batch
@@ -192,6 +273,8 @@ class NodeLink:
                                       events=self.node.events, clock=self.node.clock,
                                       max_rows=self.cfg.outbox_capacity)
         self.node.engine.observers.append(self.recorder)
+        self.link_loss = LinkLossWatchdog(self.cfg.link_loss_s, self.node.clock.monotonic())
+        self.node.engine.observers.append(self._link_loss_check)
         self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
                                                             "connection lost"))
         self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1, retain_as_published=True)
@@ -200,8 +283,9 @@ class NodeLink:
         try:
             await asyncio.gather(self._ticker(), self._sender())
         finally:
-            with contextlib.suppress(ValueError):
-                self.node.engine.observers.remove(self.recorder)
+            for observer in (self.recorder, self._link_loss_check):
+                with contextlib.suppress(ValueError):
+                    self.node.engine.observers.remove(observer)
             await self._store_telemetry()
             self._flush_acks()
             if self._online:
@@ -234,6 +318,11 @@ class NodeLink:
 
     def _on_state(self, up: bool) -> None:
         self._online = up
+        lasted = self.link_loss.link(up, self.node.clock.monotonic())
+        if lasted is not None:
+            self.node.events.raise_event(
+                self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.INFO,
+                f"site link back after {lasted:.1f} s", "site_link_restored")
         self._epoch += 1
         self._inflight.clear()
         self._inflight_samples.clear()
@@ -365,6 +454,26 @@ class NodeLink:
             log.error("%s: stored batch %d unreadable, dropped: %s", self.who.node, e.seq, exc)
             return None
 
+    # -- link-loss watchdog ------------------------------------------------------------------
+    def _check_link_loss(self, now: float) -> None:
+        if not self.link_loss.due(now):
+            return
+        site_held = sorted(p for p, src in self.node.manual.holds().items()
+                           if src.startswith(SITE_SOURCE))
+        release = self.cfg.on_link_loss == "release"
+        if release:
+            for point in site_held:
+                self.node.commands.submit(ReleaseOutput(point, source=LINK_LOSS_SOURCE,
+                                                        held_by=SITE_SOURCE))
+        self.released = site_held if release else []
+        named = ", ".join(site_held)
+        what = ("no output held by the site" if not site_held
+                else f"released {named} to local control" if release
+                else f"holding {named} as the site set them (on_link_loss = hold)")
+        self.node.events.raise_event(
+            self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.ALARM,
+            f"site link lost for {self.cfg.link_loss_s:g} s: {what}", "site_link_lost")
+
     def _on_published(self, mid: int) -> None:
         seq = self._inflight.pop(mid, None)
         self.samples_sent += self._inflight_samples.pop(mid, 0)
@@ -438,6 +547,7 @@ class NodeLink:
                 "points": len(self.points), "sent": dict(self.sent), "replayed": self.replayed,
                 "samples_stored": self.samples_stored, "samples_sent": self.samples_sent,
                 "invalid": dict(self.invalid), "stale_dropped": self.stale_dropped,
+                "link_lost": self.link_loss.lost, "released_on_loss": list(self.released),
                 "recorder_dropped": self.recorder.dropped, "inflight": len(self._inflight),
                 "outbox": self._outbox.get_status() if self._outbox is not None else None,
                 "mqtt": self.client.get_status()}
