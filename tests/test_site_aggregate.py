@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,3 +155,21 @@ def test_bookings_totals_replace_and_lazy_expiry() -> None:
     assert "b" not in b and b.kw == 50.0 and b.active_ramps() == ()
     b.remove("a")
     assert len(b) == 0 and b.kw == 0.0 and b.get("a") is None
+
+
+def test_telemetry_sums_are_reused_for_refresh_s_and_redone_on_births() -> None:
+    """O(nodes) sums once per refresh_s, not per announcement; a birth, a death or a node's
+    first reading are counted at once, a changed reading at most refresh_s late."""
+    agg = SiteAggregate(dataclasses.replace(CFG, refresh_s=0.1))
+    agg.node_online("rack-01", "rack", T)
+    agg.update_points("rack-01", [("rack_meter.power_kw", good(100.0, T))])
+    assert agg.snapshot(T).measured_load_kw == 100.0  # first reading: at once
+    agg.update_points("rack-01", [("rack_meter.power_kw", good(300.0, T + 0.05))])
+    assert agg.snapshot(T + 0.05).measured_load_kw == 100.0  # reused inside refresh_s
+    assert agg.snapshot(T + 0.11).measured_load_kw == 300.0  # redone after it
+    agg.node_online("rack-02", "rack", T + 0.12)
+    agg.update_points("rack-02", [("rack_meter.power_kw", good(50.0, T + 0.12))])
+    assert agg.snapshot(T + 0.12).measured_load_kw == 350.0  # a birth: at once
+    agg.node_offline("rack-01", T + 0.13)
+    assert agg.snapshot(T + 0.13).measured_load_kw == 50.0  # a death: at once
+    assert agg.snapshot(T - 1).measured_load_kw == 50.0  # a clock step back: redone

@@ -172,6 +172,19 @@ class Bookings:
         return tuple(self._ramps.values())
 
 
+@dataclass(frozen=True, slots=True)
+class _Plant:
+    """The part of a snapshot that comes from node telemetry."""
+
+    load_kw: float
+    known: bool
+    unknown: str
+    battery: bool
+    battery_kw: float
+    cooling_kw: float
+    heat_kw: float
+
+
 class SiteAggregate:
     """Live site state built from what the nodes and the grid interface publish."""
 
@@ -180,18 +193,23 @@ class SiteAggregate:
         self.nodes: dict[str, NodeState] = {}
         self.grid = GridState()
         self.reservations = Bookings()
+        self._plant: _Plant | None = None
+        self._plant_t = 0.0
+        self._changed = True  # a node came or went: the next snapshot recomputes
 
     # --- feeding ------------------------------------------------------------------------------
 
     def node_online(self, node: str, role: str, now: float) -> None:
         """A birth: the node is up; its previous points are gone with its old session."""
         self.nodes[node] = NodeState(role, True, now)
+        self._changed = True
 
     def node_offline(self, node: str, now: float) -> None:
         """A death (or will): the node's readings no longer count."""
         state = self.nodes.get(node)
         if state is not None:
             state.online, state.since = False, now
+            self._changed = True
 
     def update_points(self, node: str, samples: Iterable[tuple[str, Sample]]) -> None:
         """Latest samples of a node, by point name; older samples never replace newer ones."""
@@ -200,6 +218,8 @@ class SiteAggregate:
             state = self.nodes[node] = NodeState("", True, 0.0)
         for name, sample in samples:
             old = state.points.get(name)
+            if old is None:
+                self._changed = True  # a first reading (a node just born): count it at once
             if old is None or sample.ts >= old.ts:
                 state.points[name] = sample
 
@@ -230,8 +250,28 @@ class SiteAggregate:
 
     def snapshot(self, now: float) -> SiteSnapshot:
         """The aggregate at UTC time `now`, expired reservations dropped."""
-        cfg, pts = self.config, self.config.points
+        cfg = self.config
         self.reservations.expire(now)
+        plant = self._plant
+        if plant is None or self._changed or not 0.0 <= now - self._plant_t < cfg.refresh_s:
+            plant = self._plant = self._plant_now(now)
+            self._plant_t, self._changed = now, False
+        limit = cfg.power_limit_kw
+        if self.grid.import_limit_kw is not None:
+            limit = min(limit, self.grid.import_limit_kw)
+        res = self.reservations
+        return SiteSnapshot(
+            power_limit_kw=limit, measured_load_kw=plant.load_kw,
+            reserved_kw=max(0.0, res.kw), cooling_capacity_kw=plant.cooling_kw,
+            heat_load_kw=plant.heat_kw, reserved_heat_kw=max(0.0, res.heat_kw),
+            battery_available=plant.battery, battery_discharge_kw=plant.battery_kw,
+            ramp_limit_kw_per_s=cfg.ramp_limit_kw_per_s, grid=self.grid,
+            ramps=res.active_ramps(), power_known=plant.known, unknown_reason=plant.unknown)
+
+    def _plant_now(self, now: float) -> _Plant:
+        """What the online nodes' fresh telemetry says: O(nodes), so snapshot() reuses it for
+        refresh_s (a 1 GW site has a thousand racks; announcements can come 1,000/s)."""
+        cfg, pts = self.config, self.config.points
         racks = self._online("rack")
         loads = [self._fresh(s, pts.rack_power_kw, now) for _, s in racks]
         known = [v for v in loads if v is not None]
@@ -259,17 +299,7 @@ class SiteAggregate:
                 cdus_measured += 1
         if not cdus_measured:
             heat = load
-        limit = cfg.power_limit_kw
-        if self.grid.import_limit_kw is not None:
-            limit = min(limit, self.grid.import_limit_kw)
-        res = self.reservations
-        return SiteSnapshot(
-            power_limit_kw=limit, measured_load_kw=load, reserved_kw=max(0.0, res.kw),
-            cooling_capacity_kw=cooling, heat_load_kw=heat,
-            reserved_heat_kw=max(0.0, res.heat_kw), battery_available=battery,
-            battery_discharge_kw=battery_kw, ramp_limit_kw_per_s=cfg.ramp_limit_kw_per_s,
-            grid=self.grid, ramps=res.active_ramps(),
-            power_known=bool(known), unknown_reason=unknown)
+        return _Plant(load, bool(known), unknown, battery, battery_kw, cooling, heat)
 
     def get_status(self, now: float) -> dict[str, Any]:
         """Plain-data view for the live view, OPC UA and HTTPS."""

@@ -4,6 +4,8 @@
     power_limit_kw = 2000.0          # the site's connection limit (grid/status may lower it)
     ramp_limit_kw_per_s = 200.0      # fastest total load ramp the connection agreement allows
     telemetry_max_age_s = 5.0        # older power readings make the site state unknown
+    refresh_s = 0.1                  # the node-telemetry sums are reused this long (at
+                                     # most one telemetry period late; O(nodes) to redo)
     reservation_hold_s = 120.0       # an admitted workload is reserved until start + this
     battery_min_soc_pct = 20.0       # below this a rack battery is not counted as available
     cooling_system_type = "single_phase_liquid"
@@ -51,6 +53,7 @@ class SiteConfig:
     power_limit_kw: float = 2000.0
     ramp_limit_kw_per_s: float = 200.0
     telemetry_max_age_s: float = 5.0
+    refresh_s: float = 0.1
     reservation_hold_s: float = 120.0
     battery_min_soc_pct: float = 20.0
     cooling_capacity_kw: dict[str, float] = field(default_factory=dict)
@@ -70,6 +73,7 @@ def read_site_section(sec: Section) -> SiteConfig:
     ramp = sec.get_float("ramp_limit_kw_per_s", d.ramp_limit_kw_per_s, above=0.0)
     max_age = sec.get_float("telemetry_max_age_s", d.telemetry_max_age_s, above=0.0,
                             maxval=3600.0)
+    refresh = sec.get_float("refresh_s", d.refresh_s, minval=0.0, maxval=10.0)
     hold = sec.get_float("reservation_hold_s", d.reservation_hold_s, minval=0.0,
                          maxval=86_400.0)
     soc = sec.get_float("battery_min_soc_pct", d.battery_min_soc_pct, minval=0.0, maxval=100.0)
@@ -111,8 +115,8 @@ def read_site_section(sec: Section) -> SiteConfig:
     sec.finish()
     return SiteConfig(
         power_limit_kw=power, ramp_limit_kw_per_s=ramp, telemetry_max_age_s=max_age,
-        reservation_hold_s=hold, battery_min_soc_pct=soc, cooling_capacity_kw=cooling,
-        default_cooling_capacity_kw=default_cool,
+        refresh_s=refresh, reservation_hold_s=hold, battery_min_soc_pct=soc,
+        cooling_capacity_kw=cooling, default_cooling_capacity_kw=default_cool,
         cooling_system_type=CoolingSystemType(cooling_type) if cooling_type in
         [c.value for c in CoolingSystemType] else d.cooling_system_type,
         heat_recovery_available=recovery, municipal_heat_integration=municipal,
