@@ -23,7 +23,7 @@ from edge_runtime.core.events import Event
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation.config import MqttConfig
-from edge_runtime.federation.link import LinkLossWatchdog, NodeLink
+from edge_runtime.federation.link import LinkLossGuard, LinkLossWatchdog, NodeLink
 from edge_runtime.federation.mqtt import MqttClient
 from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.node import Node
@@ -240,3 +240,35 @@ def test_conditional_release_leaves_other_holds() -> None:
     q.submit(ReleaseOutput(SETPOINT))
     node.engine.scan_once(1000.02)
     assert node.manual.holds() == {ENABLE: "local"}
+
+
+def test_guard_in_simulated_time_acts_at_link_loss_s_on_the_node_clock() -> None:
+    clock = VirtualClock(start=1000.0)
+    node = Node(RACK, clock=clock, watchdog_thread=False,
+                driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
+                                                     for d in c.devices})
+    guard = LinkLossGuard(node, after_s=10.0)
+    node.engine.observers.append(guard)
+    guard.link(True)
+    node.commands.submit(SetOutput(SETPOINT, SITE_KW, source="mqtt.battery_control"))
+    node.engine.scan_once(clock.monotonic())
+    clock.advance(5.0)
+    guard.link(False)  # at 1005
+    for t in (1005.0, 1010.0, 1014.99):
+        clock.advance(t - clock.monotonic())
+        node.engine.scan_once(t)
+    assert not guard.lost and not events(node, "site_link_lost")
+    assert node.manual.holds() == {SETPOINT: "mqtt.battery_control"}
+    clock.advance(1015.0 - clock.monotonic())
+    node.engine.scan_once(1015.0)  # the observer queues the release: applied next scan
+    assert guard.lost and guard.released == [SETPOINT]
+    [alarm] = events(node, "site_link_lost")
+    assert alarm.ts == clock.wall()
+    node.engine.scan_once(1015.01)
+    assert node.manual.holds() == {}
+    node.engine.scan_once(1016.0)
+    assert len(events(node, "site_link_lost")) == 1  # once per outage
+    clock.advance(1020.0 - clock.monotonic())
+    guard.link(True)
+    [back] = events(node, "site_link_restored")
+    assert back.message == "site link back after 15.0 s"

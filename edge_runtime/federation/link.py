@@ -47,13 +47,14 @@ of it awaiting the broker:
 Link-loss watchdog (`[mqtt] link_loss_s`, `on_link_loss`): a value the site set on an
 output is held until released, so without a watchdog it would outlive the site's supervision
 (a battery discharging for a grid event that nobody follows any more). When the link has been
-down for link_loss_s on the node's clock (checked after every scan, by an observer, so it runs
-in simulated time too; counted from start-up until the first connect), the link, once per
-outage: with "release" (the default) submits ReleaseOutput(point, source="link_loss",
-held_by="mqtt.") for every output an MQTT command holds, applied and audited at the next scan
-like any release (the output goes back to local automatic control; an operator's hold made
-meanwhile is left alone); with "hold" keeps them. Either way it raises the alarm
-`site_link_lost` naming the outputs; the first connect after it raises `site_link_restored`.
+down for link_loss_s on the node's clock (checked after every scan by a LinkLossGuard, a scan
+observer, so it runs in simulated time too; counted from start-up until the first connect),
+the guard, once per outage: with "release" (the default) submits ReleaseOutput(point,
+source="link_loss", held_by="mqtt.") for every output an MQTT command holds, applied and
+audited at the next scan like any release (the output goes back to local automatic
+control; an operator's hold made meanwhile is left alone); with "hold" keeps them. Either
+way it raises the alarm `site_link_lost` naming the outputs; the first connect after it
+raises `site_link_restored`.
 Local operator holds, technician forces (the safety layer) and interlocks are never touched.
 Detection is the MQTT client's: at once when the broker closes or refuses the socket, after
 1.5 x keepalive_s when the network silently drops packets. A site coordinator that dies while
@@ -128,20 +129,25 @@ class HeldOutputs(Protocol):
         ...
 
 
-class LinkedNode(Protocol):
-    """What the link needs of edge_runtime.node.Node."""
+class GuardedNode(Protocol):
+    """What the link-loss guard needs of edge_runtime.node.Node."""
 
-    config: NodeConfig
     clock: Clock
-    image: ProcessImage
     events: EventLog
     commands: CommandQueue
-    engine: ScanEngine
 
     @property
     def manual(self) -> HeldOutputs:
         """The command path's operator-held outputs (read only)."""
         ...
+
+
+class LinkedNode(GuardedNode, Protocol):
+    """What the link needs of edge_runtime.node.Node."""
+
+    config: NodeConfig
+    image: ProcessImage
+    engine: ScanEngine
 
 
 SITE_SOURCE = "mqtt."  # commands from the link carry source "mqtt.<kind>" (inbound.py)
@@ -181,17 +187,59 @@ class LinkLossWatchdog:
         return True
 
 
-class _LinkLossCheck:
-    """Scan observer: the watchdog looks after every scan (it only queues commands)."""
+class LinkLossGuard:
+    """Scan observer acting on a lost site link (see the module docstring); sans-IO.
+
+    Whoever owns the link calls `link(up)` on every change (NodeLink does, from its MQTT
+    client); `step` runs after every scan and only queues commands and raises events. Usable
+    without a broker (a scenario can drive `link` itself):
+
+        guard = LinkLossGuard(node, after_s=10.0, policy="release")
+        node.engine.observers.append(guard)
+        guard.link(True)     # connected; guard.link(False) starts the clock
+    """
 
     name = "link_loss"
 
-    def __init__(self, check: Callable[[float], None]) -> None:
-        self._check = check
+    def __init__(self, node: GuardedNode, after_s: float, policy: str = "release") -> None:
+        self.node = node
+        self.after_s = after_s
+        self.policy = policy  # "release" | "hold" (federation.config.LINK_LOSS_POLICIES)
+        self.watchdog = LinkLossWatchdog(after_s, node.clock.monotonic())
+        self.released: list[str] = []  # outputs released at the last declared loss
+
+    @property
+    def lost(self) -> bool:
+        """True from the alarm until the link is back."""
+        return self.watchdog.lost
+
+    def link(self, up: bool) -> None:
+        """The link went up or down; back after a declared loss raises site_link_restored."""
+        lasted = self.watchdog.link(up, self.node.clock.monotonic())
+        if lasted is not None:
+            self.node.events.raise_event(
+                self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.INFO,
+                f"site link back after {lasted:.1f} s", "site_link_restored")
 
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
-        """Check the link-loss watchdog at the scan's time."""
-        self._check(now)
+        """At the scan's time: once the outage has lasted after_s, act and raise the alarm."""
+        if not self.watchdog.due(now):
+            return
+        site_held = sorted(p for p, src in self.node.manual.holds().items()
+                           if src.startswith(SITE_SOURCE))
+        release = self.policy == "release"
+        if release:
+            for point in site_held:
+                self.node.commands.submit(ReleaseOutput(point, source=LINK_LOSS_SOURCE,
+                                                        held_by=SITE_SOURCE))
+        self.released = site_held if release else []
+        named = ", ".join(site_held)
+        what = ("no output held by the site" if not site_held
+                else f"released {named} to local control" if release
+                else f"holding {named} as the site set them (on_link_loss = hold)")
+        self.node.events.raise_event(
+            self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.ALARM,
+            f"site link lost for {self.after_s:g} s: {what}", "site_link_lost")
 
 
 class NodeLink:
@@ -224,9 +272,7 @@ class NodeLink:
                                  on_message=self._on_message, on_state=self._on_state,
                                  on_published=self._on_published)
         self._online = False
-        self.link_loss = LinkLossWatchdog(cfg.link_loss_s, node.clock.monotonic())
-        self._link_loss_check = _LinkLossCheck(self._check_link_loss)
-        self.released: list[str] = []  # outputs released at the last declared link loss
+        self.link_loss = LinkLossGuard(node, cfg.link_loss_s, cfg.on_link_loss)
         self._send_seq = 0  # next seq to go out in this session
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._inflight_samples: dict[int, int] = {}  # mid -> samples in that batch
@@ -273,8 +319,9 @@ class NodeLink:
                                       events=self.node.events, clock=self.node.clock,
                                       max_rows=self.cfg.outbox_capacity)
         self.node.engine.observers.append(self.recorder)
-        self.link_loss = LinkLossWatchdog(self.cfg.link_loss_s, self.node.clock.monotonic())
-        self.node.engine.observers.append(self._link_loss_check)
+        # down from here until the first connect
+        self.link_loss = LinkLossGuard(self.node, self.cfg.link_loss_s, self.cfg.on_link_loss)
+        self.node.engine.observers.append(self.link_loss)
         self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
                                                             "connection lost"))
         self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1, retain_as_published=True)
@@ -283,7 +330,7 @@ class NodeLink:
         try:
             await asyncio.gather(self._ticker(), self._sender())
         finally:
-            for observer in (self.recorder, self._link_loss_check):
+            for observer in (self.recorder, self.link_loss):
                 with contextlib.suppress(ValueError):
                     self.node.engine.observers.remove(observer)
             await self._store_telemetry()
@@ -318,11 +365,7 @@ class NodeLink:
 
     def _on_state(self, up: bool) -> None:
         self._online = up
-        lasted = self.link_loss.link(up, self.node.clock.monotonic())
-        if lasted is not None:
-            self.node.events.raise_event(
-                self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.INFO,
-                f"site link back after {lasted:.1f} s", "site_link_restored")
+        self.link_loss.link(up)
         self._epoch += 1
         self._inflight.clear()
         self._inflight_samples.clear()
@@ -454,26 +497,6 @@ class NodeLink:
             log.error("%s: stored batch %d unreadable, dropped: %s", self.who.node, e.seq, exc)
             return None
 
-    # -- link-loss watchdog ------------------------------------------------------------------
-    def _check_link_loss(self, now: float) -> None:
-        if not self.link_loss.due(now):
-            return
-        site_held = sorted(p for p, src in self.node.manual.holds().items()
-                           if src.startswith(SITE_SOURCE))
-        release = self.cfg.on_link_loss == "release"
-        if release:
-            for point in site_held:
-                self.node.commands.submit(ReleaseOutput(point, source=LINK_LOSS_SOURCE,
-                                                        held_by=SITE_SOURCE))
-        self.released = site_held if release else []
-        named = ", ".join(site_held)
-        what = ("no output held by the site" if not site_held
-                else f"released {named} to local control" if release
-                else f"holding {named} as the site set them (on_link_loss = hold)")
-        self.node.events.raise_event(
-            self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.ALARM,
-            f"site link lost for {self.cfg.link_loss_s:g} s: {what}", "site_link_lost")
-
     def _on_published(self, mid: int) -> None:
         seq = self._inflight.pop(mid, None)
         self.samples_sent += self._inflight_samples.pop(mid, 0)
@@ -547,7 +570,7 @@ class NodeLink:
                 "points": len(self.points), "sent": dict(self.sent), "replayed": self.replayed,
                 "samples_stored": self.samples_stored, "samples_sent": self.samples_sent,
                 "invalid": dict(self.invalid), "stale_dropped": self.stale_dropped,
-                "link_lost": self.link_loss.lost, "released_on_loss": list(self.released),
+                "link_lost": self.link_loss.lost, "released_on_loss": list(self.link_loss.released),
                 "recorder_dropped": self.recorder.dropped, "inflight": len(self._inflight),
                 "outbox": self._outbox.get_status() if self._outbox is not None else None,
                 "mqtt": self.client.get_status()}
