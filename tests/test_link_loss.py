@@ -1,5 +1,6 @@
 """Site-link watchdog: outputs the site held over MQTT go back to local control when the link
-has been down for `[mqtt] link_loss_s`, with an alarm; local holds and technician forces stay.
+has been down for `[mqtt] link_loss_s` (or are held at failsafe, or kept), with an alarm;
+local holds and technician forces stay.
 
 Against a real Mosquitto that the tests kill and restart, on the shipped rack config (the
 smoothing block is the local control of battery.w_set_kw) with fake drivers whose inputs a
@@ -230,12 +231,16 @@ def test_conditional_release_leaves_other_holds() -> None:
     for point in (SETPOINT, ENABLE, HEARTBEAT):
         q.submit(ReleaseOutput(point, source="link_loss", held_by="mqtt."))
     q.submit(ReleaseOutput("battery.nope", source="link_loss", held_by="mqtt."))
+    q.submit(SetOutput(SETPOINT, 0.0, source="link_loss", held_by="mqtt."))  # failsafe policy
+    q.submit(SetOutput(SETPOINT, 999.0, source="link_loss", held_by="mqtt."))
     node.engine.scan_once(1000.01)
     assert node.manual.holds() == {SETPOINT: "local", ENABLE: "local"}
     assert node.manual.manual == {SETPOINT: 10.0, ENABLE: 1.0}
     audit = [(a.accepted, a.reason) for a in node.commands.audit if a.source == "link_loss"]
     assert audit == [(True, "held by local: left as is"), (True, "held by local: left as is"),
-                     (True, "not held: left as is"), (False, "unknown point 'battery.nope'")]
+                     (True, "not held: left as is"), (False, "unknown point 'battery.nope'"),
+                     (True, "held by local: left as is"),
+                     (False, "battery.w_set_kw: 999 kW outside -500.0..500.0")]
     # A plain release (no held_by) still releases whoever holds it.
     q.submit(ReleaseOutput(SETPOINT))
     node.engine.scan_once(1000.02)
@@ -272,3 +277,30 @@ def test_guard_in_simulated_time_acts_at_link_loss_s_on_the_node_clock() -> None
     guard.link(True)
     [back] = events(node, "site_link_restored")
     assert back.message == "site link back after 15.0 s"
+
+
+def test_failsafe_policy_holds_site_outputs_at_their_failsafe_value() -> None:
+    clock = VirtualClock(start=1000.0)
+    node = Node(RACK, clock=clock, watchdog_thread=False,
+                driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
+                                                     for d in c.devices})
+    guard = LinkLossGuard(node, after_s=2.0, policy="failsafe")
+    node.engine.observers.append(guard)
+    guard.link(True)
+    node.commands.submit(SetOutput(SETPOINT, SITE_KW, source="mqtt.battery_control"))
+    node.commands.submit(SetOutput(ENABLE, 1.0, source="mqtt.battery_control"))
+    node.engine.scan_once(1000.0)
+    guard.link(False)
+    clock.advance(2.0)
+    node.engine.scan_once(1002.0)
+    [alarm] = events(node, "site_link_lost")
+    assert alarm.message == ("site link lost for 2 s: held at failsafe battery.w_set_ena = 0, "
+                             "battery.w_set_kw = 0 kW")
+    node.engine.scan_once(1002.01)
+    # Held by the guard at the io_map failsafe (0 kW, disabled), not by the site any more.
+    assert node.manual.holds() == {SETPOINT: "link_loss", ENABLE: "link_loss"}
+    assert wire(node, SETPOINT) == 0.0 and wire(node, ENABLE) == 0.0
+    assert node.role_blocks[0].degraded == "operator"  # smoothing follows, bumpless later
+    guard.link(True)  # back: the failsafe hold stays until someone releases it
+    node.engine.scan_once(1003.0)
+    assert node.manual.holds() == {SETPOINT: "link_loss", ENABLE: "link_loss"}

@@ -83,7 +83,8 @@ def test_link_loss_keys(tmp_path: Path) -> None:
     ("link_loss_s = -1.5", "[mqtt] link_loss_s: must be >= 0, got -1.5"),
     ("link_loss_s = 1e9", "[mqtt] link_loss_s: must be <= 86400, got 1e+09"),
     ("link_loss_s = nan", "[mqtt] link_loss_s: must be finite, got nan"),
-    ('on_link_loss = "zero"', "[mqtt] on_link_loss: must be one of release, hold; got 'zero'"),
+    ('on_link_loss = "zero"', "[mqtt] on_link_loss: must be one of release, failsafe, hold; "
+     "got 'zero'"),
     ("on_link_loss = 1", "[mqtt] on_link_loss: must be a string, got int 1"),
 ])
 def test_link_loss_errors(tmp_path: Path, line: str, error: str) -> None:

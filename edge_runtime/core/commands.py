@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SetOutput:
-    """Operator value for an output; held until released (manual mode for that output)."""
+    """Operator value for an output; held until released (manual mode for that output).
+
+    With `held_by`, applied only over a hold whose source starts with it (see ReleaseOutput)."""
 
     point: str
     value: float
     source: str = "local"
+    held_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,16 +207,14 @@ class ManualOutputs:
         try:
             if isinstance(cmd, SetOutput):
                 image.check_output(cmd.point, cmd.value)
+                if self._not_held_by(cmd, ts):
+                    return
                 self.manual[cmd.point] = float(cmd.value)
                 self._held_by[cmd.point] = cmd.source
             elif isinstance(cmd, ReleaseOutput):
-                holder = self._held_by.get(cmd.point, "")
                 if cmd.point not in image.outputs_info:
                     raise UnknownPoint(cmd.point)
-                if cmd.held_by and not (cmd.point in self.manual
-                                        and holder.startswith(cmd.held_by)):
-                    why = f"held by {holder}" if cmd.point in self.manual else "not held"
-                    self.queue.record(ts, cmd, True, f"{why}: left as is")
+                if self._not_held_by(cmd, ts):
                     return
                 self.manual.pop(cmd.point, None)
                 self._held_by.pop(cmd.point, None)
@@ -228,6 +229,15 @@ class ManualOutputs:
             return
         self.queue.record(ts, cmd, True)
         log.info("applied %r", cmd)
+
+    def _not_held_by(self, cmd: SetOutput | ReleaseOutput, ts: float) -> bool:
+        """True (and audited as accepted, nothing done) when cmd.held_by does not match."""
+        holder = self._held_by.get(cmd.point, "")
+        if not cmd.held_by or (cmd.point in self.manual and holder.startswith(cmd.held_by)):
+            return False
+        why = f"held by {holder}" if cmd.point in self.manual else "not held"
+        self.queue.record(ts, cmd, True, f"{why}: left as is")
+        return True
 
     def _apply_control(self, cmd: SetControlMode | AnnounceWorkload, ts: float) -> None:
         allowed = MODE_ROLES if isinstance(cmd, SetControlMode) else ANNOUNCE_ROLES

@@ -16,8 +16,10 @@
     link_loss_s = 10.0             # site link down this long (node clock): on_link_loss applies;
                                    # 0 disables the watchdog (no release, no alarm)
     on_link_loss = "release"       # "release" (default): every output held by a site (MQTT)
-                                   # command goes back to local automatic control; "hold": keep
-                                   # them as the site set them, only the alarm is raised
+                                   # command goes back to local automatic control; "failsafe":
+                                   # each is held at its io_map failsafe value instead, until
+                                   # an operator or the site (once back) sets or releases it;
+                                   # "hold": keep them as the site set them (alarm only)
     [mqtt.tls]                     # TLS 1.3 with a client certificate (mutual authentication)
     ca = "pki/ca.crt"
     cert = "pki/node.crt"
@@ -38,7 +40,7 @@ from typing import Any
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 
 PROTOCOLS = ("5", "3.1.1")
-LINK_LOSS_POLICIES = ("release", "hold")
+LINK_LOSS_POLICIES = ("release", "failsafe", "hold")
 
 
 @dataclass(frozen=True, slots=True)

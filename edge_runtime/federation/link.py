@@ -49,16 +49,20 @@ output is held until released, so without a watchdog it would outlive the site's
 (a battery discharging for a grid event that nobody follows any more). When the link has been
 down for link_loss_s on the node's clock (checked after every scan by a LinkLossGuard, a scan
 observer, so it runs in simulated time too; counted from start-up until the first connect),
-the guard, once per outage: with "release" (the default) submits ReleaseOutput(point,
-source="link_loss", held_by="mqtt.") for every output an MQTT command holds, applied and
-audited at the next scan like any release (the output goes back to local automatic
-control; an operator's hold made meanwhile is left alone); with "hold" keeps them. Either
-way it raises the alarm `site_link_lost` naming the outputs; the first connect after it
-raises `site_link_restored`.
-Local operator holds, technician forces (the safety layer) and interlocks are never touched.
-Detection is the MQTT client's: at once when the broker closes or refuses the socket, after
-1.5 x keepalive_s when the network silently drops packets. A site coordinator that dies while
-the broker stays up is not seen here.
+the guard acts once per outage on every output an MQTT command holds (source "mqtt.*"):
+- "release" (the default): ReleaseOutput(point, source="link_loss", held_by="mqtt."), so
+  the output goes back to local automatic control (an output no control block writes keeps
+  its last staged value, the site's: use "failsafe" for those);
+- "failsafe": SetOutput(point, io_map failsafe, source="link_loss", held_by="mqtt."), held
+  there until an operator, or the site once back, sets or releases it;
+- "hold": nothing; the outputs stay as the site set them.
+The commands are applied and audited at the next scan like any other (held_by: an operator's
+hold made meanwhile is left alone). Each policy raises the alarm `site_link_lost` naming the
+outputs; the first connect after it raises `site_link_restored`. Local operator holds,
+technician forces (the safety layer) and interlocks are never touched. Detection is the MQTT
+client's: at once when the broker closes or refuses the socket, within about 2 x keepalive_s
+(paho's ping timeout) when the network silently drops packets. A site coordinator that
+dies while the broker stays up is not seen here.
 
 Telemetry takes the outbox on every batch, link up or down (one SQLite put of ~12 kB per
 1,000 samples), rather than only while the link is down: a batch written to the socket just
@@ -84,7 +88,7 @@ from paho.mqtt.properties import Properties
 from edge_runtime import __version__
 from edge_runtime.config.schema import NodeConfig
 from edge_runtime.core.clock import Clock
-from edge_runtime.core.commands import AnnounceWorkload, CommandQueue, ReleaseOutput
+from edge_runtime.core.commands import AnnounceWorkload, CommandQueue, ReleaseOutput, SetOutput
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.scan import ScanEngine
@@ -133,6 +137,7 @@ class GuardedNode(Protocol):
     """What the link-loss guard needs of edge_runtime.node.Node."""
 
     clock: Clock
+    image: ProcessImage
     events: EventLog
     commands: CommandQueue
 
@@ -146,7 +151,6 @@ class LinkedNode(GuardedNode, Protocol):
     """What the link needs of edge_runtime.node.Node."""
 
     config: NodeConfig
-    image: ProcessImage
     engine: ScanEngine
 
 
@@ -204,9 +208,9 @@ class LinkLossGuard:
     def __init__(self, node: GuardedNode, after_s: float, policy: str = "release") -> None:
         self.node = node
         self.after_s = after_s
-        self.policy = policy  # "release" | "hold" (federation.config.LINK_LOSS_POLICIES)
+        self.policy = policy  # federation.config.LINK_LOSS_POLICIES
         self.watchdog = LinkLossWatchdog(after_s, node.clock.monotonic())
-        self.released: list[str] = []  # outputs released at the last declared loss
+        self.released: list[str] = []  # outputs released (or failsafe) at the last loss
 
     @property
     def lost(self) -> bool:
@@ -227,15 +231,20 @@ class LinkLossGuard:
             return
         site_held = sorted(p for p, src in self.node.manual.holds().items()
                            if src.startswith(SITE_SOURCE))
-        release = self.policy == "release"
-        if release:
-            for point in site_held:
-                self.node.commands.submit(ReleaseOutput(point, source=LINK_LOSS_SOURCE,
-                                                        held_by=SITE_SOURCE))
-        self.released = site_held if release else []
+        outputs = self.node.image.outputs_info
+        safe = {p: float(outputs[p].spec.failsafe or 0.0) for p in site_held}
+        for point in site_held if self.policy != "hold" else ():
+            self.node.commands.submit(
+                ReleaseOutput(point, source=LINK_LOSS_SOURCE, held_by=SITE_SOURCE)
+                if self.policy == "release" else
+                SetOutput(point, safe[point], source=LINK_LOSS_SOURCE, held_by=SITE_SOURCE))
+        self.released = site_held if self.policy != "hold" else []
         named = ", ".join(site_held)
         what = ("no output held by the site" if not site_held
-                else f"released {named} to local control" if release
+                else f"released {named} to local control" if self.policy == "release"
+                else "held at failsafe " + ", ".join(
+                    f"{p} = {v:g} {outputs[p].unit}".rstrip() for p, v in safe.items())
+                if self.policy == "failsafe"
                 else f"holding {named} as the site set them (on_link_loss = hold)")
         self.node.events.raise_event(
             self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.ALARM,
