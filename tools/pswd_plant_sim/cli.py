@@ -59,6 +59,16 @@ async def _serve(config: SimConfig, duration: float | None) -> int:
     s = sim.state
     print(f"stopped at t={s.t:.1f} s: supply {s.supply_c:.2f} degC, flow {s.flow_lpm:.1f} L/min,"
           f" IT {s.it_power_kw:.1f} kW, SoC {s.soc_pct:.1f} %", flush=True)
+    tp, dh = sim.plant.two_phase, sim.plant.district_heat
+    if tp is not None:
+        d = tp.as_dict()
+        print(f"two-phase: {d['pressure_bar_g']:.3f} bar g, T_sat {d['t_sat_c']:.2f} degC, "
+              f"quality {d['quality']:.2f}, condenser valve {d['valve_pct']:.1f} %", flush=True)
+    if dh is not None:
+        d = dh.as_dict()
+        print(f"district heat: supply {d['supply_c']:.2f} degC, {d['delivered_kw']:.1f} kW, "
+              f"{d['energy_kwh']:.3f} kWh delivered, compressor {d['compressor_kw']:.1f} kW",
+              flush=True)
     return 0
 
 
