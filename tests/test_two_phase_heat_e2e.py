@@ -59,7 +59,7 @@ class HeatRig:
         self.sim = Simulator(build_sim_config(data, str(PLANT), PLANT.parent, errors))
         errors.raise_if_any()
         with NODE.open("rb") as fh:
-            node_data = tomllib.load(fh)
+            node_data = _merge(tomllib.load(fh), node or {})
         devices: dict[str, Any] = {}
         for name, dev in node_data["devices"].items():
             m = re.fullmatch(r"(.+):(\d+)", dev["endpoint"])
@@ -226,6 +226,29 @@ async def test_high_high_overrides_a_loop_that_would_not_open_the_valve_fully() 
                            out_max=cfg.output_max_pct, direct_acting=True),
                  setpoint=cfg.pressure_setpoint_bar, output=50.0)
         assert pi.update(rig.value("loop_pressure.pressure"), rig.period) < 70.0
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_liquid_pump_over_modbus_holds_the_exit_quality() -> None:
+    """With a liquid pump drive bound (tp_pump), the block's quality loop sets its speed."""
+    pump = {"io_map": "cdu_pump_vfd", "endpoint": "heat", "unit_id": 12, "binds": "tp_pump"}
+    plant = {"trace": {"pattern": "constant", "constant_frac": 0.8},
+             "devices": {"refrigerant_pump": pump}}
+    node = {"devices": {"refrigerant_pump": {"io_map": "cdu_pump_vfd",
+                                             "endpoint": "127.0.0.1:15504", "unit_id": 12}},
+            "two_phase": {"quality_target": 0.4, "points": {
+                "pump": "refrigerant_pump.speed_ref"}}}
+    async with HeatRig(scan_ms=500.0, plant=plant, node=node) as rig:
+        tp = rig.sim.plant.two_phase
+        assert tp is not None and tp.pump_bound
+        while rig.t < 300.0:
+            await rig.tick()
+        print(f"\nquality {tp.loop.quality:.3f} (target 0.4), liquid pump {tp.pump_pct:.1f} %, "
+              f"estimated {rig.value('two_phase.quality'):.3f}")
+        assert tp.loop.quality == pytest.approx(0.4, abs=0.05)
+        assert rig.value("two_phase.quality") == pytest.approx(tp.loop.quality, abs=0.03)
+        assert rig.wire("refrigerant_pump", "speed_ref") == pytest.approx(tp.pump_pct, abs=0.5)
 
 
 # -- config ------------------------------------------------------------------------------------
