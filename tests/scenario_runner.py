@@ -11,6 +11,9 @@ examples, with optional overrides merged in), then scripts what happens and what
                    command = {type, ...}          set_output, release_output, force,
                                                   release_force, reset_trip, set_control_mode
                                                   (node command queue)
+                   link = "up" | "down"           the site link, as the node's link-loss
+                                                  guard sees it (needs [mqtt] in the node
+                                                  config; up from the start)
     [[expect]]     t (and `until`: checked at every scan from t to until) and one of
                    output = POINT   value the node handed its driver at the end of the scan
                    wire = POINT     value the simulated device last received over Modbus
@@ -53,6 +56,7 @@ from edge_runtime.core.commands import (
     SetOutput,
 )
 from edge_runtime.core.events import Event
+from edge_runtime.federation.link import LinkLossGuard
 from edge_runtime.io.modbus import ModbusDevice
 from edge_runtime.node import Node
 from pswd_plant_sim.config import build_sim_config
@@ -160,12 +164,15 @@ class Scenario:
             if not isinstance(body, dict) or not isinstance(body.get("t"), int | float):
                 raise ScenarioError(f"{where} t: required, a number of seconds")
             actions = [k for k in body if k != "t"]
-            if len(actions) != 1 or actions[0] not in ("inject", "clear", "command"):
-                raise ScenarioError(f"{where}: exactly one of inject, clear, command")
+            if len(actions) != 1 or actions[0] not in ("inject", "clear", "command", "link"):
+                raise ScenarioError(f"{where}: exactly one of inject, clear, command, link")
             what = actions[0]
             value = body[what]
             if what == "command":
                 value = _command(value, where)
+            elif what == "link":
+                if value not in ("up", "down"):
+                    raise ScenarioError(f"{where} link: \"up\" or \"down\"")
             elif not isinstance(value, dict) or "device" not in value:
                 raise ScenarioError(f"{where} {what}: a table with at least `device`")
             self.steps.append((float(body["t"]), what, value))
@@ -219,6 +226,13 @@ class Harness:
         self.clock = VirtualClock()
         self.node = Node(self.config, clock=self.clock, watchdog_thread=False)
         self.period = self.config.scan_period_s
+        # [mqtt] in the node config: its link-loss guard, link up until a `link` step
+        self.link: LinkLossGuard | None = None
+        if self.config.mqtt is not None:
+            self.link = LinkLossGuard(self.node, self.config.mqtt.link_loss_s,
+                                      self.config.mqtt.on_link_loss)
+            self.node.engine.observers.append(self.link)
+            self.link.link(True)
         self.scans = 0
 
     async def __aenter__(self) -> Harness:
@@ -278,6 +292,10 @@ async def run_scenario(path: Path) -> Result:
 def _apply(h: Harness, what: str, value: Any) -> None:
     if what == "command":
         h.node.commands.submit(value)
+    elif what == "link":
+        if h.link is None:
+            raise ScenarioError("a link step needs [mqtt] in the node config (node_overrides)")
+        h.link.link(value == "up")
     elif what == "inject":
         params = dict(value)
         h.sim.inject(params.pop("device"), params.pop("kind"), **params)
