@@ -92,3 +92,28 @@ def test_the_tool_needs_a_key_for_its_role(tmp_path: Path,
                          "--keys", str(tmp_path / "keys"), "--port", "1"])
     assert code == 2
     assert "no grid_operator.key" in capsys.readouterr().err
+
+
+async def test_a_node_with_command_keys_in_its_config_refuses_unsigned_commands(
+        mosquitto: Broker, tmp_path: Path) -> None:
+    """[mqtt] command_keys is all it takes: NodeLink then checks every control command."""
+    import dataclasses
+
+    keys = tmp_path / "keys"
+    infra = generate_key(keys / "infrastructure_manager.key")
+    cfg = dataclasses.replace(mosquitto.mqtt_config(state_dir=tmp_path / "state"),
+                              command_keys=keys)
+    node = make_node(tmp_path)
+    async with watching(cfg, T.error) as errors, running(node, cfg) as link:
+        await errors.wait_until(lambda _: link.get_status()["online"], what="link online")
+        unsigned = {**order(40.0), "timestamp": "2026-11-27T00:00:00Z"}
+        await link.client.publish_acked(T.cmd("thermal_control"), json.dumps(unsigned))
+        (answer,) = await errors.wait_for(1, T.error)
+        assert json.loads(answer.payload)["error"].startswith("signature: required")
+        good = sign(infra, "cdu-1", "thermal_control", order(45.0),
+                    role="infrastructure_manager", now=time.time())
+        await link.client.publish_acked(T.cmd("thermal_control"), json.dumps(good))
+        await errors.wait_until(lambda _: any(
+            r.accepted and "45.0" in r.command for r in node.commands.audit),
+            what="the signed command applied")
+        assert not any("40.0" in r.command for r in node.commands.audit)

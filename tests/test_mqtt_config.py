@@ -92,3 +92,25 @@ def test_link_loss_errors(tmp_path: Path, line: str, error: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_mqtt_config(path)
     assert err.value.lines == [f"{path}: {error}"]
+
+
+def test_command_keys_directory_is_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    from edge_runtime.security.signing import generate_key
+
+    path = write(tmp_path, '[mqtt]\nhost = "h"\ncommand_keys = "keys"\n')
+    keys = tmp_path / "keys"
+    with pytest.raises(ConfigError) as err:  # no such directory yet: no keys in it
+        load_mqtt_config(path)
+    assert err.value.lines == [
+        f"{path}: [mqtt] command_keys: no <role>.key in {keys} (pswd-edge keygen --role "
+        f"infrastructure_manager {keys})"]
+    generate_key(keys / "grid_operator.key")
+    cfg = load_mqtt_config(path)
+    assert cfg is not None and cfg.command_keys == keys
+    (keys / "grid_operator.key").chmod(0o640)
+    with pytest.raises(ConfigError) as err:
+        load_mqtt_config(path)
+    assert err.value.lines == [f"{path}: [mqtt] command_keys: {keys / 'grid_operator.key'}: "
+                               "readable by group or others; chmod 600 it"]
+    cfg = load_mqtt_config(write(tmp_path, '[mqtt]\nhost = "h"\n'))
+    assert cfg is not None and cfg.command_keys is None

@@ -20,6 +20,10 @@
                                    # each is held at its io_map failsafe value instead, until
                                    # an operator or the site (once back) sets or releases it;
                                    # "hold": keep them as the site set them (alarm only)
+    command_keys = "keys"          # directory of <role>.key files (pswd-edge keygen): control
+                                   # commands must then carry a valid HMAC-SHA256 envelope
+                                   # (security/signing.py, spec 5.3 b); absent: accepted
+                                   # unsigned, with a warning at start
     [mqtt.tls]                     # TLS 1.3 with a client certificate (mutual authentication)
     ca = "pki/ca.crt"
     cert = "pki/node.crt"
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
+from edge_runtime.security.signing import KeyFileError, load_keys
 
 PROTOCOLS = ("5", "3.1.1")
 LINK_LOSS_POLICIES = ("release", "failsafe", "hold")
@@ -71,6 +76,7 @@ class MqttConfig:
     max_message_bytes: int = 65_536
     link_loss_s: float = 10.0  # 0: no link-loss watchdog
     on_link_loss: str = "release"  # one of LINK_LOSS_POLICIES
+    command_keys: Path | None = None  # None: control commands are not signature-checked
 
     @property
     def mqtt5(self) -> bool:
@@ -113,6 +119,7 @@ def read_mqtt(sec: Section, base_dir: Path) -> MqttConfig:
                                       maxval=16 * 1024 * 1024),
         link_loss_s=sec.get_float("link_loss_s", d.link_loss_s, minval=0.0, maxval=86_400.0),
         on_link_loss=sec.get_str("on_link_loss", d.on_link_loss, choices=LINK_LOSS_POLICIES),
+        command_keys=_command_keys(sec, base_dir),
     )
     if cfg.reconnect_max_s < cfg.reconnect_min_s:
         sec.error("reconnect_max_s", f"must be >= reconnect_min_s ({cfg.reconnect_min_s:g})")
@@ -121,6 +128,22 @@ def read_mqtt(sec: Section, base_dir: Path) -> MqttConfig:
         sec.error("client_id", "at most 23 characters with protocol 3.1.1")
     sec.finish()
     return cfg
+
+
+def _command_keys(sec: Section, base_dir: Path) -> Path | None:
+    """The command-key directory, checked now so check-config reports a bad one."""
+    if not sec.has("command_keys"):
+        return None
+    directory = _path(sec, "command_keys", base_dir)
+    if directory is None:
+        return None
+    try:
+        if not load_keys(directory):
+            sec.error("command_keys", f"no <role>.key in {directory} (pswd-edge keygen "
+                                      f"--role infrastructure_manager {directory})")
+    except (KeyFileError, OSError) as exc:
+        sec.error("command_keys", str(exc))
+    return directory
 
 
 def _path(sec: Section, key: str, base_dir: Path, default: Any = ...) -> Path | None:

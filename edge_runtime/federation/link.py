@@ -116,6 +116,7 @@ from edge_runtime.messages.telemetry import (
     encode_batch,
     encode_birth,
 )
+from edge_runtime.security.signing import CommandVerifier, load_keys
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -257,7 +258,8 @@ class NodeLink:
     def __init__(self, node: LinkedNode, cfg: MqttConfig, *,
                  verify: Verifier | None = None,
                  channel_role: str = "infrastructure_manager") -> None:
-        """`verify(kind, doc)` returns None or why a command is refused (HMAC signatures).
+        """`verify(kind, doc)` returns None or why a command is refused; by default the
+        HMAC-SHA256 envelope check of security/signing.py with the keys in [mqtt] command_keys.
         `channel_role` is the role the command channel is granted (spec 10.2.2): the broker's
         ACL lets only site and operator certificates publish on cmd topics."""
         self.node = node
@@ -275,6 +277,12 @@ class NodeLink:
         # Every outbox call runs on this one thread (the Outbox wants a single thread): disk
         # writes, and the stalls a busy disk can put into them, stay off the scan's loop.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-{nc.name}")
+        if verify is None and cfg.command_keys is not None:
+            verify = CommandVerifier(load_keys(cfg.command_keys), node=nc.name,
+                                     wall=node.clock.wall)
+        elif verify is None:
+            log.warning("%s: control commands over MQTT are accepted unsigned; set [mqtt] "
+                        "command_keys to require HMAC-SHA256 envelopes (spec 5.3 b)", nc.name)
         self._verify = verify
         self.channel_role = channel_role
         self.client = MqttClient(cfg, client_id=cfg.client_id or nc.name,
