@@ -56,7 +56,7 @@ from edge_runtime.core.commands import (
     SetOutput,
 )
 from edge_runtime.core.events import Event
-from edge_runtime.federation.link import LinkLossGuard
+from edge_runtime.federation.link_loss import LinkLossGuard
 from edge_runtime.io.modbus import ModbusDevice
 from edge_runtime.node import Node
 from pswd_plant_sim.config import build_sim_config

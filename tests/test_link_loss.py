@@ -24,7 +24,8 @@ from edge_runtime.core.events import Event
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation.config import MqttConfig
-from edge_runtime.federation.link import LinkLossGuard, LinkLossWatchdog, NodeLink
+from edge_runtime.federation.link import NodeLink
+from edge_runtime.federation.link_loss import LinkLossGuard, LinkLossWatchdog
 from edge_runtime.federation.mqtt import MqttClient
 from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.node import Node
