@@ -29,6 +29,18 @@ consumer makes the broker queue (within its limits) instead of this process grow
 
 MQTT 5 request/response: `publish(..., response_topic=..., correlation_data=...)`, and
 `Message.response_topic` / `Message.correlation_data` on receipt (None under 3.1.1).
+
+For request rates (the site coordinator, 1,000 announcements/s):
+- `on_network_thread(filter, handler)`: messages on that filter are handled on the network
+  thread, where paho delivers them, instead of being handed to the loop (a wake-up and two
+  GIL hand-overs per message, more than a decision costs);
+- `track_acks=False`: PUBACKs are not handed to the loop (publish_acked() is then refused);
+- `subscribe(..., no_local=True)` (MQTT 5): the broker does not send our own publishes back.
+Every connection runs with TCP_NODELAY: with Nagle on, a QoS 1 publish written right after a
+PUBACK waits for the peer's delayed ACK, 40 ms a hop on Linux. paho's packet log goes to the
+logger `edge_runtime.federation.paho` (WARNING by default; set it to DEBUG to see packets):
+paho then formats a line only when it is logged, where an on_log callback formatted one for
+every packet.
 """
 
 from __future__ import annotations
@@ -81,6 +93,24 @@ class Will:
 
 def _no_op(*_args: Any) -> None:
     return None
+
+
+PAHO_LOG = logging.getLogger("edge_runtime.federation.paho")
+if PAHO_LOG.level == logging.NOTSET:
+    PAHO_LOG.setLevel(logging.WARNING)
+
+
+class _ErrorsTo(logging.Handler):
+    """paho's ERROR lines for one client into its `errors` (connection diagnostics)."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self._note = note
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if not text.startswith("Client is not connected"):  # a refused publish: ours says so
+            self._note(text)
 
 
 def _properties(packet_type: int) -> Properties:
@@ -159,12 +189,14 @@ class MqttClient:
         session_expiry_s: int = 0,
         clean_start: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        track_acks: bool = True,
     ) -> None:
         """`on_connect` runs on the network thread; the other callbacks run in the loop.
         `ssl_context` replaces the one built from `cfg.tls` (tests of refused clients).
         `clean_start=False` with `session_expiry_s` > 0 (MQTT 5; 3.1.1: clean session off)
         keeps the broker-side session, so QoS 1 messages published while this subscriber is
-        away are queued for it (with broker persistence, even across a broker restart)."""
+        away are queued for it (with broker persistence, even across a broker restart).
+        `track_acks=False` (no on_published either): PUBACKs stay on the network thread."""
         self.cfg = cfg
         self.client_id = client_id if client_id is not None else cfg.client_id
         self._on_message = on_message
@@ -182,9 +214,17 @@ class MqttClient:
         self._paho.on_connect = self._cb_connect
         self._paho.on_disconnect = self._cb_disconnect
         self._paho.on_message = self._cb_message
-        self._paho.on_publish = self._cb_publish
-        self._paho.on_log = self._cb_log
+        self._track_acks = track_acks or on_published is not None
+        if self._track_acks:
+            self._paho.on_publish = self._cb_publish
         self._paho.on_subscribe = self._cb_subscribe
+        # a logger of its own, outside logging's registry (client ids repeat: a registered
+        # one would collect a handler per client ever made), under PAHO_LOG for levels and
+        # output
+        self._paho_log = logging.Logger(f"{PAHO_LOG.name}.{self.client_id or 'client'}")
+        self._paho_log.parent = PAHO_LOG
+        self._paho_log.addHandler(_ErrorsTo(self._record_error))
+        self._paho.enable_logger(self._paho_log)
         # With this hook set, publish() from the loop thread only queues and wakes the network
         # thread; without it paho writes to the socket from the caller's thread, and an SSL
         # socket written and read from two threads at once fails ("bad length").
@@ -192,7 +232,7 @@ class MqttClient:
         ctx = ssl_context or tls_context(cfg)
         if ctx is not None:
             self._paho.tls_set_context(ctx)
-        self._subscriptions: dict[str, tuple[int, bool]] = {}
+        self._subscriptions: dict[str, tuple[int, bool, bool]] = {}
         self.max_backlog = 1000  # received messages waiting for the loop
         self._backlog = 0
         self._backlog_lock = threading.Lock()
@@ -223,19 +263,36 @@ class MqttClient:
         """Set the will registered with the broker at the next CONNECT (not the current one)."""
         self._paho.will_set(topic, payload, qos=qos, retain=retain)
 
-    def subscribe(self, topic: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
-        """Subscribe now if connected, and again after every reconnect. `retain_as_published`
-        (MQTT 5) keeps the retain flag on live messages, so a receiver can tell them apart."""
+    def subscribe(self, topic: str, qos: int = 1, *, retain_as_published: bool = False,
+                  no_local: bool = False) -> None:
+        """Subscribe now if connected, and again after every reconnect. MQTT 5 options:
+        `retain_as_published` keeps the retain flag on live messages, so a receiver can tell
+        them apart; `no_local`: the broker does not send this client's own publishes back."""
         with self._lock:
-            self._subscriptions[topic] = (qos, retain_as_published)
+            self._subscriptions[topic] = (qos, retain_as_published, no_local)
             if self._connected:
-                self._track_sub(self._send_subscribe(topic, qos, retain_as_published))
+                self._track_sub(self._send_subscribe(topic, qos, retain_as_published, no_local))
 
-    def _send_subscribe(self, topic: str, qos: int, rap: bool) -> int | None:
+    def _send_subscribe(self, topic: str, qos: int, rap: bool, no_local: bool) -> int | None:
         if self.cfg.mqtt5:
-            opts = SubscribeOptions(qos=qos, retainAsPublished=rap)
+            opts = SubscribeOptions(qos=qos, retainAsPublished=rap, noLocal=no_local)
             return self._paho.subscribe(topic, options=opts)[1]
         return self._paho.subscribe(topic, qos)[1]
+
+    def on_network_thread(self, topic_filter: str, handler: Callable[[Message], None]) -> None:
+        """Hand messages matching `topic_filter` (a plain filter, also for what arrives on a
+        `$share/...` subscription) to `handler` on the network thread, not the loop. The
+        handler must be quick, thread-safe and must not raise (exceptions are logged)."""
+        def deliver(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+            props = getattr(msg, "properties", None)
+            try:
+                handler(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
+                                getattr(props, "ResponseTopic", None),
+                                getattr(props, "CorrelationData", None)))
+            except Exception:  # never into paho's loop
+                log.exception("MQTT %s: handler for %s failed", self.client_id, msg.topic)
+
+        self._paho.message_callback_add(topic_filter, deliver)
 
     def _track_sub(self, mid: int | None) -> None:
         if mid is not None:
@@ -326,6 +383,8 @@ class MqttClient:
         """Publish and wait until the broker acknowledged it (QoS 1) or it was written (QoS 0);
         ConnectionError if offline or the connection drops first, TimeoutError after `timeout`."""
         assert self._loop is not None, "start() first"
+        if not self._track_acks:
+            raise RuntimeError("publish_acked() needs track_acks=True")
         fut: asyncio.Future[None] = self._loop.create_future()
         mid = self.publish(topic, payload, qos, retain, **kwargs)
         if mid is None:
@@ -370,10 +429,14 @@ class MqttClient:
             self._note_error(f"broker refused the connection: {reason}")
             return
         client.drop_out_messages()  # the application republishes what it still needs
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # see the module docstring
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._sub_pending.clear()
-            for topic, (qos, rap) in self._subscriptions.items():
-                self._track_sub(self._send_subscribe(topic, qos, rap))
+            for topic, (qos, rap, no_local) in self._subscriptions.items():
+                self._track_sub(self._send_subscribe(topic, qos, rap, no_local))
             if not self._sub_pending:
                 self._call(self._subscribed.set)
         self.connects += 1
@@ -429,13 +492,13 @@ class MqttClient:
             if not self._sub_pending:
                 self._call(self._subscribed.set)
 
-    def _cb_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
-        if level == paho.MQTT_LOG_ERR and not text.startswith("Client is not connected"):
-            self._note_error(text)
-
     def _note_error(self, text: str) -> None:
         if not self.errors or self.errors[-1] != text:
             log.warning("MQTT %s: %s", self.client_id, text)
+        self.errors.append(text)
+
+    def _record_error(self, text: str) -> None:
+        """paho's own error line (already logged through PAHO_LOG): kept for diagnostics."""
         self.errors.append(text)
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:

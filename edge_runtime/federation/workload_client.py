@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import socket
 import sys
 import time
 import uuid
@@ -63,19 +61,6 @@ class AnnounceInvalid(ValueError):
         super().__init__(f"announcement of workload {workload_id!r} refused as invalid: {reason}")
 
 
-def set_nodelay(client: MqttClient) -> None:
-    """MqttClient on_connect hook: TCP_NODELAY on the broker connection.
-
-    paho leaves Nagle's algorithm on; a QoS 1 publish written right after a PUBACK then waits
-    for the peer's delayed ACK, 40 ms per hop on Linux. Request/response latency needs it off
-    here and `set_tcp_nodelay true` in mosquitto.conf. (Belongs in MqttClient itself.)
-    """
-    sock = client._paho.socket()
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def reply_topic(site: str, client_id: str) -> str:
     """This client's private MQTT 5 response topic."""
     return SiteTopics(site).reply(client_id)
@@ -93,8 +78,7 @@ class WorkloadClient:
             f"{self.topics.base}/workload/response/+"
         self._by_corr: dict[bytes, asyncio.Future[InfrastructureResponse]] = {}
         self._by_id: dict[str, asyncio.Future[InfrastructureResponse]] = {}
-        self.client = MqttClient(mqtt, client_id=self.client_id, on_message=self._on_message,
-                                 on_connect=set_nodelay)
+        self.client = MqttClient(mqtt, client_id=self.client_id, on_message=self._on_message)
         self.client.subscribe(self.wait_topic, 1)
         self.ignored = 0
         validate({"message_type": INFRASTRUCTURE_RESPONSE})  # compile the A.2 validator now

@@ -58,42 +58,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.core.clock import Clock, WallClock
 from edge_runtime.federation.config import MqttConfig, read_mqtt
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import check_level
-from edge_runtime.federation.workload_client import set_nodelay
 from edge_runtime.site.admission import SiteSnapshot
 from edge_runtime.site.config import SiteConfig, read_site_section
 from edge_runtime.site.handler import Outgoing, SiteHandler
 
 log = logging.getLogger(__name__)
-
-
-def _tune_for_request_rate(client: MqttClient) -> None:
-    """Cut per-packet costs of the MqttClient that a coordinator does not need (measured with
-    bench/announce_latency.py; they belong in MqttClient as options):
-    - every PUBACK is handed to the event loop for publish_acked(), which the coordinator
-      never calls: four loop wake-ups per announcement, about 40 % of its CPU;
-    - an on_log callback makes paho format every packet's debug line (properties included)
-      even though only errors are kept: about 10 %. paho's logger is level-checked first.
-    """
-    client._paho.on_publish = None
-    client._paho.on_log = None
-    paho_log = logging.getLogger("edge_runtime.federation.paho")
-    paho_log.setLevel(logging.ERROR)
-    paho_log.addFilter(_NotWhileOffline())
-    client._paho.enable_logger(paho_log)
-
-
-class _NotWhileOffline(logging.Filter):
-    """paho logs every refused publish while offline; the coordinator logs its own line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
 
 
 class SiteCoordinator:
@@ -112,29 +86,21 @@ class SiteCoordinator:
         self.handler = SiteHandler(site, node, config)
         # Its own client id: the site node's NodeLink (births, alarms) connects as
         # [mqtt] client_id, and a broker drops the older of two same-id connections.
+        # track_acks off: it never waits for a PUBACK, and handing each to the event loop
+        # cost ~40 % of its CPU (bench/announce_latency.py)
         self.client = MqttClient(mqtt, client_id=client_id or f"{mqtt.client_id or node}-sc",
-                                 on_connect=self._on_connect)
+                                 track_acks=False)
         if not mqtt.mqtt5:
             log.warning("site coordinator on MQTT 3.1.1: no shared subscription, no response "
                         "topics; run a single instance")
         self._lock = threading.Lock()
-        _tune_for_request_rate(self.client)
-        self._peer_topic = self.handler.peer_responses
         for topic, qos in self._subscriptions(mqtt.mqtt5):
-            if topic != self._peer_topic or not mqtt.mqtt5:
-                self.client.subscribe(topic, qos)
+            # No Local on the peer responses: our own answers are not sent back to us
+            self.client.subscribe(topic, qos, no_local=topic == self.handler.peer_responses)
             # paho matches deliveries against the plain filter, not the $share/... one
             plain = topic.split("/", 2)[2] if topic.startswith("$share/") else topic
-            self.client._paho.message_callback_add(plain, self._on_paho_message)
+            self.client.on_network_thread(plain, self.on_message)
         self.published = 0
-
-    def _on_connect(self, client: MqttClient) -> None:
-        """Network thread, after each CONNACK: TCP_NODELAY, and the peer-response subscription
-        with MQTT 5 No Local, so our own answers are not sent back to us."""
-        set_nodelay(client)
-        if client.cfg.mqtt5:
-            client._paho.subscribe(self._peer_topic, options=SubscribeOptions(
-                qos=0, noLocal=True))
 
     def _subscriptions(self, mqtt5: bool) -> list[tuple[str, int]]:
         subs = self.handler.subscriptions()
@@ -142,13 +108,6 @@ class SiteCoordinator:
             return subs
         # 3.1.1 has no $share: subscribe to the plain topics
         return [(t.split("/", 2)[2] if t.startswith("$share/") else t, q) for t, q in subs]
-
-    def _on_paho_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        """paho callback, network thread."""
-        props = getattr(msg, "properties", None)
-        self.on_message(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
-                                getattr(props, "ResponseTopic", None),
-                                getattr(props, "CorrelationData", None)))
 
     def on_message(self, msg: Message) -> None:
         """Handle one message and publish the answers (any thread)."""
