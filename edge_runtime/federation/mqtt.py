@@ -100,6 +100,14 @@ if PAHO_LOG.level == logging.NOTSET:
     PAHO_LOG.setLevel(logging.WARNING)
 
 
+class _NotConnected(logging.Filter):
+    """paho logs an ERROR for every call while offline (a refused publish, the last loop at
+    shutdown); the client reports being offline itself, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
 class _ErrorsTo(logging.Handler):
     """paho's ERROR lines for one client into its `errors` (connection diagnostics)."""
 
@@ -108,9 +116,7 @@ class _ErrorsTo(logging.Handler):
         self._note = note
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if not text.startswith("Client is not connected"):  # a refused publish: ours says so
-            self._note(text)
+        self._note(record.getMessage())
 
 
 def _properties(packet_type: int) -> Properties:
@@ -223,6 +229,7 @@ class MqttClient:
         # output
         self._paho_log = logging.Logger(f"{PAHO_LOG.name}.{self.client_id or 'client'}")
         self._paho_log.parent = PAHO_LOG
+        self._paho_log.addFilter(_NotConnected())
         self._paho_log.addHandler(_ErrorsTo(self._record_error))
         self._paho.enable_logger(self._paho_log)
         # With this hook set, publish() from the loop thread only queues and wakes the network
