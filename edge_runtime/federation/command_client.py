@@ -27,11 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config.reader import ConfigError
-from edge_runtime.federation.config import MqttConfig, load_mqtt_config
+from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import NodeTopics
-from edge_runtime.federation.workload_client import site_of
+from edge_runtime.federation.workload_client import add_broker_arguments, broker_from_arguments
 from edge_runtime.security.signing import ALLOWED_ROLES, ROLES, KeyFileError, load_keys, sign
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NO_BROKER = 0, 1, 2, 3
@@ -48,11 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--release", action="store_true", help="give the output back")
     p.add_argument("--role", required=True, choices=ROLES, help="who signs")
     p.add_argument("--keys", required=True, type=Path, help="directory of <role>.key files")
-    p.add_argument("--config", type=Path, help="config file whose [mqtt] names the broker")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883)
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
-    p.add_argument("--site", default=None, help="site id (default: [node] site, else 'site')")
+    add_broker_arguments(p)
     p.add_argument("--wait", type=float, default=1.0,
                    help="seconds to watch the node's error topic (default 1)")
     return p
@@ -61,21 +56,12 @@ def _parser() -> argparse.ArgumentParser:
 def command_main(argv: Sequence[str]) -> int:
     """`pswd-edge command`: returns the exit code (see the module docstring)."""
     args = _parser().parse_args(list(argv))
-    mqtt = MqttConfig(host=args.host, port=args.port, protocol=args.protocol)
-    site = args.site
-    if args.config is not None:
-        try:
-            loaded = load_mqtt_config(args.config)
-        except ConfigError as exc:
-            print("\n".join(exc.lines), file=sys.stderr)
-            return EXIT_CONFIG
-        if loaded is None:
-            print(f"{args.config}: [mqtt]: section missing", file=sys.stderr)
-            return EXIT_CONFIG
-        mqtt = loaded
-        site = site or site_of(args.config)
+    broker = broker_from_arguments(args)
+    if broker is None:
+        return EXIT_CONFIG
+    mqtt, site = broker
     try:
-        topics = NodeTopics(site or "site", args.node)
+        topics = NodeTopics(site, args.node)
         key = load_keys(args.keys).get(args.role)
     except (ValueError, KeyFileError, OSError) as exc:
         print(f"pswd-edge command: {exc}", file=sys.stderr)

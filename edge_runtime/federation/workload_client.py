@@ -174,16 +174,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pswd-edge announce",
                                 description="send an Annex A.1 announcement, print the A.2")
     p.add_argument("file", help="A.1 JSON file, or - for stdin")
-    p.add_argument("--config", type=Path, help="node config whose [mqtt] names the broker")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883)
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
-    p.add_argument("--site", default=None, help="site id (default: [node] site, else 'site')")
+    add_broker_arguments(p)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
     return p
 
 
-def site_of(path: Path) -> str | None:
+def _site_of(path: Path) -> str | None:
     import tomllib
 
     try:
@@ -193,6 +189,34 @@ def site_of(path: Path) -> str | None:
         return None
     site = node.get("site") if isinstance(node, dict) else None
     return site if isinstance(site, str) else None
+
+
+def add_broker_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that name the broker and the site, shared by the site-facing commands."""
+    p.add_argument("--config", type=Path, help="config file whose [mqtt] names the broker")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    p.add_argument("--site", default=None, help="site id (default: [node] site, else 'site')")
+
+
+def broker_from_arguments(args: argparse.Namespace) -> tuple[MqttConfig, str] | None:
+    """(MqttConfig, site) from add_broker_arguments' options; None after printing why the
+    --config file cannot be used (every error, `file: [section] key: reason`)."""
+    mqtt = MqttConfig(host=args.host, port=args.port, protocol=args.protocol)
+    site = args.site
+    if args.config is not None:
+        try:
+            loaded = load_mqtt_config(args.config)
+        except ConfigError as exc:
+            print("\n".join(exc.lines), file=sys.stderr)
+            return None
+        if loaded is None:
+            print(f"{args.config}: [mqtt]: section missing", file=sys.stderr)
+            return None
+        mqtt = loaded
+        site = site or _site_of(args.config)
+    return mqtt, site or "site"
 
 
 def announce_main(argv: Sequence[str]) -> int:
@@ -212,26 +236,17 @@ def announce_main(argv: Sequence[str]) -> int:
         for p in exc.problems:
             print(f"{args.file}: {p}", file=sys.stderr)
         return EXIT_INVALID
-    mqtt = MqttConfig(host=args.host, port=args.port, protocol=args.protocol)
-    site = args.site
-    if args.config is not None:
-        try:
-            loaded = load_mqtt_config(args.config)
-        except ConfigError as exc:
-            print("\n".join(exc.lines), file=sys.stderr)
-            return EXIT_CONFIG
-        if loaded is None:
-            print(f"{args.config}: [mqtt]: section missing", file=sys.stderr)
-            return EXIT_CONFIG
-        mqtt = loaded
-        site = site or site_of(args.config)
+    broker = broker_from_arguments(args)
+    if broker is None:
+        return EXIT_CONFIG
+    mqtt, site = broker
     try:
-        SiteTopics(site or "site")
+        SiteTopics(site)
         check_level("workload_id", msg.workload_id)
     except ValueError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    return asyncio.run(_announce(mqtt, site or "site", msg, args.timeout))
+    return asyncio.run(_announce(mqtt, site, msg, args.timeout))
 
 
 async def _announce(mqtt: MqttConfig, site: str, msg: WorkloadAnnouncement,
