@@ -46,6 +46,8 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from edge_runtime.federation.mqtt import encode_vbi  # noqa: E402
+
 SITE = "bench"
 ANNOUNCE = f"pswd/v1/{SITE}/workload/announce"
 ECHO = "bench/echo/request"
@@ -186,16 +188,6 @@ class Responder:
 
 # --- requester --------------------------------------------------------------------------------
 
-def _vbi(n: int) -> bytes:
-    """MQTT variable byte integer."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | 0x80 if n else digit)
-        if not n:
-            return bytes(out)
-
-
 def _utf8(text: str) -> bytes:
     raw = text.encode()
     return len(raw).to_bytes(2, "big") + raw
@@ -222,11 +214,11 @@ class Requester:
         # CONNECT: MQTT 5, clean start, keepalive off (runs are short), no properties
         body = (_utf8("MQTT") + b"\x05\x02\x00\x00\x00"
                 + _utf8(f"bench-requester-{uuid.uuid4().hex[:6]}"))
-        self.sock.sendall(b"\x10" + _vbi(len(body)) + body)
+        self.sock.sendall(b"\x10" + encode_vbi(len(body)) + body)
         if self._read_packet()[0] >> 4 != 2:
             raise RuntimeError("requester: no CONNACK")
         body = b"\x00\x01\x00" + _utf8(self.reply) + b"\x01"  # packet id 1, QoS 1
-        self.sock.sendall(b"\x82" + _vbi(len(body)) + body)
+        self.sock.sendall(b"\x82" + encode_vbi(len(body)) + body)
         if self._read_packet()[0] >> 4 != 9:
             raise RuntimeError("requester: no SUBACK")
         self.sock.settimeout(None)
@@ -295,8 +287,8 @@ class Requester:
     def _publish_packet(self, topic: str, body: bytes, corr: bytes) -> bytes:
         self._pid = self._pid % 0xFFFF + 1
         props = b"\x08" + _utf8(self.reply) + b"\x09" + len(corr).to_bytes(2, "big") + corr
-        var = _utf8(topic) + self._pid.to_bytes(2, "big") + _vbi(len(props)) + props
-        return b"\x32" + _vbi(len(var) + len(body)) + var + body
+        var = _utf8(topic) + self._pid.to_bytes(2, "big") + encode_vbi(len(props)) + props
+        return b"\x32" + encode_vbi(len(var) + len(body)) + var + body
 
     def run(self, topic: str, rate: float, seconds: float, tag: str) -> dict[str, Any]:
         """Send at `rate` per second for `seconds`; wait up to 2 s for the stragglers."""

@@ -123,8 +123,8 @@ def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
 
 
-def _vbi(n: int) -> bytes:
-    """MQTT variable byte integer."""
+def encode_vbi(n: int) -> bytes:
+    """MQTT variable byte integer (remaining lengths, property lengths)."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
@@ -157,7 +157,7 @@ class PackedPublishProperties(Properties):
             if len(data) > 0xFFFF:
                 raise ValueError("correlation data longer than 65535 bytes")
             body += b"\x09" + len(data).to_bytes(2, "big") + data
-        self._packed = _vbi(len(body)) + body
+        self._packed = encode_vbi(len(body)) + body
 
     __setattr__ = object.__setattr__  # paho's checks the name tables; the bytes are fixed
 
