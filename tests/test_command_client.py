@@ -75,6 +75,8 @@ async def test_signed_commands_apply_and_everything_else_is_refused(
         assert reasons[3].startswith("timestamp: issued 120.")  # two minutes old
         assert reasons[4] == "nonce: already used (a replay)"  # the second copy only
         assert {json.loads(m.payload)["category"] for m in answers} == {"refused"}
+        assert [json.loads(m.payload)["field"] for m in answers] == [
+            "role", "signature", "signature", "timestamp", "nonce"]
         # the one good copy of `signed` was applied; nothing forged ever was
         await errors.wait_until(lambda _: any(
             r.accepted and "70.0" in r.command for r in node.commands.audit),

@@ -135,7 +135,9 @@ def _control(kind: str, doc: dict[str, Any], image: Outputs,
     if extra := sorted(set(doc) - CONTROL_FIELDS):
         raise Invalid("schema", f"unknown field(s) {', '.join(extra)}", extra[0])
     if verify is not None and (why := verify(kind, doc)) is not None:
-        raise Invalid("refused", why, "signature")
+        # the verifier's reasons start with the envelope field at fault ("nonce: ...")
+        field = why.split(":", 1)[0]
+        raise Invalid("refused", why, field if field in CONTROL_FIELDS else "signature")
     action, point, source = doc["action"], doc["point"], f"mqtt.{kind}"
     if action not in ("set_output", "release_output"):
         raise Invalid("schema", f"action: expected 'set_output' or 'release_output', "
