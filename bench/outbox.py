@@ -18,7 +18,6 @@ The last line of output is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import statistics
@@ -27,6 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _jsonline import print_json_line
 
 from edge_runtime.federation.outbox import Outbox
 
@@ -145,7 +146,7 @@ def main() -> None:
               "ours_normal_200_per_s": slow_ours, "baseline_sqlite_wal_200_per_s": slow_base,
               "target_p99_us": TARGET_P99_US,
               "targets_met": max(ours["p99_us"], slow_ours["p99_us"]) <= TARGET_P99_US}
-    print(json.dumps(result))
+    print_json_line(result)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -31,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _jsonline import print_json_line
 
 from edge_runtime.config.loader import load_node_config
 from edge_runtime.core.clock import WallClock
@@ -180,7 +181,7 @@ def main() -> None:
     start = time.monotonic()
     result = asyncio.run(main_async(args.quick, args.realtime))
     result["run_s"] = round(time.monotonic() - start, 1)
-    print(json.dumps(result))
+    print_json_line(result)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ settling with feedforward. The last line of output is one JSON object with the f
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -39,6 +38,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+
+from _jsonline import print_json_line  # noqa: E402
 
 from edge_runtime.config.reader import ErrorLog  # noqa: E402
 from edge_runtime.control.cdu_config import build_cdu_blocks, load_cdu_control  # noqa: E402
@@ -219,7 +220,7 @@ def main() -> int:
     }
     if sensitivity:
         result["sensitivity"] = sensitivity
-    print(json.dumps(result))
+    print_json_line(result)
     return 0
 
 
