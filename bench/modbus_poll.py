@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _jsonline import print_json_line
 from pymodbus.client import AsyncModbusTcpClient
 
 from edge_runtime.config.schema import Access, DeviceConfig, IoMap, PointSpec, Table
@@ -159,7 +159,7 @@ def main() -> None:
     print(f"  raw pymodbus:      p50 {raw['p50_ms']:.3f} ms  p99 {raw['p99_ms']:.3f} ms")  # type: ignore[index]
     print(f"  overhead ratio:    p50 {figures['overhead_ratio_p50']}x  "
           f"p99 {figures['overhead_ratio_p99']}x (target <= 1.3x)")
-    print(json.dumps(figures))
+    print_json_line(figures)
 
 
 if __name__ == "__main__":
