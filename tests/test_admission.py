@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_runtime.messages.annex_a import InfrastructureResponse, WorkloadAnnouncement, validate
 from edge_runtime.messages.models import ApprovalStatus
@@ -192,3 +194,88 @@ def test_decisions_make_valid_a2() -> None:
             approval_status=d.status, approved_power_mw=d.approved_kw / 1000,
             conditions=d.condition_strings())
         assert validate(response.to_dict()) == []
+
+
+# -- finding 4 of issue 8: every granted ramp within the site limit, overlaps included ------
+
+LIMIT = snap(ramp_limit_kw_per_s=500.0)
+
+
+def test_a_ramp_above_the_limit_is_not_approved_beside_an_overlapping_one() -> None:
+    # 600 kW/s alone is rejected; beside an overlapping 150 kW/s ramp it was approved, delayed
+    # past the other ramp, with 600 kW/s granted: still above the 500 kW/s limit on its own.
+    alone = decide(announcement(ramp_mw_s=0.6, **flex(delay_s=60)), LIMIT, NOW)
+    assert alone.status is ApprovalStatus.REJECTED
+    other = Ramp(start=NOW, duration_s=10.0, kw_per_s=150.0)
+    beside = decide(announcement(ramp_mw_s=0.6, **flex(delay_s=60)),
+                    dataclasses.replace(LIMIT, ramps=(other,)), NOW)
+    assert beside.status is ApprovalStatus.REJECTED, beside
+    assert "limit 500 kW/s" in beside.reasons[0]
+
+
+def test_a_throttling_workload_is_capped_to_what_the_overlaps_leave() -> None:
+    other = Ramp(start=NOW, duration_s=100.0, kw_per_s=150.0)
+    d = decide(announcement(ramp_mw_s=0.6, **flex(throttle=True)),
+               dataclasses.replace(LIMIT, ramps=(other,)), NOW)
+    assert d.status is ApprovalStatus.APPROVED_WITH_CONDITIONS
+    assert "ramp_limit_kw_per_s:350" in d.condition_strings() and d.ramp_kw_per_s == 350
+
+
+def test_a_delayed_start_is_checked_again_where_it_lands() -> None:
+    # past the first ramp there is a second one: 300 + 300 > 500, so it waits for both
+    first = Ramp(start=NOW, duration_s=10.0, kw_per_s=300.0)
+    second = Ramp(start=NOW + 10.0, duration_s=10.0, kw_per_s=300.0)
+    d = decide(announcement(ramp_mw_s=0.3, **flex(delay_s=60)),
+               dataclasses.replace(LIMIT, ramps=(first, second)), NOW)
+    assert d.start == NOW + 20 and d.condition_strings()[0] == "delay_start:PT20S"
+
+
+def test_a_battery_smoothed_ramp_books_what_the_grid_sees() -> None:
+    other = Ramp(start=NOW, duration_s=100.0, kw_per_s=150.0)
+    d = decide(announcement(ramp_mw_s=0.6), dataclasses.replace(
+        LIMIT, ramps=(other,), battery_available=True, battery_discharge_kw=600.0), NOW)
+    assert d.status is ApprovalStatus.APPROVED and d.ramp_kw_per_s == 350
+    full = Ramp(start=NOW, duration_s=100.0, kw_per_s=500.0)  # nothing left for the grid
+    d2 = decide(announcement(ramp_mw_s=0.6), dataclasses.replace(
+        LIMIT, ramps=(full,), battery_available=True, battery_discharge_kw=600.0), NOW)
+    assert d2.status is ApprovalStatus.REJECTED
+
+
+def _overlap_peak(ramps: list[Ramp]) -> float:
+    """The largest sum of ramps running at one instant (it peaks where one starts)."""
+    return max((sum(r.kw_per_s for r in ramps if r.start <= t < r.end and r.duration_s > 0)
+                for t in (r.start for r in ramps)), default=0.0)
+
+
+workloads = st.lists(st.tuples(
+    st.integers(1, 2000),  # peak kW
+    st.integers(0, 900),  # ramp kW/s
+    st.booleans(),  # throttle
+    st.integers(0, 120),  # delay tolerance s
+    st.integers(0, 30),  # announced this many s after the previous one
+    st.sampled_from([0.0, 300.0, 5000.0])), min_size=1, max_size=25)  # battery kW
+
+
+@settings(max_examples=300, deadline=None)
+@given(workloads, st.sampled_from([None, 250.0]))
+def test_booked_ramps_never_sum_above_the_limit(jobs: list[tuple[int, int, bool, int, int,
+                                                                 float]],
+                                                grid_ramp: float | None) -> None:
+    """Search: any sequence of admissions, each booked as the aggregate books it, keeps the
+    sum of overlapping granted ramps within min(site, grid) ramp limit at every instant."""
+    limit = 500.0 if grid_ramp is None else grid_ramp
+    booked: list[Ramp] = []
+    now = NOW
+    for peak, ramp, throttle, tolerance, gap, battery in jobs:
+        now += gap
+        s = snap(power_limit_kw=1e9, cooling_capacity_kw=1e9, ramp_limit_kw_per_s=500.0,
+                 grid=GridState(ramp_limit_kw_per_s=grid_ramp), ramps=tuple(booked),
+                 battery_available=battery > 0, battery_discharge_kw=battery)
+        d = decide(announcement(peak_mw=peak / 1000, baseline_mw=0.0, ramp_mw_s=ramp / 1000,
+                                **flex(throttle=throttle, delay_s=tolerance)), s, now)
+        if d.status is ApprovalStatus.REJECTED:
+            continue
+        assert d.start >= now
+        if d.ramp_kw_per_s > 0:
+            booked.append(Ramp(d.start, d.approved_kw / d.ramp_kw_per_s, d.ramp_kw_per_s))
+        assert _overlap_peak(booked) <= limit + 1e-6, (d, booked)

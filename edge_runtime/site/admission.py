@@ -19,12 +19,15 @@ The checks, in order (each reason names the figures):
   2. power and cooling: peak within the site's power headroom (limit - measured load -
      pending reservations) and its heat within the cooling headroom; otherwise a power cap
      down to the headroom if the workload can throttle and its baseline fits, else rejected;
-  3. ramp: the ramp (plus ramps of other admitted workloads starting at the same time) within
-     the site's ramp limit, or the step covered by available battery discharge; otherwise a
-     ramp limit if the workload can throttle, else a delayed start past the other ramps if
-     within its delay tolerance, else rejected;
-  4. grid demand response: a non-critical workload waits until the event ends (delay_start)
-     if within its delay tolerance, else rejected.
+  3. grid demand response: a non-critical workload waits until the event ends (delay_start)
+     if within its delay tolerance, else rejected;
+  4. ramp, at the start the workload will really have: the granted ramp plus every booked
+     ramp overlapping it within min(site, grid) ramp limit (see _fit_ramp): as announced
+     if it fits; else smoothed by a battery that covers the step (the grid-side ramp that
+     fits is what is granted and booked); else capped with ramp_limit_kw_per_s if the
+     workload can throttle (capping, not rejecting: the job runs and the limit holds); else
+     a delayed start past the overlapping ramps if within its delay tolerance, checked again
+     there; else rejected. So the booked ramps never sum above the limit at any instant.
 """
 
 from __future__ import annotations
@@ -228,51 +231,111 @@ def decide(ann: WorkloadAnnouncement, snap: SiteSnapshot, now: float) -> Decisio
         conditions.append(Condition(ConditionKind.POWER_CAP_KW, approved))
         reasons.append(f"peak {_kw(peak)} exceeds {short}")
 
-    # 3. ramp (the other admitted ramps that overlap this one share the site's ramp limit)
-    ramp_s = approved / ramp if ramp > 0 else 0.0
-    window_end, busy_kw, busy_until = start + ramp_s, 0.0, -math.inf
-    for r in snap.ramps:  # one pass: at 1,000 announcements/s there can be hundreds
-        end = r.start + r.duration_s
-        if r.start < window_end and end > start:
-            busy_kw += r.kw_per_s
-            if end > busy_until:
-                busy_until = end
-    allowed = snap.ramp_limit_kw_per_s - busy_kw
-    if snap.grid.ramp_limit_kw_per_s is not None:
-        allowed = min(allowed, snap.grid.ramp_limit_kw_per_s - busy_kw)
-    granted_ramp = ramp
-    if ramp > allowed:
-        battery_covers = snap.battery_available and snap.battery_discharge_kw >= approved
-        if battery_covers:
-            reasons.append(f"ramp {ramp:.0f} kW/s above the site's {max(allowed, 0):.0f} kW/s "
-                           f"is smoothed by battery ({_kw(snap.battery_discharge_kw)} available)")
-        elif throttle and allowed >= 1.0:
-            granted_ramp = math.floor(allowed)
-            conditions.append(Condition(ConditionKind.RAMP_LIMIT_KW_PER_S, granted_ramp))
-            reasons.append(f"ramp {ramp:.0f} kW/s exceeds the {allowed:.0f} kW/s the site can take")
-        elif busy_kw > 0 and busy_until - now <= tolerance:
-            start = max(start, busy_until)
-            reasons.append("starts after the ramps of workloads admitted before it")
-        else:
-            return _reject(f"ramp {ramp:.0f} kW/s exceeds the {max(allowed, 0):.0f} kW/s the site "
-                           "can take, no battery covers it and the workload cannot throttle", now)
-
-    # 4. grid demand response
+    # 4. grid demand response, before the ramp: it can move the start, and the ramp must be
+    # checked where it will happen
     if snap.grid.demand_response_required and not critical:
         until = snap.grid.demand_response_until
         if until is None or until - now > tolerance:
             when = "with no announced end" if until is None else f"for {until - now:.0f} s more"
             return _reject(f"grid demand response in progress {when}; delay tolerance "
                            f"{tolerance:.0f} s", now)
-        start = max(start, until)
+        start = max(start, _later(now, until))
         reasons.append("grid demand response in progress")
 
+    # 3. ramp: the granted ramp plus every booked ramp overlapping it stays within the limit
+    fit = _fit_ramp(snap, now, start, approved, ramp, now + tolerance,
+                    throttle=throttle, battery=snap.battery_available
+                    and snap.battery_discharge_kw >= approved)
+    if isinstance(fit, str):
+        return _reject(fit, now)
+    start, granted_ramp, ramp_conditions, ramp_reasons = fit
+    conditions.extend(ramp_conditions)
+    reasons.extend(ramp_reasons)
+
     if start > now and (earliest is None or start > earliest.timestamp()):
-        delay_s = math.ceil(start - now)
-        start = now + delay_s
+        start = _later(now, start)
+        delay_s = round(start - now)
         conditions.insert(0, Condition(ConditionKind.DELAY_START, delay_s))
     binding = any(c.binding for c in conditions)
     status = ApprovalStatus.APPROVED_WITH_CONDITIONS if binding else ApprovalStatus.APPROVED
     conditions.extend(Condition(ConditionKind.REASON, r) for r in reasons)
     return Decision(status, float(approved), approved * heat_per_kw, start, granted_ramp,
                     tuple(conditions))
+
+
+def _busy(ramps: tuple[Ramp, ...], start: float, end: float) -> tuple[float, float]:
+    """(sum of the booked ramps overlapping [start, end), the latest end among them).
+
+    The sum over the whole window, not the peak of concurrent ramps: conservative, one pass
+    (at 1,000 announcements/s there can be hundreds of ramps)."""
+    busy_kw, busy_until = 0.0, -math.inf
+    for r in ramps:
+        r_end = r.start + r.duration_s
+        if r.start < end and r_end > start:
+            busy_kw += r.kw_per_s
+            if r_end > busy_until:
+                busy_until = r_end
+    return busy_kw, busy_until
+
+
+def _later(now: float, t: float) -> float:
+    """`t` rounded up to a whole number of seconds after `now` (delay_start is whole seconds);
+    idempotent despite float error, so a start checked once keeps its value."""
+    return now + math.ceil(t - now - 1e-6)
+
+
+def _fit_ramp(snap: SiteSnapshot, now: float, start: float, approved: float, ramp: float,
+              latest: float, *, throttle: bool, battery: bool
+              ) -> tuple[float, float, list[Condition], list[str]] | str:
+    """Where and how fast the workload may ramp: (start, granted ramp, conditions, reasons),
+    or the reason for a rejection.
+
+    The invariant (finding 4 of issue 8): at any instant, the granted ramps of all bookings
+    overlapping each other sum to no more than the site's (and the grid's) ramp limit, so
+    every grant is checked against the limit *minus the overlapping ramps at the start it
+    will really have*. In order of preference:
+      - the workload's own ramp fits: granted as announced;
+      - a battery that can cover the whole step smooths it: the workload ramps as it likes
+        and the grid sees at most what is left of the limit, which is what is booked;
+      - a workload that can throttle gets a ramp_limit_kw_per_s condition (capped, not
+        rejected: capping keeps the job and the limit);
+      - otherwise it is delayed past the overlapping ramps while the delay stays within its
+        tolerance, and the check is made again at the new start (ramps booked later may
+        overlap there too);
+      - else rejected.
+    A slower grant lasts longer and may overlap more ramps, so the grant is refined until it
+    is stable (it only goes down; at most one step per booked ramp)."""
+    limit = snap.ramp_limit_kw_per_s
+    if snap.grid.ramp_limit_kw_per_s is not None:
+        limit = min(limit, snap.grid.ramp_limit_kw_per_s)
+    ramps = snap.ramps
+    while True:
+        busy_kw, busy_until = _busy(ramps, start, start + (approved / ramp if ramp > 0 else 0.0))
+        allowed = limit - busy_kw
+        if ramp <= allowed:
+            return start, ramp, [], []
+        # the fastest grid-side ramp that fits beside everything its (longer) window overlaps
+        grid_ramp = math.floor(allowed)
+        while grid_ramp >= 1:
+            b, _ = _busy(ramps, start, start + approved / grid_ramp)
+            if limit - b >= grid_ramp:
+                break
+            grid_ramp = math.floor(limit - b)
+        if grid_ramp >= 1 and battery:
+            return start, float(grid_ramp), [], [
+                f"ramp {ramp:.0f} kW/s above the {max(allowed, 0):.0f} kW/s the site can take "
+                f"is smoothed by battery; the grid sees at most {grid_ramp} kW/s"]
+        if grid_ramp >= 1 and throttle:
+            return start, float(grid_ramp), [
+                Condition(ConditionKind.RAMP_LIMIT_KW_PER_S, grid_ramp)], [
+                f"ramp {ramp:.0f} kW/s exceeds the {grid_ramp} kW/s the site can take"]
+        if busy_kw > 0 and _later(now, busy_until) <= latest + 1e-6:
+            start = _later(now, busy_until)  # after the ramps in the way; check again there
+            continue
+        if busy_kw > 0 and ramp <= limit:
+            why = "the ramps of workloads admitted before it last beyond its delay tolerance"
+        else:
+            why = "no battery covers it and the workload cannot throttle"
+        return (f"ramp {ramp:.0f} kW/s exceeds the {max(allowed, 0):.0f} kW/s the site can "
+                f"take (limit {limit:.0f} kW/s, {busy_kw:.0f} kW/s of it granted to "
+                f"overlapping ramps); {why}")
