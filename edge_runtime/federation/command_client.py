@@ -30,32 +30,44 @@ from typing import Any
 from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import NodeTopics
-from edge_runtime.federation.workload_client import add_broker_arguments, broker_from_arguments
+from edge_runtime.federation.workload_client import (
+    add_broker_arguments,
+    broker_from_arguments,
+    finite_number,
+    positive_seconds,
+)
 from edge_runtime.security.signing import ALLOWED_ROLES, ROLES, KeyFileError, load_keys, sign
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NO_BROKER = 0, 1, 2, 3
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pswd-edge command",
-                                description="send one signed control command to a node")
+DESCRIPTION = "send one signed control command to a node"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `pswd-edge command` (also its subparser in cli.py)."""
     p.add_argument("--node", required=True, help="node name, e.g. rack-01")
     p.add_argument("--kind", required=True, choices=sorted(ALLOWED_ROLES))
     p.add_argument("--point", required=True, help="output point, e.g. battery.w_set_kw")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--value", type=float, help="hold the output at this value")
+    what.add_argument("--value", type=finite_number, help="hold the output at this value")
     what.add_argument("--release", action="store_true", help="give the output back")
     p.add_argument("--role", required=True, choices=ROLES, help="who signs")
     p.add_argument("--keys", required=True, type=Path, help="directory of <role>.key files")
     add_broker_arguments(p)
-    p.add_argument("--wait", type=float, default=1.0,
+    p.add_argument("--wait", type=positive_seconds, default=1.0,
                    help="seconds to watch the node's error topic (default 1)")
-    return p
 
 
 def command_main(argv: Sequence[str]) -> int:
     """`pswd-edge command`: returns the exit code (see the module docstring)."""
-    args = _parser().parse_args(list(argv))
+    p = argparse.ArgumentParser(prog="pswd-edge command", description=DESCRIPTION)
+    add_arguments(p)
+    return run_command(p.parse_args(list(argv)))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`pswd-edge command` with parsed arguments; returns the exit code."""
     broker = broker_from_arguments(args)
     if broker is None:
         return EXIT_CONFIG
@@ -102,6 +114,7 @@ async def send_command(mqtt: MqttConfig, topics: NodeTopics, kind: str,
     client.start()
     try:
         try:
+            await client.wait_connected(5.0)  # its TimeoutError says why (refused, not MQTT)
             await client.wait_subscribed(5.0)
             await client.publish_acked(cmd_topic, json.dumps(doc).encode(), 1,
                                        correlation_data=corr, timeout=5.0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 import uuid
@@ -170,13 +171,44 @@ def _error_reason(payload: bytes) -> tuple[str, str]:
 
 # --- pswd-edge announce -----------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pswd-edge announce",
-                                description="send an Annex A.1 announcement, print the A.2")
+ANNOUNCE_DESCRIPTION = "send an Annex A.1 announcement, print the A.2"
+
+
+def add_announce_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `pswd-edge announce` (also its subparser in cli.py)."""
     p.add_argument("file", help="A.1 JSON file, or - for stdin")
     add_broker_arguments(p)
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
-    return p
+    p.add_argument("--timeout", type=positive_seconds, default=2.0,
+                   help="seconds to wait (default 2)")
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port 1..65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port 1..65535, got {text!r}")
+    return int(text)
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def finite_number(text: str) -> float:
+    """argparse type: a finite number (no nan or inf, which JSON cannot carry)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _site_of(path: Path) -> str | None:
@@ -185,7 +217,7 @@ def _site_of(path: Path) -> str | None:
     try:
         with path.open("rb") as fh:
             node = tomllib.load(fh).get("node", {})
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError):  # ValueError: TOMLDecodeError, a file that is not UTF-8
         return None
     site = node.get("site") if isinstance(node, dict) else None
     return site if isinstance(site, str) else None
@@ -195,7 +227,7 @@ def add_broker_arguments(p: argparse.ArgumentParser) -> None:
     """The options that name the broker and the site, shared by the site-facing commands."""
     p.add_argument("--config", type=Path, help="config file whose [mqtt] names the broker")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--port", type=port_number, default=1883)
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
     p.add_argument("--site", default=None, help="site id (default: [node] site, else 'site')")
 
@@ -221,7 +253,13 @@ def broker_from_arguments(args: argparse.Namespace) -> tuple[MqttConfig, str] | 
 
 def announce_main(argv: Sequence[str]) -> int:
     """`pswd-edge announce`: returns the exit code (see the module docstring)."""
-    args = _parser().parse_args(list(argv))
+    p = argparse.ArgumentParser(prog="pswd-edge announce", description=ANNOUNCE_DESCRIPTION)
+    add_announce_arguments(p)
+    return run_announce(p.parse_args(list(argv)))
+
+
+def run_announce(args: argparse.Namespace) -> int:
+    """`pswd-edge announce` with parsed arguments; returns the exit code."""
     try:
         raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:

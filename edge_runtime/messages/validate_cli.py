@@ -17,13 +17,12 @@ EXIT_VALID = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
+DESCRIPTION = "Validate an Annex A workload announcement or infrastructure response."
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pswd-edge validate",
-        description="Validate an Annex A workload announcement or infrastructure response.")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `pswd-edge validate` (also its subparser in cli.py)."""
     p.add_argument("file", help="JSON message file, or - to read standard input")
-    return p
 
 
 def _read(name: str, stdin: BinaryIO | None) -> bytes:
@@ -37,10 +36,17 @@ def _read(name: str, stdin: BinaryIO | None) -> bytes:
 
 def validate_main(argv: Sequence[str], *, stdin: BinaryIO | None = None) -> int:
     """Run `pswd-edge validate` with the arguments after `validate`; returns the exit code."""
+    p = argparse.ArgumentParser(prog="pswd-edge validate", description=DESCRIPTION)
+    add_arguments(p)
     try:
-        args = _parser().parse_args(list(argv))
+        args = p.parse_args(list(argv))
     except SystemExit as exc:  # argparse already printed usage; --help exits 0
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return run_validate(args, stdin=stdin)
+
+
+def run_validate(args: argparse.Namespace, *, stdin: BinaryIO | None = None) -> int:
+    """`pswd-edge validate` with parsed arguments; returns the exit code."""
     try:
         raw = _read(args.file, stdin)
     except OSError as exc:
