@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ TARGET_P99_MS = 5.0
 SUSTAINABLE_P99_MS = 50.0
 TEMPLATE = json.dumps({
     "PSWD_version": "1.0", "message_type": "workload_announcement",
-    "timestamp": "2027-01-15T08:00:00Z", "workload_id": "@ID@",
+    # stamped at start: the coordinator refuses A.1 timestamps beyond max_clock_skew_s
+    "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    "workload_id": "@ID@",
     "workload_type": "ai_inference",
     "power_profile": {"peak_power_mw": 0.05, "baseline_power_mw": 0.01,
                       "ramp_rate_mw_per_sec": 1.0, "duration_estimate_sec": 60},

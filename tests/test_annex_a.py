@@ -302,11 +302,6 @@ def test_invalid_vector_problems(name: str) -> None:
     (b'{"PSWD_version": "1.0",', "not valid JSON: Expecting property name enclosed in double "
                                  "quotes at line 1 column 24"),
     (b"\xff{}", "not valid UTF-8 (byte 0xff at offset 0)"),
-    (b'{"a": NaN}', "not valid JSON: NaN is not allowed in RFC 7159 JSON"),
-    (b'{"a": -Infinity}', "not valid JSON: -Infinity is not allowed in RFC 7159 JSON"),
-    (b'{"a": 1e400}', "not valid JSON: number 1e400 is out of range"),
-    (b'{"a": ' + b"9" * 5000 + b"}", "not valid JSON: number 99999999999999999999... is out "
-                                     "of range"),
     (b"[" * 60000, "not valid JSON: nested too deeply"),
     (b"[1, 2]", "must be a JSON object, got an array"),
     (b'"hello"', "must be a JSON object, got string 'hello'"),
@@ -319,6 +314,21 @@ def test_unparseable_input_gives_one_root_problem(raw: bytes, reason: str) -> No
         parse_message(raw)
     assert info.value.problems == (ValidationProblem("(root)", reason),)
     assert str(info.value) == f"(root): {reason}"
+
+
+@pytest.mark.parametrize(("raw", "path", "reason"), [
+    (b'{"a": NaN}', "a", "not valid JSON: NaN is not allowed in RFC 7159 JSON"),
+    (b'{"a": {"b": [1, -Infinity]}}', "a.b[1]",
+     "not valid JSON: -Infinity is not allowed in RFC 7159 JSON"),
+    (b'[{"x": 1}, {"a": 1e400}]', "[1].a", "not valid JSON: number 1e400 is out of range"),
+    (b'{"a": ' + b"9" * 5000 + b"}", "a", "not valid JSON: number 99999999999999999999... is "
+                                          "out of range"),
+    (b"Infinity", "(root)", "not valid JSON: Infinity is not allowed in RFC 7159 JSON"),
+])
+def test_a_number_json_refuses_names_its_field(raw: bytes, path: str, reason: str) -> None:
+    with pytest.raises(MessageError) as info:
+        parse_message(raw)
+    assert info.value.problems == (ValidationProblem(path, reason),)
 
 
 def test_size_limit_counts_utf8_bytes_of_text() -> None:

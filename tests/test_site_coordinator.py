@@ -56,7 +56,8 @@ def announcement(workload_id: str, peak_mw: float = 0.2, *, throttle: bool = Fal
                  ramp_mw_s: float = 0.1) -> WorkloadAnnouncement:
     return WorkloadAnnouncement.from_dict({
         "PSWD_version": "1.0", "message_type": "workload_announcement",
-        "timestamp": "2027-01-15T08:00:00Z", "workload_id": workload_id,
+        # now: the coordinator refuses timestamps beyond [site] max_clock_skew_s
+        "timestamp": state.timestamp(time.time()), "workload_id": workload_id,
         "workload_type": "ai_training",
         "power_profile": {"peak_power_mw": peak_mw, "baseline_power_mw": peak_mw / 5,
                           "ramp_rate_mw_per_sec": ramp_mw_s},

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from edge_runtime.core.commands import ReleaseOutput, SetOutput
 from edge_runtime.core.image import OutOfRange, UnknownPoint
 from edge_runtime.federation.topics import COMMAND_KINDS
-from edge_runtime.messages.annex_a import decode_json, parse_message
+from edge_runtime.messages.annex_a import ROOT, decode_json, parse_message
 from edge_runtime.messages.models import MessageError, parse_datetime
 
 CONTROL_FIELDS = frozenset({"PSWD_version", "timestamp", "action", "point", "value",
@@ -86,13 +86,14 @@ def parse_command(kind: str, payload: bytes, *, retain: bool, max_bytes: int, im
                       "retain")
     if len(payload) > max_bytes:
         raise Invalid("oversized", f"message is {len(payload)} bytes, larger than the "
-                      f"{max_bytes}-byte limit")
+                      f"{max_bytes}-byte limit", "$")
     if kind == "rebirth" and not payload.strip():
         return Rebirth()
     try:
         doc = decode_json(payload)
-    except MessageError as exc:
-        raise Invalid("malformed", str(exc)) from None
+    except MessageError as exc:  # the field of a NaN or Infinity, else the whole message
+        where = exc.problems[0].path if exc.problems else ROOT
+        raise Invalid("malformed", str(exc), "$" if where == ROOT else where) from None
     if not isinstance(doc, dict):
         raise Invalid("malformed", "expected a JSON object", "$")
     if kind == "rebirth":

@@ -11,6 +11,15 @@
     pswd/v1/{site}/grid/status, .../grid/forecast    retained
     pswd/v1/{site}/time/request                      clock round trips to the site (shared sub)
     pswd/v1/{site}/{node}/time                       clock replies without a response topic
+    pswd/v1/{site}/coordinator/{instance}/state      coordinator liveness (Sparkplug host
+                                                     application state): retained, the offline
+                                                     state is the will; nodes treat "none
+                                                     online" as link loss (link_loss.py)
+    pswd/v1/{site}/coordinator/{instance}/decision   an admission, signed, for the other
+                                                     coordinator instances to book
+
+Everything under pswd/v1/{site}/coordinator/ is written by coordinators only: the broker's
+ACL grants write there to the coordinators' identities alone (README, MQTT section).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ COMMAND_KINDS = ("thermal_control", "battery_control", "grid_signal", "rebirth",
 # Site, node and workload ids become topic levels: no wildcards, separators or control chars.
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Node names that would collide with the site-level topic families.
-RESERVED_NODES = frozenset({"workload", "grid", "time"})
+RESERVED_NODES = frozenset({"workload", "grid", "time", "coordinator"})
 
 
 def check_level(kind: str, value: str) -> str:
@@ -82,6 +91,26 @@ class SiteTopics:
     @property
     def grid_forecast(self) -> str:
         return f"{self.base}/grid/forecast"
+
+    def coordinator_state(self, instance: str) -> str:
+        """A coordinator instance's retained online / offline state (its will: offline)."""
+        return f"{self.base}/coordinator/{check_level('instance', instance)}/state"
+
+    @property
+    def all_coordinator_states(self) -> str:
+        return f"{self.base}/coordinator/+/state"
+
+    def coordinator_decision(self, instance: str) -> str:
+        """Admissions of one coordinator instance, for the others to book."""
+        return f"{self.base}/coordinator/{check_level('instance', instance)}/decision"
+
+    @property
+    def all_coordinator_decisions(self) -> str:
+        return f"{self.base}/coordinator/+/decision"
+
+    @property
+    def coordinator_prefix(self) -> str:
+        return f"{self.base}/coordinator/"
 
     @property
     def all_states(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -87,6 +87,44 @@ def _bounded_int(text: str) -> int:
     return value
 
 
+class _Refused:
+    """Stands in for a number the strict parse refused, so a second parse can find it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _marking(hook: Callable[[str], Any]) -> Callable[[str], Any]:
+    def mark(text: str) -> Any:
+        try:
+            return hook(text)
+        except ValueError as exc:
+            return _Refused(str(exc))
+    return mark
+
+
+def _where_refused(text: str) -> str:
+    """JSON path of the first number (NaN, Infinity, 1e400) the strict parse refused, so the
+    refusal names its field; (root) if it cannot be told. Runs only on that error path."""
+    try:
+        doc = json.loads(text, parse_constant=_marking(_reject_constant),
+                         parse_float=_marking(_finite_float), parse_int=_marking(_bounded_int))
+    except (ValueError, RecursionError):
+        return ROOT
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), doc)]
+    while stack:  # depth first, in document order, without recursion
+        parts, value = stack.pop()
+        if isinstance(value, _Refused):
+            return json_path(parts)
+        if isinstance(value, dict):
+            stack.extend(((*parts, k), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((*parts, i), v) for i, v in reversed(list(enumerate(value))))
+    return ROOT
+
+
 def decode_json(raw: bytes | bytearray | str) -> Any:
     """Parse one message body (UTF-8 bytes or text); any failure is a MessageError."""
     if not isinstance(raw, str):
@@ -107,7 +145,10 @@ def decode_json(raw: bytes | bytearray | str) -> Any:
         reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
     except RecursionError:
         reason = "nested too deeply"
-    except ValueError as exc:  # _Rejected, or int() refusing a 5,000-digit literal
+    except _Rejected as exc:  # valid JSON syntax, a number RFC 7159 refuses: name its field
+        raise MessageError([ValidationProblem(_where_refused(text),
+                                              f"not valid JSON: {exc}")]) from None
+    except ValueError as exc:  # int() refusing a 5,000-digit literal
         reason = str(exc)
     raise MessageError([ValidationProblem(ROOT, f"not valid JSON: {reason}")])
 

@@ -13,6 +13,15 @@
     municipal_heat_integration = false
     share_group = "site"             # MQTT 5 shared-subscription group of the coordinators
     forward_roles = ["rack", "cdu"]  # roles whose nodes get accepted announcements
+    max_clock_skew_s = 300.0         # A.1 / peer decision timestamps further than this from
+                                     # the coordinator's clock are refused (field: timestamp)
+    max_start_ahead_s = 86400.0      # an earliest_start_time (or a peer decision's start)
+                                     # further ahead than this is refused
+    coordinator_keys = "keys"        # directory holding infrastructure_manager.key (pswd-edge
+                                     # keygen): admissions exchanged between coordinator
+                                     # instances are signed with it (HMAC-SHA256) and unsigned
+                                     # ones refused; absent: only the broker ACL on
+                                     # pswd/v1/{site}/coordinator/# fences them (warned at start)
     [site.cooling_capacity_kw]       # nominal heat each CDU can remove, by node name
     cdu-01 = 1500.0
     [site.points]                    # which telemetry points mean what ("device.point")
@@ -29,8 +38,12 @@ from typing import Any
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.federation.topics import check_level
 from edge_runtime.messages.models import CoolingSystemType
+from edge_runtime.security.signing import KeyFileError, load_keys
 
 ROLES_FORWARDED = ("rack", "cdu")
+# The coordinators act for the infrastructure manager (spec 10.2.2); the kind in the MAC
+# (peer.KIND) keeps their decisions apart from the commands this key also signs.
+PEER_ROLE = "infrastructure_manager"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +77,16 @@ class SiteConfig:
     share_group: str = "site"
     forward_roles: tuple[str, ...] = ROLES_FORWARDED
     points: PointMap = field(default_factory=PointMap)
+    max_clock_skew_s: float = 300.0
+    max_start_ahead_s: float = 86_400.0
+    coordinator_keys: Path | None = None  # None: peer decisions unsigned (broker ACL only)
+    # the key that signs peer decisions (load_site_node reads it from coordinator_keys)
+    peer_key: bytes | None = field(default=None, repr=False)
 
 
-def read_site_section(sec: Section) -> SiteConfig:
-    """Read `[site]` from an open Section (errors go to its ErrorLog); call finish() inside."""
+def read_site_section(sec: Section, base_dir: Path | None = None) -> SiteConfig:
+    """Read `[site]` from an open Section (errors go to its ErrorLog); call finish() inside.
+    `base_dir`: where relative paths (coordinator_keys) start (default: the file's)."""
     d = SiteConfig()
     power = sec.get_float("power_limit_kw", d.power_limit_kw, minval=0.0)
     ramp = sec.get_float("ramp_limit_kw_per_s", d.ramp_limit_kw_per_s, above=0.0)
@@ -94,6 +113,10 @@ def read_site_section(sec: Section) -> SiteConfig:
         sec.error("forward_roles", f"must be a list of {', '.join(ROLES_FORWARDED)}, "
                                    f"got {roles!r}")
         roles = list(d.forward_roles)
+    skew = sec.get_float("max_clock_skew_s", d.max_clock_skew_s, above=0.0, maxval=86_400.0)
+    ahead = sec.get_float("max_start_ahead_s", d.max_start_ahead_s, above=0.0,
+                          maxval=366 * 86_400.0)
+    keys_dir, peer_key = _coordinator_key(sec, base_dir or Path(sec.file).parent)
 
     cool_sec = sec.sub("cooling_capacity_kw")
     cooling: dict[str, float] = {}
@@ -121,7 +144,28 @@ def read_site_section(sec: Section) -> SiteConfig:
         [c.value for c in CoolingSystemType] else d.cooling_system_type,
         heat_recovery_available=recovery, municipal_heat_integration=municipal,
         share_group=group if isinstance(group, str) else d.share_group,
-        forward_roles=tuple(roles), points=PointMap(**names))
+        forward_roles=tuple(roles), points=PointMap(**names), max_clock_skew_s=skew,
+        max_start_ahead_s=ahead, coordinator_keys=keys_dir, peer_key=peer_key)
+
+
+def _coordinator_key(sec: Section, base_dir: Path) -> tuple[Path | None, bytes | None]:
+    """`coordinator_keys`: the directory and the key read from it, checked at load."""
+    if not sec.has("coordinator_keys"):
+        return None, None
+    raw = sec.get_str("coordinator_keys")
+    if not isinstance(raw, str) or not raw:
+        sec.error("coordinator_keys", "must name a directory")
+        return None, None
+    directory = Path(raw) if Path(raw).is_absolute() else (base_dir / raw).resolve()
+    try:
+        key = load_keys(directory).get(PEER_ROLE)
+    except (KeyFileError, OSError) as exc:
+        sec.error("coordinator_keys", str(exc))
+        return directory, None
+    if key is None:
+        sec.error("coordinator_keys", f"no {PEER_ROLE}.key in {directory} (pswd-edge keygen "
+                                      f"--role {PEER_ROLE} {directory})")
+    return directory, key
 
 
 def load_site_config(path: Path | str) -> SiteConfig:

@@ -95,8 +95,8 @@ class SiteCoordinator:
                         "topics; run a single instance")
         self._lock = threading.Lock()
         for topic, qos in self._subscriptions(mqtt.mqtt5):
-            # No Local on the peer responses: our own answers are not sent back to us
-            self.client.subscribe(topic, qos, no_local=topic == self.handler.peer_responses)
+            # No Local on the peer decisions: our own are not sent back to us
+            self.client.subscribe(topic, qos, no_local=topic == self.handler.peer_decisions)
             # paho matches deliveries against the plain filter, not the $share/... one
             plain = topic.split("/", 2)[2] if topic.startswith("$share/") else topic
             self.client.on_network_thread(plain, self.on_message)

@@ -4,14 +4,23 @@
                               MQTT 5 response topic (with the correlation data); accepted ones
                               are reserved and published once on workload/prepare, where the
                               rack and CDU nodes pick them up
-    workload/response/+       another instance's decision: reserve it here too, so instances
-                              behind one shared subscription do not hand out the same headroom
+    coordinator/+/decision    another instance's admission (peer.py: signed, from the
+                              coordinator-only prefix): reserve it here too, so instances
+                              behind one shared subscription do not hand out the same headroom;
+                              A.2s on workload/response/+ are for workloads and never booked
     {node}/state              birth / death (federation/state.py)
     {node}/telemetry          CBOR births and batches (messages/telemetry.py) -> aggregate
     grid/status               GridState -> aggregate
     time/request              clock round trip (federation/timesync.py)
 Anything invalid is answered on this coordinator's error topic with the reasons (and on the
-response topic when the requester gave one), counted, and never raises.
+response topic when the requester gave one), counted, and never raises. An A.1 whose
+`timestamp` is further than `[site] max_clock_skew_s` from this coordinator's clock, or
+whose `timing_constraints.earliest_start_time` lies more than `max_start_ahead_s` ahead, is
+invalid in that sense (the error names the field; counted as `clock_refused`).
+
+A re-announcement of an admitted workload_id (a new timestamp) is decided without its own
+booking in the way; if it is rejected, the admitted booking stands (the A.2 says so), and
+only an admitted re-announcement replaces it.
 
 Response topics are the requester's choice, so they are confined: announcements are answered
 there only under `pswd/v1/{site}/workload/reply/`, clock requests only on a
@@ -21,6 +30,7 @@ to and is counted as `foreign_response_topics` (broker ACLs are the real fence).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import OrderedDict
@@ -28,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.federation.state import parse_state
 from edge_runtime.federation.timesync import parse_time_request, time_reply, time_reply_topic
 from edge_runtime.federation.timesync import time_request_topic as _time_request_topic
@@ -35,7 +46,6 @@ from edge_runtime.federation.topics import ROOT, NodeTopics, SiteTopics, check_l
 from edge_runtime.messages.annex_a import (
     INFRASTRUCTURE_RESPONSE,
     MESSAGE_TYPES,
-    InfrastructureResponse,
     MessageError,
     ValidationProblem,
     WorkloadAnnouncement,
@@ -43,12 +53,13 @@ from edge_runtime.messages.annex_a import (
     parse_message,
     validate,
 )
-from edge_runtime.messages.models import PSWD_VERSION, ApprovalStatus
+from edge_runtime.messages.models import ApprovalStatus
 from edge_runtime.messages.telemetry import Birth, TelemetryError, decode_batch, decode_birth
-from edge_runtime.site.admission import Decision, SiteSnapshot, decide, parse_condition
+from edge_runtime.site.admission import Condition, ConditionKind, Decision, SiteSnapshot, decide
 from edge_runtime.site.aggregate import SiteAggregate, parse_grid_status
 from edge_runtime.site.config import SiteConfig
 from edge_runtime.site.fast_a1 import parse_announcement_fast
+from edge_runtime.site.peer import PeerDecisions, PeerRefused, decision_body
 
 log = logging.getLogger(__name__)
 _RECENT = 4096  # answered announcements remembered for duplicate (QoS 1 redelivery) detection
@@ -84,8 +95,10 @@ class SiteHandler:
         self.config = config
         self.aggregate = aggregate or SiteAggregate(config)
         self.time_request_topic = _time_request_topic(site)
-        self._response_prefix = f"{self.topics.base}/workload/response/"
-        self.peer_responses = f"{self._response_prefix}+"
+        self.peer_decisions = self.topics.all_coordinator_decisions
+        self._peer_prefix = self.topics.coordinator_prefix
+        self._my_decisions = self.topics.coordinator_decision(node)
+        self.peers = PeerDecisions(site, config)
         self._reply_prefix = self.topics.reply_prefix
         self._thermal = {"cooling_system_type": config.cooling_system_type.value,
                          "heat_recovery_available": config.heat_recovery_available,
@@ -97,6 +110,7 @@ class SiteHandler:
         self.counts = {"announcements": 0, "approved": 0, "approved_with_conditions": 0,
                        "rejected": 0, "invalid": 0, "duplicates": 0, "forwarded": 0,
                        "telemetry_batches": 0, "telemetry_errors": 0, "peer_decisions": 0,
+                       "peer_refused": 0, "clock_refused": 0, "kept_on_reannounce": 0,
                        "foreign_response_topics": 0}
         self.last_decision: tuple[str, ApprovalStatus, tuple[str, ...]] | None = None
         for kind in MESSAGE_TYPES:  # compile the schema validators now, not on the first A.1
@@ -108,8 +122,8 @@ class SiteHandler:
         return [(self.topics.shared_announce(group), 1),
                 (f"$share/{group}/{self.time_request_topic}", 0),
                 # QoS 0: a lost peer booking only costs precision, and it saves a PUBACK for
-                # each of our own answers if they come back (MQTT 5 No Local prevents that)
-                (self.peer_responses, 0),
+                # each of our own if they come back (MQTT 5 No Local prevents that)
+                (self.peer_decisions, 0),
                 (self.topics.all_states, 1), (self.topics.all_telemetry, 0),
                 (self.topics.grid_status, 1)]
 
@@ -124,11 +138,11 @@ class SiteHandler:
                 return self.on_time_request(payload, now, response_topic, correlation_data)
             if topic == self.topics.grid_status:
                 return self.on_grid_status(payload)
-            if topic.startswith(self._response_prefix):
-                if topic[len(self._response_prefix):] in self._recent:
-                    return []  # our own answer coming back: no need to parse it
-                return self.on_peer_response(payload, now)
             parts = topic.split("/")
+            if topic.startswith(self._peer_prefix):
+                if len(parts) == 6 and parts[5] == "decision" and topic != self._my_decisions:
+                    return self.on_peer_decision(parts[4], payload, now)
+                return []
             if len(parts) == 5 and f"{parts[0]}/{parts[1]}" == ROOT:
                 if parts[4] == "state":
                     return self.on_state(parts[3], payload, now)
@@ -156,6 +170,7 @@ class SiteHandler:
                 check_level("workload_id", msg.workload_id)
             except ValueError as exc:
                 raise MessageError([ValidationProblem("workload_id", str(exc))]) from None
+            self._check_times(msg, now)
         except MessageError as exc:
             self.counts["invalid"] += 1
             out = [self._error(self.topics.announce, exc.problems, now, payload)]
@@ -169,9 +184,17 @@ class SiteHandler:
         if seen is not None and seen[0] == stamp:  # a redelivery: same answer, no new booking
             self.counts["duplicates"] += 1
             return self._answers(msg.workload_id, seen[1], response_topic, correlation)
-        self.aggregate.reservations.remove(msg.workload_id)  # an update replaces its booking
+        # an update is decided without its own booking in the way, and replaces it only if
+        # admitted: a rejected (or forged) re-announcement never frees an admitted booking
+        admitted = self.aggregate.reservations.get(msg.workload_id)
+        self.aggregate.reservations.remove(msg.workload_id)
         snap = self.aggregate.snapshot(now)
         decision = decide(msg, snap, now)
+        if admitted is not None and decision.status is ApprovalStatus.REJECTED:
+            self.aggregate.reservations.add(admitted)
+            self.counts["kept_on_reannounce"] += 1
+            decision = dataclasses.replace(decision, conditions=(*decision.conditions, Condition(
+                ConditionKind.REASON, f"the earlier admission of {msg.workload_id} stands")))
         body = self._response(msg.workload_id, decision, snap, now)
         self._recent[msg.workload_id] = (stamp, body)
         if len(self._recent) > _RECENT:
@@ -182,7 +205,29 @@ class SiteHandler:
         if decision.status is not ApprovalStatus.REJECTED:
             self.aggregate.reserve(msg.workload_id, decision, now)
             out.extend(self._forward(payload, decision, now))
+            # for the other coordinator instances (peer.py), after what nodes and workloads
+            # wait for
+            out.append(Outgoing(self._my_decisions, decision_body(
+                self.topics.site, self.me.node, msg.workload_id, decision, now,
+                self.config.peer_key), qos=0))
         return out
+
+    def _check_times(self, msg: WorkloadAnnouncement, now: float) -> None:
+        """MessageError naming the field when a time lies outside the configured window."""
+        problems = []
+        skew, ahead = self.config.max_clock_skew_s, self.config.max_start_ahead_s
+        off = msg.timestamp.timestamp() - now
+        if abs(off) > skew:
+            problems.append(ValidationProblem("timestamp", (
+                f"{off:+.0f} s from the site coordinator's clock, beyond max_clock_skew_s "
+                f"{skew:g} s (a stale or replayed announcement, or a wrong clock)")))
+        earliest = msg.timing_constraints.earliest_start_time if msg.timing_constraints else None
+        if earliest is not None and earliest.timestamp() - now > ahead:
+            problems.append(ValidationProblem("timing_constraints.earliest_start_time", (
+                f"{earliest.timestamp() - now:.0f} s ahead, beyond max_start_ahead_s {ahead:g} s")))
+        if problems:
+            self.counts["clock_refused"] += 1
+            raise MessageError(problems)
 
     def _answers(self, workload_id: str, body: bytes, response_topic: str | None,
                  correlation: bytes | None) -> list[Outgoing]:
@@ -256,30 +301,15 @@ class SiteHandler:
         self.counts["forwarded"] += 1
         return [Outgoing(self.topics.prepare, body)]
 
-    def on_peer_response(self, payload: bytes, now: float) -> list[Outgoing]:
-        """Book what another instance admitted (our own answers come back here too: no-op)."""
+    def on_peer_decision(self, instance: str, payload: bytes, now: float) -> list[Outgoing]:
+        """Book what another instance admitted, if it passes peer.py's checks."""
         try:
-            msg = parse_message(payload)
-        except MessageError:
-            return []  # not ours to judge: the publisher's error topic is the place
-        if not isinstance(msg, InfrastructureResponse) or msg.workload_id in self._recent:
+            workload_id, decision = self.peers.check(instance, payload, now)
+        except PeerRefused as why:
+            self.counts["peer_refused"] += 1
+            self.peers.refuse(instance, why, now)
             return []
-        if msg.approval_status is ApprovalStatus.REJECTED:
-            return []
-        delay, ramp = 0.0, 0.0
-        for text in msg.conditions or ():
-            try:
-                c = parse_condition(text)
-            except ValueError:
-                continue
-            if c.kind.value == "delay_start":
-                delay = float(c.value)
-            elif c.kind.value == "ramp_limit_kw_per_s":
-                ramp = float(c.value)
-        kw = (msg.approved_power_mw or 0.0) * 1000.0
-        start = msg.timestamp.timestamp() + delay
-        self.aggregate.reserve(msg.workload_id, Decision(
-            msg.approval_status, kw, kw, start, ramp or self.config.ramp_limit_kw_per_s, ()), now)
+        self.aggregate.reserve(workload_id, decision, now)
         self.counts["peer_decisions"] += 1
         return []
 
