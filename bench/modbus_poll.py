@@ -22,10 +22,10 @@ from pathlib import Path
 from _jsonline import print_json_line
 from pymodbus.client import AsyncModbusTcpClient
 
+from edge_runtime.config.codec import DataType, Encoding
 from edge_runtime.config.schema import Access, DeviceConfig, IoMap, PointSpec, Table
 from edge_runtime.core.clock import WallClock
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.codec import DataType, Encoding
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
 
 UNIT = 1

@@ -39,12 +39,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config.loader import load_node_config
+from edge_runtime.assembly import NodeConfig, assemble, load_node_config
 from edge_runtime.config.reader import ErrorLog
-from edge_runtime.config.schema import NodeConfig
 from edge_runtime.core.commands import SetOutput
 from edge_runtime.core.image import ProcessImage
-from edge_runtime.node import Node
 from edge_runtime.safety.config import SafetyConfig
 from pswd_plant_sim.config import build_sim_config
 from pswd_plant_sim.simulator import Simulator
@@ -192,7 +190,7 @@ async def measure(sim: SimProcess, config: NodeConfig, *, baseline: bool,
     """Latencies (s) of `trials` crossings through one node."""
     if baseline:
         config = dataclasses.replace(config, safety=SafetyConfig(startup_s=0.0))
-    node = Node(config, blocks=[PlainOverride()] if baseline else [], watchdog_thread=False)
+    node = assemble(config, blocks=[PlainOverride()] if baseline else [], watchdog_thread=False)
     for cmd in (SetOutput("pump1.speed_ref", 60.0), SetOutput("pump2.control_word", 0),
                 SetOutput(f"{VALVE}.position_cmd", OPERATOR_PCT)):
         node.commands.submit(cmd)

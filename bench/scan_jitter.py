@@ -33,9 +33,8 @@ from typing import Any
 
 from _jsonline import print_json_line
 
-from edge_runtime.config.loader import load_node_config
+from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.core.clock import WallClock
-from edge_runtime.node import Node
 
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAYS = 4
@@ -86,7 +85,7 @@ def start_sim(config: Path) -> subprocess.Popen[str]:
 
 async def measure(node_config: Path, cycles: int, clock: WallClock) -> dict[str, Any]:
     """Run a node until `cycles` scans after warm-up; its statistics and request counts."""
-    node = Node(load_node_config(node_config), clock=clock)
+    node = assemble(load_node_config(node_config), clock=clock)
     runner = asyncio.create_task(node.run())
     try:
         await asyncio.sleep(WARMUP_S)  # connect and first polls; not part of the figures

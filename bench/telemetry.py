@@ -50,7 +50,6 @@ from _jsonline import print_json_line  # noqa: E402
 from _seqcheck import SequenceCheck  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from edge_runtime.config.schema import NodeConfig  # noqa: E402
 from edge_runtime.core.clock import WallClock  # noqa: E402
 from edge_runtime.core.image import ProcessImage  # noqa: E402
 from edge_runtime.core.points import Quality, Sample  # noqa: E402
@@ -253,8 +252,8 @@ async def wait_for(predicate: Any, timeout: float, what: str) -> None:
 async def node_publish(broker_cfg: MqttConfig, workdir: Path, points: int, seconds: float,
                        checker: Checker | None) -> dict[str, Any]:
     """Run the node (with its link when there is a checker) and measure; see the docstring."""
+    from edge_runtime.assembly import NodeConfig, assemble
     from edge_runtime.federation.link import NodeLink
-    from edge_runtime.node import Node
     from tests.fakes import FakeDevice, device, load_map, write_io_map
 
     io_map = load_map(write_io_map(workdir, "bench", points_map(points)))
@@ -262,7 +261,7 @@ async def node_publish(broker_cfg: MqttConfig, workdir: Path, points: int, secon
     cfg = NodeConfig(name="node-1", role="rack", site=SITE, scan_period_s=0.1, watchdog_s=2.0,
                      devices=(dev,), source=workdir / "n.toml", io_maps_dir=workdir)
     clock = WallClock()
-    node = Node(cfg, clock=clock, watchdog_thread=False, blocks=[], interlocks=[],
+    node = assemble(cfg, clock=clock, watchdog_thread=False, blocks=[], interlocks=[],
                 driver_factory=lambda c, live, _clock: {d.name: FakeDevice(d, live)
                                                         for d in c.devices})
     feeder = Feeder(node.live, [f"meter.{p.name}" for p in io_map.points], clock)

@@ -1,4 +1,10 @@
-"""`pswd-edge`: run a node, run the demo site, talk to a site (announce, signed commands)."""
+"""`pswd-edge`: run a node, run the demo site, talk to a site (announce, signed commands).
+
+One argparse tree: every subcommand declares its own options (flags in any order, `-h` on
+each). Exit codes: 0 done, 2 bad command line or config (one line per problem, naming the
+file, section and key), others as each subcommand documents. No traceback reaches the user:
+an unexpected error is one line (`--log-level DEBUG` shows the traceback), exit 1.
+"""
 
 from __future__ import annotations
 
@@ -8,128 +14,174 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edge_runtime import __version__
-from edge_runtime.config.loader import load_node_config
+from edge_runtime.assembly import NodeConfig, assemble, load_node_config
 from edge_runtime.config.reader import ConfigError
-from edge_runtime.config.schema import NodeConfig
+from edge_runtime.federation import command_client, workload_client
+from edge_runtime.federation.workload_client import positive_seconds
+from edge_runtime.messages import validate_cli
 from edge_runtime.security.signing import ROLES
 
 EXIT_CONFIG = 2
+EXIT_INTERNAL = 1
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+log = logging.getLogger("edge_runtime.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pswd-edge", description="PSWD edge controller runtime")
+    # --log-level is accepted before or after the subcommand; SUPPRESS keeps a value given
+    # before it from being reset by the subcommand's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                        help="logging threshold (default INFO; WARNING for the demo, whose "
+                             "view would be drowned by routine log lines)")
+    p = argparse.ArgumentParser(prog="pswd-edge", description="PSWD edge controller runtime",
+                                parents=[common])
     p.add_argument("--version", action="version", version=f"pswd-edge {__version__}")
-    p.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="logging threshold (default INFO; WARNING for the demo, whose view "
-                        "would be drowned by routine log lines)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run one node from its TOML config")
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    run = add("run", "run one node from its TOML config")
     run.add_argument("--config", required=True, type=Path, help="node config file")
-    run.add_argument("--duration", type=float, default=None,
-                     help="stop after this many seconds (default: run until Ctrl-C)")
+    run.add_argument("--duration", type=positive_seconds, default=None, metavar="S",
+                     help="stop after S seconds (default: run until Ctrl-C)")
+    run.add_argument("--status-every", type=positive_seconds, default=60.0, metavar="S",
+                     help="seconds between status lines in the log (default 60)")
 
-    check = sub.add_parser("check-config", help="load a node config and report every error")
-    check.add_argument("config", type=Path)
+    check = add("check-config", "load a node config and report every error (the checks "
+                                "`run` makes before it starts)")
+    check.add_argument("config", type=Path, help="node config file")
 
-    val = sub.add_parser("validate", add_help=False,
-                         help="validate an Annex A message file (or - for stdin)")
-    val.add_argument("args", nargs=argparse.REMAINDER)
+    validate_cli.add_arguments(add("validate", validate_cli.DESCRIPTION))
+    workload_client.add_announce_arguments(add("announce",
+                                               workload_client.ANNOUNCE_DESCRIPTION))
+    command_client.add_arguments(add("command", command_client.DESCRIPTION))
 
-    ann = sub.add_parser("announce", add_help=False,
-                         help="send an Annex A.1 workload announcement and wait for its A.2")
-    ann.add_argument("args", nargs=argparse.REMAINDER)
-
-    cmd = sub.add_parser("command", add_help=False,
-                         help="send one signed control command to a node")
-    cmd.add_argument("args", nargs=argparse.REMAINDER)
-
-    keygen = sub.add_parser("keygen", help="make a role's command-signing key (mode 0600)")
+    keygen = add("keygen", "make a role's command-signing key (mode 0600)")
     keygen.add_argument("--role", required=True, choices=ROLES)
     keygen.add_argument("directory", type=Path, help="where <role>.key is written")
 
-    demo = sub.add_parser("demo", help="run a simulated site on this machine")
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    demo = add("demo", "run a simulated site on this machine")
+    demo.add_argument("--duration", type=positive_seconds, default=60.0, metavar="S",
+                      help="seconds to run (default 60)")
     demo.add_argument("--no-ui", action="store_true", help="plain log lines, no live view")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pswd-edge` console script."""
-    args = _parser().parse_args(argv)
-    level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage error (2) or the help (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    level = getattr(args, "log_level", None) or ("WARNING" if args.command == "demo" else "INFO")
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    if args.command == "check-config":
-        try:
-            cfg = load_node_config(args.config)
-        except ConfigError as exc:
-            print("\n".join(exc.lines), file=sys.stderr)
-            return EXIT_CONFIG
-        print(f"{args.config}: ok: node {cfg.name} ({cfg.role}), {len(cfg.devices)} devices, "
-              f"scan {cfg.scan_period_s * 1000:g} ms")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
         return 0
-    if args.command == "run":
-        try:
-            cfg = load_node_config(args.config)
-        except ConfigError as exc:
-            print("\n".join(exc.lines), file=sys.stderr)
-            return EXIT_CONFIG
-        return _run_until_signal(_run_node(cfg, args.config, args.duration))
-    if args.command == "validate":
-        from edge_runtime.messages.validate_cli import validate_main
-
-        return validate_main(args.args)
-    if args.command == "announce":
-        from edge_runtime.federation.workload_client import announce_main
-
-        return announce_main(args.args)
-    if args.command == "command":
-        from edge_runtime.federation.command_client import command_main
-
-        return command_main(args.args)
-    if args.command == "keygen":
-        from edge_runtime.security.signing import generate_key
-
-        path = args.directory / f"{args.role}.key"
-        try:
-            generate_key(path)
-        except FileExistsError:
-            print(f"{path}: exists; a key is never overwritten (delete it first to rotate)",
-                  file=sys.stderr)
-            return EXIT_CONFIG
-        print(f"{path}: new {args.role} key; copy it (mode 0600) to every node's "
-              f"[mqtt] command_keys directory and to whoever signs as {args.role}")
-        return 0
-    if args.command == "demo":
-        from edge_runtime.demo import run_demo
-
-        return _run_until_signal(run_demo(duration_s=args.duration, ui=not args.no_ui))
-    return 1
+    except Exception as exc:  # the last net: one line, the traceback only when asked for
+        log.debug("pswd-edge %s failed", args.command, exc_info=True)
+        print(f"pswd-edge {args.command}: internal error: {type(exc).__name__}: {exc} "
+              f"(--log-level DEBUG shows where)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
-async def _run_node(cfg: NodeConfig, path: Path, duration_s: float | None) -> None:
-    """One node, its MQTT link when [mqtt] is configured, and for role site the coordinator."""
-    from edge_runtime.federation.link import run_with_link
-    from edge_runtime.node import Node
+def load_for_run(path: Path) -> NodeConfig:
+    """Every check `run` makes before it starts anything (ConfigError lists the problems):
+    the node config, and for role site also the coordinator's own reading of the file."""
+    return load_node_config(path)
 
-    jobs: list[Coroutine[Any, Any, None]] = []
-    if cfg.role == "site":
-        from edge_runtime.site.coordinator import run_site
 
-        jobs.append(run_site(path, duration_s))
-    if cfg.devices or cfg.role != "site":
-        jobs.append(run_with_link(Node(cfg), cfg.mqtt, duration_s))
-    await asyncio.gather(*jobs)
+def _load_or_report(path: Path) -> NodeConfig | None:
+    try:
+        return load_for_run(path)
+    except ConfigError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    print(f"{args.config}: ok: node {cfg.name} ({cfg.role}), {len(cfg.devices)} devices, "
+          f"scan {cfg.scan_period_s * 1000:g} ms")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    return _run_until_signal(_run_node(cfg, args.config, args.duration, args.status_every))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    return validate_cli.run_validate(args)
+
+
+def _announce(args: argparse.Namespace) -> int:
+    return workload_client.run_announce(args)
+
+
+def _command(args: argparse.Namespace) -> int:
+    return command_client.run_command(args)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from edge_runtime.security.signing import generate_key
+
+    path = args.directory / f"{args.role}.key"
+    try:
+        generate_key(path)
+    except FileExistsError:
+        print(f"{path}: exists; a key is never overwritten (delete it first to rotate)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"{path}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: new {args.role} key; copy it (mode 0600) to every node's "
+          f"[mqtt] command_keys directory and to whoever signs as {args.role}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge_runtime.demo import run_demo
+
+    return _run_until_signal(run_demo(duration_s=args.duration, ui=not args.no_ui))
+
+
+COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run, "check-config": _check_config, "validate": _validate, "announce": _announce,
+    "command": _command, "keygen": _keygen, "demo": _demo,
+}
+
+
+async def _run_node(cfg: NodeConfig, path: Path, duration_s: float | None,
+                    status_every_s: float = 60.0) -> None:
+    """One node as the assembler builds it for its role (MQTT link, site coordinator), with
+    a status line every `status_every_s` and a closing summary."""
+    from edge_runtime.runlog import RunLog
+
+    node = assemble(cfg)
+    runlog = RunLog(cfg.name, period_s=status_every_s)
+    runlog.add("node", node.get_status)
+    await runlog.around(node.run(duration_s))
 
 
 def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
-    """Run a coroutine; SIGINT/SIGTERM cancel it so it shuts down cleanly (outputs to failsafe)."""
+    """Run a coroutine; SIGINT/SIGTERM cancel it so it shuts down cleanly (outputs to failsafe).
+    Its result when it returns an int (the demo's exit code), else 0."""
+    result: list[Any] = []
 
     async def runner() -> None:
         task = asyncio.ensure_future(coro)
@@ -138,10 +190,10 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            result.append(await task)
 
     asyncio.run(runner())
-    return 0
+    return result[0] if result and isinstance(result[0], int) else 0
 
 
 if __name__ == "__main__":

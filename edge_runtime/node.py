@@ -1,7 +1,8 @@
-"""A running node: drivers, process image, scan engine, safety layer, watchdog, from a NodeConfig.
+"""A running node: field drivers, scan engine, safety layer and watchdog, plus attached services.
 
-Scan order: commands (operator values) -> heartbeat -> estimation (redundancy voting) ->
-the role's control blocks -> role interlocks -> the safety layer, always last.
+Built only by the assembler (edge_runtime/assembly/), which decides what a role's node holds
+and in which scan order; this module is what every node does at run time: run the scan and the
+drivers, watch the scan, drive the plant safe when it stops, and report its status.
 """
 
 from __future__ import annotations
@@ -9,26 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from edge_runtime import __version__
-from edge_runtime.config.schema import NodeConfig
-from edge_runtime.control.heartbeat import Heartbeat
+from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.core.clock import Clock, WallClock
 from edge_runtime.core.commands import CommandQueue, ManualOutputs
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Sample
+from edge_runtime.core.ports import FieldDevice
 from edge_runtime.core.realtime import apply_realtime_priority
 from edge_runtime.core.scan import ControlBlock, ScanEngine
 from edge_runtime.io.failsafe import write_failsafe_blocking
-from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
-from edge_runtime.io.ports import FieldDevice, InputTable
-from edge_runtime.roles import ROLE_BLOCKS, ROLE_INTERLOCKS, RoleContext, RoleControls
-from edge_runtime.safety.config import build_safety_layer
+from edge_runtime.io.modbus import ModbusEndpoint
 from edge_runtime.safety.interlocks import SafetyLayer
-from edge_runtime.safety.redundancy import RedundancyBlock
 from edge_runtime.safety.watchdog import Watchdog, WatchdogThread, monitor
 
 log = logging.getLogger(__name__)
@@ -41,97 +39,117 @@ log = logging.getLogger(__name__)
 POLL_LEAD = 0.5
 SLOW_POLL_DELAY = 0.05
 
-# Builds a node's drivers around its input table; tests pass one that builds fakes.
-DriverFactory = Callable[[NodeConfig, InputTable, Clock], dict[str, FieldDevice]]
+
+class NodeSettings(Protocol):
+    """What a running node reads of its config (assembly.config.NodeConfig has it all)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def site(self) -> str: ...
+    @property
+    def scan_period_s(self) -> float: ...
+    @property
+    def watchdog_s(self) -> float: ...
+    @property
+    def devices(self) -> tuple[DeviceConfig, ...]: ...
+    @property
+    def realtime_priority(self) -> int: ...
 
 
-def build_modbus_drivers(
-    config: NodeConfig, live: InputTable, clock: Clock
-) -> tuple[dict[str, FieldDevice], list[ModbusEndpoint]]:
-    """One endpoint per host:port (shared by its unit ids), one driver per device."""
-    endpoints: dict[tuple[str, int], ModbusEndpoint] = {}
-    drivers: dict[str, FieldDevice] = {}
-    for dev in config.devices:
-        key = (dev.host, dev.port)
-        if key not in endpoints:
-            endpoints[key] = ModbusEndpoint(dev.host, dev.port, timeout_s=dev.timeout_s)
-        drivers[dev.name] = ModbusDevice(dev, endpoints[key], live, clock)
-    return drivers, list(endpoints.values())
+@dataclass(frozen=True, slots=True)
+class NodeParts:
+    """Everything the assembler built for one node, in the order the scan runs it."""
+
+    config: NodeSettings
+    clock: Clock
+    live: dict[str, Sample]  # the drivers' latest samples (the image latches from it)
+    events: EventLog
+    commands: CommandQueue
+    drivers: dict[str, FieldDevice]
+    endpoints: Sequence[ModbusEndpoint]  # shared Modbus connections, closed at shutdown
+    image: ProcessImage
+    safety: SafetyLayer
+    manual: ManualOutputs
+    blocks: Sequence[ControlBlock]  # commands, heartbeat, estimation, the role's blocks
+    role_blocks: Sequence[ControlBlock]  # the role's control blocks alone (status, commands)
+    interlocks: Sequence[ControlBlock] = ()  # before the safety layer, which runs last
+
+
+class Service(Protocol):
+    """Something attached to a node that runs beside its scan (the MQTT link, a server)."""
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        ...
+
+    def get_status(self) -> dict[str, Any]:
+        """Status for node.get_status()[name]."""
+        ...
 
 
 class Node:
-    """One controller: role blocks over a process image over field drivers."""
+    """One controller at run time; see the module docstring. Build it with assembly.assemble."""
 
-    def __init__(
-        self,
-        config: NodeConfig,
-        *,
-        clock: Clock | None = None,
-        driver_factory: DriverFactory | None = None,
-        blocks: Sequence[ControlBlock] | None = None,
-        interlocks: Sequence[ControlBlock] | None = None,
-        watchdog_thread: bool = True,
-    ) -> None:
-        self.config = config
-        self.clock: Clock = clock or WallClock()
-        self.live: dict[str, Sample] = {}
-        self.events = EventLog()
-        self.commands = CommandQueue()
-        self._endpoints: list[ModbusEndpoint] = []
-        if driver_factory is None:
-            self.drivers, self._endpoints = build_modbus_drivers(config, self.live, self.clock)
-        else:
-            self.drivers = driver_factory(config, self.live, self.clock)
-        self.image = ProcessImage(config.devices, self.live)
-        self.watchdog = Watchdog(config.watchdog_s, self._on_watchdog)
+    def __init__(self, parts: NodeParts, *, watchdog_thread: bool = True) -> None:
+        self.config = parts.config
+        self.clock = parts.clock
+        self.live = parts.live
+        self.events = parts.events
+        self.commands = parts.commands
+        self.drivers = parts.drivers
+        self._endpoints = list(parts.endpoints)
+        self.image = parts.image
+        self.safety = parts.safety
+        self.manual = parts.manual
+        self.role_blocks = list(parts.role_blocks)
+        self.watchdog = Watchdog(self.config.watchdog_s, self._on_watchdog)
         self._use_thread = watchdog_thread
-        self.safety: SafetyLayer = build_safety_layer(config.safety, self.events,
-                                                      wall=self.clock.wall)
-        self.manual = ManualOutputs(self.commands, self.events, self.clock.wall,
-                                    safety=self.safety)
-        heartbeats = [n for n, i in self.image.outputs_info.items() if i.spec.name == "ctrl_hb"]
-        # Estimation before control, so control blocks read the voted inputs by name.
-        groups = list(self.safety.groups.values())
-        estimation: list[ControlBlock] = [RedundancyBlock(groups)] if groups else []
-        ctx = RoleContext(events=self.events, wall=self.clock.wall,
-                          wall_offset=self.clock.wall() - self.clock.monotonic(),
-                          held=self.manual.manual)
-        role_blocks = ROLE_BLOCKS[config.role](config, ctx) if blocks is None else list(blocks)
-        role_interlocks = (ROLE_INTERLOCKS[config.role](config, ctx) if interlocks is None
-                           else list(interlocks))
-        self.role_blocks = role_blocks
-        # Status of things attached to the node from outside (the MQTT link), by section name.
-        self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
-        self.manual.controls = RoleControls(role_blocks)
+        self.services: dict[str, Service] = {}
         self.engine = ScanEngine(
             clock=self.clock,
-            period_s=config.scan_period_s,
+            period_s=self.config.scan_period_s,
             image=self.image,
             drivers=self.drivers,
-            blocks=[self.manual, Heartbeat(heartbeats), *estimation, *role_blocks],
-            interlocks=[*role_interlocks, self.safety],  # the safety layer has the last word
+            blocks=parts.blocks,
+            interlocks=[*parts.interlocks, self.safety],  # the safety layer has the last word
             events=self.events,
             watchdog=self.watchdog,
         )
+        # Before anything is written: journaled latches re-engaged, the safe image published
+        # and staged, the drivers' max-hold expiry pointed at it (safety/interlocks.py).
+        self.safety.held = self.manual.manual
+        self.safety.start(self.image, self.watchdog, self.drivers)
+
+    def attach(self, name: str, service: Service) -> None:
+        """Run `service` beside the scan (started by run(), cancelled when the node stops);
+        its status appears as get_status()[name]."""
+        if name in self.services:
+            raise ValueError(f"a service named {name!r} is already attached")
+        self.services[name] = service
 
     def _on_watchdog(self, reason: str, from_thread: bool) -> None:
         self.events.raise_event(self.clock.wall(), "watchdog", Severity.CRITICAL,
-                                f"scan watchdog tripped: {reason}; outputs to failsafe",
+                                f"scan watchdog tripped: {reason}; outputs to the safe image",
                                 "watchdog")
         if from_thread:
-            # The loop is frozen: the drivers cannot act, so write over fresh connections.
-            for err in write_failsafe_blocking(self.config.devices, timeout_s=0.5):
+            # The loop is frozen: the drivers cannot act, so write over fresh connections the
+            # safe image the last scan published (engaged isolations included).
+            for err in write_failsafe_blocking(self.config.devices, 0.5,
+                                               self.image.safe_values()):
                 log.error("watchdog failsafe write: %s", err)
         else:
-            self.image.stage_failsafe()
+            self.image.stage_failsafe()  # the safe image, not the bare io_map failsafe
             for device, values in self.image.flush_plan():
                 self.drivers[device].stage(values, self.clock.monotonic())
 
-    def reset_watchdog(self) -> None:
-        """Operator reset of a latched watchdog trip."""
-        self.watchdog.reset(self.clock.monotonic())
-        self.events.raise_event(self.clock.wall(), "watchdog", Severity.INFO,
-                                "watchdog reset by operator", "watchdog_reset")
+    def reset_watchdog(self, role: str = "infrastructure_manager") -> bool:
+        """Local reset of a latched watchdog trip: the same role-checked, audited, journaled
+        path as ResetTrip(interlock="watchdog"). True when accepted."""
+        outcomes = self.safety.reset(role, "watchdog", source="local")
+        return all(o.accepted for o in outcomes)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Run drivers and scan until cancelled or for `duration_s`; outputs to failsafe at exit."""
@@ -154,6 +172,7 @@ class Node:
                  for n, d in self.drivers.items()]
         tasks.append(asyncio.create_task(
             monitor(self.watchdog, self.clock, self.config.watchdog_s / 4), name="watchdog"))
+        services = [asyncio.create_task(s.run(), name=n) for n, s in self.services.items()]
         thread = WatchdogThread(self.watchdog, self.config.watchdog_s / 4)
         if self._use_thread:
             thread.start()
@@ -168,6 +187,11 @@ class Node:
             scan.cancel()
             thread.stop()
             await self.shutdown(tasks)
+            # Services last: the MQTT link then still reports the failsafe outputs, stores
+            # what is unsent and publishes the death.
+            for t in services:
+                t.cancel()
+            await asyncio.gather(*services, return_exceptions=True)
 
     async def _run_driver(self, driver: FieldDevice, first_poll: float) -> None:
         # Phase only matters in real time; a virtual clock must not be moved by a driver.
@@ -185,7 +209,8 @@ class Node:
         for ep in self._endpoints:
             ep.close()
         if self._endpoints:
-            errors = await asyncio.to_thread(write_failsafe_blocking, self.config.devices, 0.5)
+            errors = await asyncio.to_thread(write_failsafe_blocking, self.config.devices, 0.5,
+                                             self.image.safe_values())
             for err in errors:
                 log.warning("failsafe at shutdown: %s", err)
         log.info("node %s stopped", self.config.name)
@@ -202,5 +227,5 @@ class Node:
             "devices": {n: d.get_status() for n, d in self.drivers.items()},
             "events": self.events.get_status(),
             "commands": self.commands.get_status(),
-            **{name: source() for name, source in self.status_sources.items()},
+            **{name: service.get_status() for name, service in self.services.items()},
         }

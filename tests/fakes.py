@@ -12,7 +12,7 @@ from edge_runtime.config.reader import ErrorLog
 from edge_runtime.config.schema import DeviceConfig, IoMap
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.ports import InputTable
+from edge_runtime.core.ports import InputTable
 
 PUMP_MAP = """
 [device]
@@ -21,6 +21,7 @@ model = "test_pump"
 address = 0
 type = "uint16"
 access = "w"
+class = "pump"
 scale = 0.01
 unit = "%"
 min = 0.0

@@ -23,8 +23,8 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from edge_runtime.config.codec import Encoding, encode
 from edge_runtime.config.schema import Table
-from edge_runtime.io.codec import Encoding, encode
 
 FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE = 3, 4, 16
 _TABLE_FC = {Table.HOLDING: (FC_READ_HOLDING, FC_WRITE_MULTIPLE),

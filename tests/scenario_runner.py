@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config.loader import load_node_config
+from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.config.reader import ErrorLog, Section
 from edge_runtime.core.clock import VirtualClock
 from edge_runtime.core.commands import (
@@ -58,7 +58,6 @@ from edge_runtime.core.commands import (
 from edge_runtime.core.events import Event
 from edge_runtime.federation.link_loss import LinkLossGuard
 from edge_runtime.io.modbus import ModbusDevice
-from edge_runtime.node import Node
 from pswd_plant_sim.config import build_sim_config
 from pswd_plant_sim.simulator import Simulator
 from tests.conftest import free_port
@@ -224,7 +223,7 @@ class Harness:
         overrides = _merge(overrides, {"devices": devices})
         self.config = load_node_config(scenario.node_path, overrides=overrides)
         self.clock = VirtualClock()
-        self.node = Node(self.config, clock=self.clock, watchdog_thread=False)
+        self.node = assemble(self.config, clock=self.clock, watchdog_thread=False)
         self.period = self.config.scan_period_s
         # [mqtt] in the node config: its link-loss guard, link up until a `link` step
         self.link: LinkLossGuard | None = None

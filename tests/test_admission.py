@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.messages.annex_a import InfrastructureResponse, WorkloadAnnouncement, validate
+from edge_runtime.messages.annex_a import (
+    InfrastructureResponse,
+    WorkloadAnnouncement,
+    parse_as,
+    validate,
+)
 from edge_runtime.messages.models import ApprovalStatus
 from edge_runtime.site.admission import (
     Condition,
@@ -36,7 +41,7 @@ def announcement(peak_mw: float = 0.5, baseline_mw: float = 0.1, ramp_mw_s: floa
         "power_profile": {"peak_power_mw": peak_mw, "baseline_power_mw": baseline_mw,
                           "ramp_rate_mw_per_sec": ramp_mw_s},
         **extra}
-    return WorkloadAnnouncement.from_dict(doc)
+    return parse_as(WorkloadAnnouncement, doc)
 
 
 def flex(throttle: bool = False, delay_s: int = 0, priority: str = "normal") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from edge_runtime.messages.annex_a import (
     WorkloadAnnouncement,
     WorkloadType,
     load_schema,
+    parse_as,
     parse_datetime,
     parse_message,
     validate,
@@ -420,14 +421,14 @@ def test_to_json_refuses_nan() -> None:
 
 
 def test_from_dict_checks_the_message_type() -> None:
-    assert isinstance(WorkloadAnnouncement.from_dict(_full("workload_announcement")),
+    assert isinstance(parse_as(WorkloadAnnouncement, _full("workload_announcement")),
                       WorkloadAnnouncement)
     with pytest.raises(MessageError) as info:
-        InfrastructureResponse.from_dict(_full("workload_announcement"))
+        parse_as(InfrastructureResponse, _full("workload_announcement"))
     assert str(info.value) == ("message_type: must be infrastructure_response, "
                                "got 'workload_announcement'")
     with pytest.raises(MessageError, match="workload_type"):
-        WorkloadAnnouncement.from_dict(_set(_full("workload_announcement"),
+        parse_as(WorkloadAnnouncement, _set(_full("workload_announcement"),
                                             ("workload_type",), "x"))
 
 

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from edge_runtime.config.codec import CodecError, DataType, Encoding, decode, encode
 from edge_runtime.config.schema import Access, PointSpec, Table
 from edge_runtime.io.blocks import (
     OutputSchedule,
@@ -16,7 +17,6 @@ from edge_runtime.io.blocks import (
     plan_reads,
     plan_writes,
 )
-from edge_runtime.io.codec import CodecError, DataType, Encoding, decode, encode
 
 
 def pt(name: str, address: int, dtype: str = "uint16", *, table: Table = Table.HOLDING,

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from edge_runtime.io.codec import CodecError, DataType, Encoding, decode, decode_raw, encode
+from edge_runtime.config.codec import CodecError, DataType, Encoding, decode, decode_raw, encode
 
 I16, U16, I32, U32, F32 = (DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32,
                            DataType.FLOAT32)

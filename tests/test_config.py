@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.assembly import load_node_config
 from edge_runtime.cli import main
-from edge_runtime.config.loader import load_node_config
 from edge_runtime.config.reader import ConfigError
 from tests.fakes import write_io_map
 

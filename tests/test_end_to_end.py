@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from edge_runtime.config.loader import load_node_config
-from edge_runtime.config.schema import NodeConfig
+from edge_runtime.assembly import NodeConfig, assemble, load_node_config
+from edge_runtime.config.codec import decode
 from edge_runtime.core.commands import SetOutput
 from edge_runtime.core.image import ProcessImage
-from edge_runtime.io.codec import decode
-from edge_runtime.node import Node
 from pswd_plant_sim.simulator import Simulator
 from tests.conftest import free_port
 from tests.test_plant_sim import example_data, make_config
@@ -73,7 +71,7 @@ def sim_ports(sim: Simulator) -> dict[int, int]:
 @pytest.mark.timeout(30)
 async def test_pump_speed_command_reaches_the_plant_and_flow_responds(
         plant: Simulator, tmp_path: Path) -> None:
-    node = Node(node_config(tmp_path, "cdu.toml", sim_ports(plant)), watchdog_thread=False)
+    node = assemble(node_config(tmp_path, "cdu.toml", sim_ports(plant)), watchdog_thread=False)
     runner = asyncio.create_task(node.run())
     try:
         # The node reads the plant: every input GOOD once the first polls are latched.
@@ -111,7 +109,7 @@ async def test_pump_speed_command_reaches_the_plant_and_flow_responds(
 async def test_unreachable_device_is_bad_and_the_node_keeps_scanning(tmp_path: Path) -> None:
     dead = free_port()  # nothing listens here
     cfg = node_config(tmp_path, "rack.toml", {15503: dead})
-    node = Node(cfg, watchdog_thread=False)
+    node = assemble(cfg, watchdog_thread=False)
     runner = asyncio.create_task(node.run())
     try:
         await wait_for(lambda: node.engine.stats.cycles >= 10
@@ -180,7 +178,7 @@ async def test_watchdog_thread_writes_failsafe_while_the_loop_is_frozen(
         plant_process: dict[int, int], tmp_path: Path) -> None:
     cfg = node_config(tmp_path, "cdu.toml", plant_process)
     stall = Stall(after_scans=20, seconds=2.5)
-    node = Node(cfg, blocks=[stall])  # the real watchdog thread
+    node = assemble(cfg, blocks=[stall])  # the real watchdog thread
     valve = cfg.device("valve")
     spec = valve.io_map.point("position_cmd")
     seen: list[tuple[float, float]] = []  # (time, valve command in the plant) from another thread

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.assembly import load_node_config
+from edge_runtime.config.codec import DataType, encode
 from edge_runtime.config.iomap import default_io_maps_dir, load_io_map
-from edge_runtime.config.loader import load_node_config
 from edge_runtime.config.reader import ErrorLog
 from edge_runtime.config.schema import Access, IoMap, PointSpec, Table
-from edge_runtime.io.codec import DataType, encode
 
 MAPS_DIR = default_io_maps_dir()
 EXAMPLES_DIR = MAPS_DIR.parent / "examples"
@@ -79,9 +79,10 @@ def test_every_output_is_failsafe_and_encodable(path: Path) -> None:
     io_map = load(path)
     for p in io_map.outputs:
         assert p.table is Table.HOLDING, p.name
-        assert p.failsafe is not None and p.max_hold_s is not None, p.name
+        # a comms-loss register (mirrors) is a device parameter: it has no max hold
+        assert p.failsafe is not None and (p.max_hold_s is not None or p.mirrors), p.name
         # the default refresh_ms (1000) must fit twice into max_hold_s
-        assert p.max_hold_s >= 2.0, p.name
+        assert p.mirrors or (p.max_hold_s or 0.0) >= 2.0, p.name
         # min..max and the failsafe must be representable: encode refuses what the type can't hold
         encode(p.failsafe, p.encoding)
         for bound in (p.minimum, p.maximum):
@@ -325,6 +326,7 @@ GOOD_POINTS = """
 address = 0
 type = "uint16"
 access = "w"
+class = "pump"
 scale = 0.01
 min = 0.0
 max = 100.0

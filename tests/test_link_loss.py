@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.config.loader import load_node_config
+from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.core.clock import VirtualClock, WallClock
 from edge_runtime.core.commands import ForceOutput, ReleaseOutput, SetOutput
 from edge_runtime.core.events import Event
@@ -65,7 +65,7 @@ class Feeder:
 
 def rack_node() -> Node:
     cfg = dataclasses.replace(RACK, scan_period_s=0.02)  # 20 ms: two shared cores
-    node = Node(cfg, clock=WallClock(), watchdog_thread=False,
+    node = assemble(cfg, clock=WallClock(), watchdog_thread=False,
                 driver_factory=lambda c, live, clock: {d.name: FakeDevice(d, live)
                                                        for d in c.devices})
     node.engine.blocks.insert(0, Feeder(node))  # inputs of scan n+1 (latched before blocks)
@@ -117,7 +117,9 @@ async def site_holds_setpoint(cfg: MqttConfig, node: Node, link: NodeLink) -> No
 
 @pytest.mark.timeout(30)
 async def test_link_loss_releases_site_holds_only(mosquitto: Broker, tmp_path: Path) -> None:
-    cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state", link_loss_s=LOSS_S)
+    # no coordinator here (test_coordinator_liveness.py has them): the broker is the link
+    cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state", link_loss_s=LOSS_S,
+                                require_coordinator=False)
     node = rack_node()
     async with running(node, cfg) as link:
         # A local operator enables the inverter by hand; a technician forces the heartbeat.
@@ -165,7 +167,7 @@ async def test_link_loss_releases_site_holds_only(mosquitto: Broker, tmp_path: P
 @pytest.mark.timeout(30)
 async def test_hold_policy_keeps_the_site_value(mosquitto: Broker, tmp_path: Path) -> None:
     cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state", link_loss_s=LOSS_S,
-                                on_link_loss="hold")
+                                on_link_loss="hold", require_coordinator=False)
     node = rack_node()
     async with running(node, cfg) as link:
         await site_holds_setpoint(cfg, node, link)
@@ -219,11 +221,11 @@ def test_zero_disables_the_watchdog() -> None:
 
 
 def test_conditional_release_leaves_other_holds() -> None:
-    node = Node(RACK, clock=VirtualClock(), watchdog_thread=False,
+    node = assemble(RACK, clock=VirtualClock(), watchdog_thread=False,
                 driver_factory=lambda c, live, clock: {d.name: FakeDevice(d, live)
                                                        for d in c.devices})
     q = node.commands
-    q.submit(SetOutput(SETPOINT, 40.0, source="mqtt.battery_control"))
+    q.submit(SetOutput(SETPOINT, 40.0, source="mqtt.battery_control", role="grid_operator"))
     q.submit(SetOutput(ENABLE, 1.0, source="local"))
     node.engine.scan_once(1000.0)
     assert node.manual.holds() == {SETPOINT: "mqtt.battery_control", ENABLE: "local"}
@@ -250,13 +252,14 @@ def test_conditional_release_leaves_other_holds() -> None:
 
 def test_guard_in_simulated_time_acts_at_link_loss_s_on_the_node_clock() -> None:
     clock = VirtualClock(start=1000.0)
-    node = Node(RACK, clock=clock, watchdog_thread=False,
+    node = assemble(RACK, clock=clock, watchdog_thread=False,
                 driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
                                                      for d in c.devices})
     guard = LinkLossGuard(node, after_s=10.0)
     node.engine.observers.append(guard)
     guard.link(True)
-    node.commands.submit(SetOutput(SETPOINT, SITE_KW, source="mqtt.battery_control"))
+    node.commands.submit(SetOutput(SETPOINT, SITE_KW, source="mqtt.battery_control",
+                                   role="grid_operator"))
     node.engine.scan_once(clock.monotonic())
     clock.advance(5.0)
     guard.link(False)  # at 1005
@@ -282,14 +285,16 @@ def test_guard_in_simulated_time_acts_at_link_loss_s_on_the_node_clock() -> None
 
 def test_failsafe_policy_holds_site_outputs_at_their_failsafe_value() -> None:
     clock = VirtualClock(start=1000.0)
-    node = Node(RACK, clock=clock, watchdog_thread=False,
+    node = assemble(RACK, clock=clock, watchdog_thread=False,
                 driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
                                                      for d in c.devices})
     guard = LinkLossGuard(node, after_s=2.0, policy="failsafe")
     node.engine.observers.append(guard)
     guard.link(True)
-    node.commands.submit(SetOutput(SETPOINT, SITE_KW, source="mqtt.battery_control"))
-    node.commands.submit(SetOutput(ENABLE, 1.0, source="mqtt.battery_control"))
+    node.commands.submit(SetOutput(SETPOINT, SITE_KW, source="mqtt.battery_control",
+                                   role="grid_operator"))
+    node.commands.submit(SetOutput(ENABLE, 1.0, source="mqtt.battery_control",
+                                   role="grid_operator"))
     node.engine.scan_once(1000.0)
     guard.link(False)
     clock.advance(2.0)

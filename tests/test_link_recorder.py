@@ -19,8 +19,8 @@ def test_recorder_keeps_new_samples_and_changed_outputs_only(tmp_path: Path) -> 
     node = make_node(tmp_path)
     image = node.image
     points = point_list(image.inputs_info, image.outputs_info)
-    wall = iter(range(1000, 2000)).__next__
-    rec = TelemetryRecorder(points, image.inputs_info, lambda: float(wall()))
+    wall = [1000.0]  # the scan's wall time
+    rec = TelemetryRecorder(points, image.inputs_info, lambda: wall[0])
     alias = {p.name: p.alias for p in points}
     image.latch()
     rec.step(image, 0.0, 0.1)  # nothing read yet: inputs skipped, the output's first value
@@ -30,6 +30,7 @@ def test_recorder_keeps_new_samples_and_changed_outputs_only(tmp_path: Path) -> 
     rec.step(image, 0.1, 0.1)
     rec.step(image, 0.2, 0.1)  # same latched sample, same output: nothing new
     image.write("pump1.speed_ref", 40.0)
+    wall[0] = 1003.0
     rec.step(image, 0.3, 0.1)
     got = [(a, s.value, s.ts) for a, s in rec.take()]
     assert got == [(alias["pump1.flow"], 12.5, 500.0), (alias["pump1.speed_ref"], 40.0, 1003.0)]

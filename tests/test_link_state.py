@@ -4,6 +4,7 @@ sequence numbers, rebirth, MQTT 5 and 3.1.1, TLS. Also the builders the other li
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from typing import Any
 import cbor2
 import pytest
 
-from edge_runtime.config.schema import NodeConfig
+from edge_runtime.assembly import NodeConfig, assemble
 from edge_runtime.core.clock import WallClock
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
@@ -61,7 +62,7 @@ def make_node(directory: Path, name: str = "cdu-1", period_ms: float = 20.0) -> 
     cfg = NodeConfig(name=name, role="cdu", site=SITE, scan_period_s=period_ms / 1000,
                      watchdog_s=2.0, devices=(device(io_map),), source=directory / "n.toml",
                      io_maps_dir=directory)
-    node = Node(cfg, clock=WallClock(), watchdog_thread=False, blocks=[], interlocks=[],
+    node = assemble(cfg, clock=WallClock(), watchdog_thread=False, blocks=[], interlocks=[],
                 driver_factory=lambda c, live, clock: {d.name: FakeDevice(d, live)
                                                        for d in c.devices})
     node.engine.blocks.append(Counter(node))
@@ -70,15 +71,16 @@ def make_node(directory: Path, name: str = "cdu-1", period_ms: float = 20.0) -> 
 
 @asynccontextmanager
 async def running(node: Node, cfg: MqttConfig, **kw: Any) -> AsyncIterator[NodeLink]:
-    """Node and link running; stopped (death published) on exit."""
+    """Node and link running (the link attached as the assembler attaches it); stopped on exit
+    (outputs safe, then the death published)."""
     link = NodeLink(node, cfg, **kw)
-    tasks = [asyncio.create_task(node.run()), asyncio.create_task(link.run())]
+    node.attach("mqtt", link)
+    task = asyncio.create_task(node.run())
     try:
         yield link
     finally:
-        for t in reversed(tasks):
-            t.cancel()
-            await asyncio.gather(t, return_exceptions=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -228,15 +230,22 @@ async def test_link_on_the_embedded_mqtt311_broker(tmp_path: Path) -> None:
         assert parse_state(inbox.on(t.state)[0].payload).online
 
 
-async def test_run_with_link_runs_the_node_and_ends_with_a_death(mosquitto: Broker,
-                                                                 tmp_path: Path) -> None:
-    from edge_runtime.federation.link import run_with_link
+async def test_assembled_node_runs_its_link_and_ends_with_a_death(mosquitto: Broker,
+                                                                  tmp_path: Path) -> None:
+    """The assembler attaches the link of a config with [mqtt]; node.run() runs it beside the
+    scan and, when the node stops, the link publishes the death."""
     cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state")
     t = topics()
-    node = make_node(tmp_path)
+    plain = make_node(tmp_path)
+    node = assemble(dataclasses.replace(plain.config, mqtt=cfg), clock=WallClock(),
+                    watchdog_thread=False, blocks=[],
+                    driver_factory=lambda c, live, clock: {d.name: FakeDevice(d, live)
+                                                           for d in c.devices})
+    assert set(node.services) == {"mqtt"}
     async with watching(cfg, t.state) as inbox:
-        await run_with_link(node, cfg, duration_s=1.0)
+        await node.run(1.0)
         await inbox.wait_for(2, t.state)
     assert [parse_state(m.payload).online for m in inbox.on(t.state)] == [True, False]
     assert node.engine.stats.cycles > 10
-    await run_with_link(make_node(tmp_path), None, duration_s=0.2)  # no [mqtt]: node only
+    assert node.get_status()["mqtt"]["session"] >= 1
+    await make_node(tmp_path).run(0.2)  # no [mqtt]: node only

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edge_runtime.io.codec import decode
+from edge_runtime.config.codec import decode
 from pswd_plant_sim.simulator import Simulator
 from tests.test_plant_sim import example_data, make_config, port_of
 

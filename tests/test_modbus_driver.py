@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.config.codec import encode
 from edge_runtime.config.iomap import load_io_map
 from edge_runtime.config.reader import ErrorLog
 from edge_runtime.config.schema import DeviceConfig, IoMap, Table
 from edge_runtime.core.clock import WallClock
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.codec import encode
 from edge_runtime.io.failsafe import failsafe_writes, write_failsafe_blocking
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
 from tests.conftest import free_port
@@ -54,6 +54,7 @@ type = "uint16"
 address = 10
 type = "uint16"
 access = "rw"
+class = "setpoint"
 scale = 0.1
 min = 0.0
 max = 100.0
@@ -63,6 +64,7 @@ max_hold_s = {hold}
 address = 11
 type = "float32"
 access = "w"
+class = "pump"
 min = 0.0
 max = 100.0
 failsafe = 100.0
@@ -341,24 +343,26 @@ async def test_write_failsafe_blocking_writes_to_a_real_server(tmp_path: Path) -
     speed = io_map.point("speed_ref").encoding
     devices = [dev_config(io_map, port, name="a", unit_id=1),
                dev_config(io_map, port, name="b", unit_id=2)]
-    assert failsafe_writes(devices[0]) == [(10, [200, *encode(100.0, speed)])]
+    assert failsafe_writes(devices[0], {}) == [(10, [200, *encode(100.0, speed)])]
+    # the safe image wins over the io_map failsafe where it has a value (b: an isolation)
+    safe = {"b.speed_ref": 0.0}
+    assert failsafe_writes(devices[1], safe) == [(10, [200, *encode(0.0, speed)])]
     async with ModbusPeer(port, unit_ids=(1, 2)) as peer:
-        errors = await asyncio.to_thread(write_failsafe_blocking, devices, 0.5)
-        for unit in (1, 2):
-            assert await peer.get_registers(unit, Table.HOLDING, 10, 3) == [200,
-                                                                            *encode(100.0, speed)]
+        errors = await asyncio.to_thread(write_failsafe_blocking, devices, 0.5, safe)
+        assert await peer.get_registers(1, Table.HOLDING, 10, 3) == [200, *encode(100.0, speed)]
+        assert await peer.get_registers(2, Table.HOLDING, 10, 3) == [200, *encode(0.0, speed)]
     assert errors == []
     assert peer.count(fc=FC_WRITE_MULTIPLE) == 2
     async with ModbusPeer(port, unit_ids=(1, 2)) as peer:
         peer.delays[1] = 1.0  # unit 1 hangs: reported, and unit 2 still gets its failsafe
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        errors = await asyncio.to_thread(write_failsafe_blocking, devices, 0.2)
+        errors = await asyncio.to_thread(write_failsafe_blocking, devices, 0.2, {})
         assert loop.time() - t0 < 0.8
         assert len(errors) == 1 and errors[0].startswith("a: write 10+3 failed")
         assert await peer.get_registers(2, Table.HOLDING, 10, 1) == [200]
     dead = [dev_config(io_map, free_port(), name="gone")]
-    errors = await asyncio.to_thread(write_failsafe_blocking, dead, 0.2)
+    errors = await asyncio.to_thread(write_failsafe_blocking, dead, 0.2, {})
     assert len(errors) == 1 and "gone: cannot connect" in errors[0]
 
 

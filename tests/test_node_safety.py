@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.config.loader import load_node_config
+from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.clock import VirtualClock
 from edge_runtime.core.commands import (
@@ -20,6 +20,7 @@ from edge_runtime.core.commands import (
 )
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
+from edge_runtime.messages.annex_a import parse_as
 from edge_runtime.node import Node
 from edge_runtime.safety.interlocks import SafetyLayer
 from edge_runtime.safety.redundancy import RedundancyBlock
@@ -91,7 +92,7 @@ class Rig:
         self.config = load_node_config(path)
         self.clock = VirtualClock()
         self.control = Control()
-        self.node = Node(self.config, clock=self.clock, watchdog_thread=False,
+        self.node = assemble(self.config, clock=self.clock, watchdog_thread=False,
                          blocks=[self.control],
                          driver_factory=lambda c, live, clk: {
                              d.name: FakeDevice(d, live) for d in c.devices})
@@ -252,21 +253,21 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_example_configs_build_their_role_blocks() -> None:
     clock = VirtualClock()
     cdu = load_node_config(EXAMPLES / "cdu.toml")
-    node = Node(cdu, clock=clock, watchdog_thread=False,
+    node = assemble(cdu, clock=clock, watchdog_thread=False,
                 driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
                                                      for d in c.devices})
     assert [b.name for b in node.engine.blocks] == [
         "commands", "heartbeat", "thermal_preparation", "pumps", "supply_temp"]
     assert node.engine.interlocks[-1] is node.safety
     rack = load_node_config(EXAMPLES / "rack.toml")
-    node = Node(rack, clock=clock, watchdog_thread=False,
+    node = assemble(rack, clock=clock, watchdog_thread=False,
                 driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
                                                      for d in c.devices})
     assert [b.name for b in node.engine.blocks] == ["commands", "heartbeat", "smoothing"]
 
 
 def _cdu_node() -> Node:
-    return Node(load_node_config(EXAMPLES / "cdu.toml"), clock=VirtualClock(),
+    return assemble(load_node_config(EXAMPLES / "cdu.toml"), clock=VirtualClock(),
                 watchdog_thread=False,
                 driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
                                                      for d in c.devices})
@@ -300,7 +301,7 @@ def test_announcement_goes_to_the_preparation_block() -> None:
 
     node = _cdu_node()
     vectors = Path(__file__).resolve().parent / "vectors" / "annex_a"
-    msg = WorkloadAnnouncement.from_dict(
+    msg = parse_as(WorkloadAnnouncement,
         json.loads((vectors / "valid_workload_announcement_full.json").read_text()))
     node.commands.submit(AnnounceWorkload(msg, role="workload_operator", source="site"))
     node.commands.submit(AnnounceWorkload(msg, role="grid_operator", source="site"))
@@ -343,7 +344,7 @@ pump = "pump1.speed_ref"
 heat_pump = "pump2.speed_ref"
 """)
     # Rig passes its own blocks; the role registry builds the heat recovery block.
-    from edge_runtime.roles import ROLE_BLOCKS, RoleContext
+    from edge_runtime.assembly.roles import ROLE_BLOCKS, RoleContext
 
     ctx = RoleContext(events=rig.node.events, wall=rig.clock.wall, wall_offset=0.0, held={})
     assert [b.name for b in ROLE_BLOCKS["cdu"](rig.config, ctx)] == ["heat_recovery"]

@@ -249,7 +249,7 @@ def _rig(maps: dict[str, IoMap], it_kw: float = 120.0) -> Rig:
 
 
 def _write(rig: Rig, device: str, point: str, value: float) -> None:
-    from edge_runtime.io.codec import encode
+    from edge_runtime.config.codec import encode
 
     bank = rig.units[device].bank
     p = bank.point(point)

@@ -16,9 +16,9 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from edge_runtime.config.codec import decode, encode
 from edge_runtime.config.reader import ErrorLog
 from edge_runtime.config.schema import PointSpec, Table
-from edge_runtime.io.codec import decode, encode
 from pswd_plant_sim.cli import main
 from pswd_plant_sim.config import SimConfig, build_sim_config
 from pswd_plant_sim.simulator import Simulator

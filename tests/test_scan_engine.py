@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.config.schema import NodeConfig
+from edge_runtime.assembly import NodeConfig, assemble
 from edge_runtime.core.clock import VirtualClock
 from edge_runtime.core.commands import SetOutput
 from edge_runtime.core.events import EventLog
@@ -149,7 +149,7 @@ async def test_faulty_block_does_not_stop_scan_or_interlocks(pump_device) -> Non
 def _node(dev, clock: VirtualClock) -> tuple[Node, FakeDevice]:  # type: ignore[no-untyped-def]
     cfg = NodeConfig(name="n1", role="cdu", site="t", scan_period_s=0.1, watchdog_s=0.5,
                      devices=(dev,), source=Path("mem"), io_maps_dir=Path("."))
-    node = Node(cfg, clock=clock, watchdog_thread=False,
+    node = assemble(cfg, clock=clock, watchdog_thread=False,
                 driver_factory=lambda c, live, clk: {dev.name: FakeDevice(dev, live)})
     fake = node.drivers[dev.name]
     assert isinstance(fake, FakeDevice)

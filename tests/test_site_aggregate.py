@@ -13,7 +13,7 @@ from edge_runtime.core.points import Quality, Sample
 from edge_runtime.messages.models import ApprovalStatus, MessageError
 from edge_runtime.site.admission import Decision
 from edge_runtime.site.aggregate import SiteAggregate, parse_grid_status
-from edge_runtime.site.config import SiteConfig, load_site_config
+from edge_runtime.site.config import SiteConfig, read_site_section
 
 T = 1_800_000_000.0
 CFG = SiteConfig(power_limit_kw=1000.0, cooling_capacity_kw={"cdu-01": 900.0},
@@ -115,6 +115,19 @@ def test_bad_grid_status_names_the_field(raw: bytes, field: str) -> None:
     with pytest.raises(MessageError) as info:
         parse_grid_status(raw)
     assert info.value.problems[0].path == field
+
+
+def load_site_config(path: Path) -> SiteConfig:
+    """[site] of a file alone (the node loader reads it the same way, see assembly)."""
+    import tomllib
+
+    from edge_runtime.config.reader import ErrorLog, Section
+
+    errors = ErrorLog()
+    data = tomllib.loads(path.read_text())
+    cfg = read_site_section(Section(str(path), "site", data.get("site", {}), errors))
+    errors.raise_if_any()
+    return cfg
 
 
 def test_site_config_reads_bounds_and_rejects_unknown_keys(tmp_path: Path) -> None:

@@ -19,7 +19,12 @@ from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation import state
 from edge_runtime.federation.mqtt import MqttClient
 from edge_runtime.federation.workload_client import AnnounceInvalid, WorkloadClient
-from edge_runtime.messages.annex_a import InfrastructureResponse, WorkloadAnnouncement, validate
+from edge_runtime.messages.annex_a import (
+    InfrastructureResponse,
+    WorkloadAnnouncement,
+    parse_as,
+    validate,
+)
 from edge_runtime.messages.models import ApprovalStatus
 from edge_runtime.messages.telemetry import (
     PointType,
@@ -54,7 +59,7 @@ RACK_POINTS = declare_points([("rack_meter.power_kw", "kW", PointType.FLOAT),
 
 def announcement(workload_id: str, peak_mw: float = 0.2, *, throttle: bool = False,
                  ramp_mw_s: float = 0.1) -> WorkloadAnnouncement:
-    return WorkloadAnnouncement.from_dict({
+    return parse_as(WorkloadAnnouncement, {
         "PSWD_version": "1.0", "message_type": "workload_announcement",
         # now: the coordinator refuses timestamps beyond [site] max_clock_skew_s
         "timestamp": state.timestamp(time.time()), "workload_id": workload_id,
@@ -175,7 +180,7 @@ async def test_announcement_answered_within_500_ms_both_ways_and_forwarded(
         # the same A.2 on workload/response/{id}, for everyone else
         msgs = await responses.wait_for(1)
         assert msgs[0].topic == f"{BASE}/workload/response/train-1"
-        assert InfrastructureResponse.from_dict(json.loads(msgs[0].payload)) == resp
+        assert parse_as(InfrastructureResponse, json.loads(msgs[0].payload)) == resp
         # rack and CDU told to prepare: one message, on the topic every node subscribes to
         cmds = await node_cmds.wait_for(1, f"{BASE}/workload/prepare")
         body = json.loads(cmds[0].payload)
@@ -254,7 +259,7 @@ async def test_invalid_announcements_answered_on_error_topic(mosquitto: Broker) 
         with pytest.raises(AnnounceInvalid, match="workload_type: must be one of"):
             await wc.announce_raw("bad-2", json.dumps(wrong).encode(), 0.5)
         # an A.2 sent to the announce topic, and an id that cannot be a topic level
-        a2 = InfrastructureResponse.from_dict({
+        a2 = parse_as(InfrastructureResponse, {
             "PSWD_version": "1.0", "message_type": "infrastructure_response",
             "timestamp": "2027-01-15T08:00:00Z", "workload_id": "x",
             "approval_status": "approved"})
@@ -279,11 +284,11 @@ def site_toml(tmp_path: Path, port: int, *, role: str = "site", extra: str = "")
 
 
 async def test_site_role_runs_from_its_config_file(mosquitto: Broker, tmp_path: Path) -> None:
-    from edge_runtime.site.coordinator import run_site
+    from edge_runtime.assembly import assemble, load_node_config
 
     path = site_toml(tmp_path, mosquitto.port)
     async with plant(mosquitto), workload_client(mosquitto) as wc:
-        task = asyncio.create_task(run_site(path))
+        task = asyncio.create_task(assemble(load_node_config(path)).run())
         try:
             answer = None
             for _ in range(50):  # until the coordinator is up and has read the plant
@@ -300,26 +305,27 @@ async def test_site_role_runs_from_its_config_file(mosquitto: Broker, tmp_path: 
 
 
 def test_site_config_file_errors(tmp_path: Path) -> None:
+    from edge_runtime.assembly import load_node_config
     from edge_runtime.config.reader import ConfigError
-    from edge_runtime.site.coordinator import load_site_node
 
     path = site_toml(tmp_path, 1883, role="rack", extra="bogus = 1\n")
     with pytest.raises(ConfigError) as info:
-        load_site_node(path)
-    assert info.value.lines == [
-        f"{path}: [node] role: must be 'site' to run the site coordinator, got 'rack'",
-        f"{path}: [site] bogus: unknown key"]
+        load_node_config(path)
+    assert info.value.lines == [f"{path}: [site] (table): only for role site, not 'rack'"]
+    path = site_toml(tmp_path, 1883, extra="bogus = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_node_config(path)
+    assert info.value.lines == [f"{path}: [site] bogus: unknown key"]
     no_mqtt = tmp_path / "nomqtt.toml"
     no_mqtt.write_text('[node]\nname = "s"\nrole = "site"\n')
     with pytest.raises(ConfigError, match=r"\[mqtt\] \(table\): required for role site"):
-        load_site_node(no_mqtt)
+        load_node_config(no_mqtt)
 
 
 async def test_forward_reaches_a_real_node_link(mosquitto: Broker, tmp_path: Path) -> None:
     """A CDU node on NodeLink gets the accepted announcement as cmd/workload and records it."""
-    from edge_runtime.config.schema import NodeConfig
+    from edge_runtime.assembly import NodeConfig, assemble
     from edge_runtime.core.clock import WallClock
-    from edge_runtime.node import Node
     from tests.fakes import FakeDevice, device, load_map, write_io_map
     from tests.test_link_state import running
 
@@ -328,7 +334,7 @@ async def test_forward_reaches_a_real_node_link(mosquitto: Broker, tmp_path: Pat
     node_cfg = NodeConfig(name="cdu-02", role="cdu", site=SITE, scan_period_s=0.05,
                           watchdog_s=2.0, devices=(device(io_map),),
                           source=tmp_path / "cdu" / "n.toml", io_maps_dir=tmp_path / "cdu")
-    node = Node(node_cfg, clock=WallClock(), watchdog_thread=False, blocks=[], interlocks=[],
+    node = assemble(node_cfg, clock=WallClock(), watchdog_thread=False, blocks=[], interlocks=[],
                 driver_factory=lambda c, live, clock: {d.name: FakeDevice(d, live)
                                                        for d in c.devices})
     cfg = dataclasses.replace(mosquitto.mqtt_config(), state_dir=tmp_path / "cdu-state")
@@ -372,9 +378,13 @@ async def test_coordinator_answers_again_after_a_broker_restart(mosquitto: Broke
 
 
 def test_shipped_site_example_loads() -> None:
-    from edge_runtime.site.coordinator import load_site_node
+    from edge_runtime.assembly import assemble, load_node_config
 
     root = Path(__file__).resolve().parents[1]
-    node, site, mqtt, config = load_site_node(root / "examples" / "site.toml")
+    cfg = load_node_config(root / "examples" / "site.toml")
+    node, site, mqtt, config = cfg.name, cfg.site, cfg.mqtt, cfg.coordinator
+    assert mqtt is not None and config is not None
     assert (node, site, mqtt.protocol) == ("site-01", "demo", "5")
+    # The assembler gives a site node its coordinator (and no link: it has no devices)
+    assert set(assemble(cfg).services) == {"coordinator"}
     assert config.cooling_capacity_kw == {"cdu-01": 180.0} and config.power_limit_kw == 200.0

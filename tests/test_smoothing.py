@@ -21,7 +21,8 @@ from edge_runtime.control.smoothing import (
 from edge_runtime.core.events import EventLog
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.ports import InputTable
+from edge_runtime.core.ports import InputTable
+from edge_runtime.messages.annex_a import parse_as
 from pswd_plant_sim.battery import Battery, BatteryConfig
 from pswd_plant_sim.trace import Trace, TraceConfig
 from tests.fakes import shipped_image
@@ -92,8 +93,11 @@ def test_inverter_limits_and_soc_bounds_are_respected() -> None:
         sm.step(10.0, 50.0, BIG, 0.1)
     assert sm.step(110.0, 50.0, BatteryLimits(5.0, 12.0), 0.1) == pytest.approx(12.0)
     assert sm.saturated
-    # the grid took the rest at once and ramps on from there (no jump back)
-    assert sm.grid_kw == pytest.approx(98.0)
+    # the step is beyond the battery: the excess is reported, and the grid target does not
+    # jump to what the grid now sees, it walks there at the ramp limit (10 kW/s)
+    assert sm.uncovered_kw == pytest.approx(110.0 - 11.0 - 12.0)
+    assert sm.grid_kw == pytest.approx(11.0)
+    assert sm.get_status()["uncovered_kw"] == pytest.approx(87.0)
     assert sm.step(110.0, 10.0, BIG, 0.1) == 0.0  # at soc_min: no discharge
     assert sm.step(110.0, 12.5, BIG, 0.1) <= 0.5 * 200.0 + 1e-9  # tapered over the guard
     sm3 = Smoother(cfg())
@@ -257,7 +261,7 @@ def test_block_takes_an_a1_announcement_as_feedforward() -> None:
 
     doc = json.loads((Path(__file__).parent / "vectors" / "annex_a"
                       / "valid_workload_announcement_full.json").read_text())
-    ann = WorkloadAnnouncement.from_dict(doc)
+    ann = parse_as(WorkloadAnnouncement, doc)
     assert ann.timing_constraints is not None and ann.timing_constraints.earliest_start_time
     start = ann.timing_constraints.earliest_start_time.timestamp()
     block = build_smoothing_block(cfg(announce_share=0.001))  # this rack: 0.1 % of the job

@@ -23,6 +23,7 @@ from edge_runtime.control.thermal import (
 )
 from edge_runtime.core.events import EventLog
 from edge_runtime.core.scan import ControlBlock
+from edge_runtime.messages.annex_a import parse_as
 from edge_runtime.messages.models import WorkloadAnnouncement
 from pswd_plant_sim.image_bridge import PlantImageBridge
 from pswd_plant_sim.loop import LoopConfig
@@ -216,7 +217,7 @@ def test_disabled_preparation_refuses_announcements() -> None:
 
 
 def test_heat_announcement_from_an_annex_a_message() -> None:
-    msg = WorkloadAnnouncement.from_dict({
+    msg = parse_as(WorkloadAnnouncement, {
         "PSWD_version": "1.0", "message_type": "workload_announcement",
         "timestamp": "2026-11-27T00:00:00Z", "workload_id": "job-7",
         "workload_type": "ai_training",
@@ -228,7 +229,7 @@ def test_heat_announcement_from_an_annex_a_message() -> None:
     assert ann.heat_kw == pytest.approx(190.0)
     assert ann.start_wall == datetime(2026, 11, 27, 0, 0, 1, tzinfo=UTC).timestamp()
     assert ann.duration_s == 600.0 and ann.workload_id == "job-7"
-    no_heat = WorkloadAnnouncement.from_dict({**msg.to_dict(), "thermal_profile": {}})
+    no_heat = parse_as(WorkloadAnnouncement, {**msg.to_dict(), "thermal_profile": {}})
     with pytest.raises(ValueError, match="heat_generation_kw"):
         heat_announcement(no_heat)
 
@@ -294,7 +295,7 @@ def test_valid_config_builds_the_blocks_in_scan_order() -> None:
 def test_the_documented_control_section_loads_against_the_example_cdu() -> None:
     import tomllib
 
-    from edge_runtime.config.loader import load_node_config
+    from edge_runtime.assembly import load_node_config
     from edge_runtime.control import cdu_config
     from edge_runtime.safety.config import device_points
 

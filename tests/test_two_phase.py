@@ -20,7 +20,7 @@ from edge_runtime.control.two_phase import (
 from edge_runtime.core.events import EventLog
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.ports import InputTable
+from edge_runtime.core.ports import InputTable
 from pswd_plant_sim.two_phase_loop import TwoPhaseLoop, TwoPhaseLoopConfig
 from tests.fakes import shipped_image
 

@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.config.loader import load_node_config
+from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.config.reader import ConfigError, ErrorLog
 from edge_runtime.control.heat_recovery import DIRECT, HEAT_PUMP, HeatRecoveryBlock
 from edge_runtime.control.pid import Pid, PidConfig
 from edge_runtime.control.two_phase import TwoPhaseBlock
 from edge_runtime.core.clock import VirtualClock
 from edge_runtime.io.modbus import ModbusDevice
-from edge_runtime.node import Node
 from pswd_plant_sim.config import build_sim_config, load_sim_config
 from pswd_plant_sim.simulator import Simulator
 from tests.conftest import free_port
@@ -70,7 +69,7 @@ class HeatRig:
         self.config = load_node_config(NODE, overrides=_merge(dict(node or {}), {
             "devices": devices, "node": {"scan_period_ms": scan_ms, "watchdog_ms": 5 * scan_ms}}))
         self.clock = VirtualClock()
-        self.node = Node(self.config, clock=self.clock, watchdog_thread=False)
+        self.node = assemble(self.config, clock=self.clock, watchdog_thread=False)
         self.period = self.config.scan_period_s
         self.drivers = [d for d in self.node.drivers.values() if isinstance(d, ModbusDevice)]
         blocks = {b.name: b for b in self.node.engine.blocks}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge_runtime.config.schema import NodeConfig
+from edge_runtime.assembly.config import NodeConfig
 from edge_runtime.control.cdu_config import build_cdu_blocks
 from edge_runtime.control.heat_recovery import build_heat_recovery_block
 from edge_runtime.control.smoothing import SmoothingBlock, build_smoothing_block

@@ -1,4 +1,4 @@
-"""Configuration: TOML files mapped once, at load, to frozen typed objects."""
+"""Device-level configuration: TOML files and io_maps mapped once, at load, to frozen objects."""
 
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.config.schema import (
@@ -6,7 +6,6 @@ from edge_runtime.config.schema import (
     DeviceConfig,
     IoMap,
     Limits,
-    NodeConfig,
     PointSpec,
     Table,
 )
@@ -17,7 +16,6 @@ __all__ = [
     "DeviceConfig",
     "IoMap",
     "Limits",
-    "NodeConfig",
     "PointSpec",
     "Table",
 ]

@@ -1,5 +1,8 @@
 """Register codec: Modbus words <-> typed, scaled engineering values. Pure functions, no I/O.
 
+It sits with the device-level config because every io_map point carries its Encoding and the
+loader checks failsafe values against it; the Modbus driver and the simulator use it too.
+
 Word order: the protocol puts the high word first ("big", ABCD). `word_swap` puts the low word
 first (CDAB, common on meters); `byte_swap` swaps the bytes inside each word (BADC); both
 together give DCBA.

@@ -6,12 +6,13 @@ import itertools
 import re
 from pathlib import Path
 
+from edge_runtime.config.codec import CodecError, DataType, Encoding, encode
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
-from edge_runtime.config.schema import Access, IoMap, PointSpec, Table
-from edge_runtime.io.codec import CodecError, DataType, Encoding, encode
+from edge_runtime.config.schema import OUTPUT_CLASSES, Access, IoMap, PointSpec, Table
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPES = [t.name.lower() for t in DataType]
+_DIRECTIONS = ("low", "high")  # safe_direction: which way an output is safer (safety/safe_image)
 
 
 def default_io_maps_dir() -> Path:
@@ -47,6 +48,7 @@ def load_io_map(path: Path, errors: ErrorLog) -> IoMap | None:
     if not points:
         errors.add(file, "points", "(table)", "an io_map needs at least one point")
     _check_overlaps(file, points, errors)
+    _check_mirrors(file, points, errors)
     points.sort(key=lambda p: (p.table.value, p.address))
     return IoMap(model=str(model), description=str(description), points=tuple(points), source=path)
 
@@ -66,6 +68,9 @@ def _read_point(name: str, sec: Section) -> PointSpec | None:
     maximum = sec.get_float("max", None)
     failsafe = sec.get_float("failsafe", None)
     max_hold_s = sec.get_float("max_hold_s", None, above=0.0, maxval=3600.0)
+    output_class = sec.get_str("class", None, choices=OUTPUT_CLASSES)
+    safe_direction = sec.get_str("safe_direction", None, choices=_DIRECTIONS)
+    mirrors = sec.get_str("mirrors", None)
 
     if scale == 0.0:
         sec.error("scale", "must not be 0")
@@ -86,13 +91,24 @@ def _read_point(name: str, sec: Section) -> PointSpec | None:
             sec.error("access", "input registers are read-only; outputs live in the holding table")
         if failsafe is None:
             sec.error("failsafe", "required for an output (value driven when control is lost)")
-        if max_hold_s is None:
+        if max_hold_s is None and mirrors is None:
             sec.error("max_hold_s", "required for an output (longest a value may stand)")
+        if mirrors is not None and max_hold_s is not None:
+            sec.error("max_hold_s", "a comms-loss register (mirrors) is a device parameter: "
+                                    "it does not fall back")
+        if output_class is None:  # the rights table grants per class (core/authority.py)
+            sec.error("class", f"required for an output (what it moves: one of "
+                               f"{', '.join(OUTPUT_CLASSES)})")
     else:
         if failsafe is not None:
             sec.error("failsafe", "only outputs (access w or rw) have a failsafe")
         if max_hold_s is not None:
             sec.error("max_hold_s", "only outputs (access w or rw) have max_hold_s")
+        if output_class is not None:
+            sec.error("class", "only outputs (access w or rw) have a class")
+        for key, given in (("safe_direction", safe_direction), ("mirrors", mirrors)):
+            if given is not None:
+                sec.error(key, "only outputs (access w or rw) have it")
     if minimum is not None and maximum is not None and minimum >= maximum:
         sec.error("min", f"must be < max ({minimum:g} >= {maximum:g})")
     encoding = Encoding(dtype, scale=scale, offset=offset, byte_swap=byte_swap,
@@ -121,7 +137,30 @@ def _read_point(name: str, sec: Section) -> PointSpec | None:
         maximum=maximum,
         failsafe=failsafe,
         max_hold_s=max_hold_s,
+        output_class=output_class if isinstance(output_class, str) and access.writable else "",
+        safe_direction=safe_direction if safe_direction in _DIRECTIONS else "low",
+        mirrors=mirrors if isinstance(mirrors, str) else "",
     )
+
+
+def _check_mirrors(file: str, points: list[PointSpec], errors: ErrorLog) -> None:
+    """A comms-loss register must be able to hold every value of the output it stands for."""
+    by_name = {p.name: p for p in points}
+    for p in points:
+        if not p.mirrors:
+            continue
+        target = by_name.get(p.mirrors)
+        where = f"points.{p.name}"
+        if target is None or not target.access.writable:
+            errors.add(file, where, "mirrors", f"must name an output of this io_map, "
+                                               f"got {p.mirrors!r}")
+        elif target.mirrors:
+            errors.add(file, where, "mirrors", f"{p.mirrors!r} is itself a comms-loss register")
+        elif ((p.minimum is not None and (target.minimum is None or target.minimum < p.minimum))
+              or (p.maximum is not None
+                  and (target.maximum is None or target.maximum > p.maximum))):
+            errors.add(file, where, "mirrors", f"range {p.minimum}..{p.maximum} cannot hold "
+                       f"every value of {p.mirrors} ({target.minimum}..{target.maximum})")
 
 
 def _check_overlaps(file: str, points: list[PointSpec], errors: ErrorLog) -> None:

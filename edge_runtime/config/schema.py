@@ -1,4 +1,8 @@
-"""Typed, frozen configuration objects. Built only by the loaders; never mutated at run time."""
+"""Device-level config: points, io_maps, limits, devices. Frozen; built only by the loaders.
+
+The bottom layer: it imports nothing of the runtime but the register codec. A whole node's
+config (NodeConfig, its sections) lives with the assembler (edge_runtime/assembly/config.py).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from edge_runtime.io.codec import Encoding
-
-if TYPE_CHECKING:  # these import this module: import them lazily at run time
-    from edge_runtime.control.cdu_config import CduControlConfig
-    from edge_runtime.control.heat_recovery import HeatRecoveryConfig
-    from edge_runtime.control.smoothing import SmoothingConfig
-    from edge_runtime.control.two_phase import TwoPhaseConfig
-    from edge_runtime.federation.config import MqttConfig
-    from edge_runtime.safety.config import SafetyConfig
-    from edge_runtime.site.config import SiteConfig
+from edge_runtime.config.codec import Encoding
 
 
 class Table(Enum):
@@ -45,6 +39,12 @@ class Access(Enum):
         return self in (Access.W, Access.RW)
 
 
+# What an output moves, declared per io_map output (`class = "pump"`): the rights table
+# (core/authority.py) grants roles per class. A closed set; unknown names fail the load.
+OUTPUT_CLASSES = ("pump", "valve", "battery", "heater", "heat_recovery", "isolation",
+                  "setpoint", "heartbeat", "parameter")
+
+
 @dataclass(frozen=True, slots=True)
 class PointSpec:
     """One point of a device model's register map."""
@@ -60,6 +60,9 @@ class PointSpec:
     maximum: float | None = None
     failsafe: float | None = None  # outputs only: value driven on watchdog, comms loss, max hold
     max_hold_s: float | None = None  # outputs only: longest a value stands without a fresh scan
+    output_class: str = ""  # outputs only: one of OUTPUT_CLASSES
+    safe_direction: str = "low"  # outputs only: which way is safer when rules disagree
+    mirrors: str = ""  # a device comms-loss register: the output whose safe value it holds
 
     @property
     def count(self) -> int:
@@ -130,41 +133,3 @@ class DeviceConfig:
     def endpoint(self) -> str:
         """host:port."""
         return f"{self.host}:{self.port}"
-
-
-ROLES = ("cdu", "rack", "site")
-
-
-def _no_safety() -> SafetyConfig:
-    from edge_runtime.safety.config import SafetyConfig
-
-    return SafetyConfig()
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """A whole node: its role, scan timing and devices."""
-
-    name: str
-    role: str
-    site: str
-    scan_period_s: float
-    watchdog_s: float
-    devices: tuple[DeviceConfig, ...]
-    source: Path
-    io_maps_dir: Path
-    safety: SafetyConfig = field(default_factory=_no_safety)  # the [safety] section
-    control: CduControlConfig | None = None  # [control]: thermal, pumps, preparation (cdu)
-    two_phase: TwoPhaseConfig | None = None  # [two_phase] (cdu, where a two-phase loop is fitted)
-    smoothing: SmoothingConfig | None = None  # [smoothing]: battery load smoothing (rack)
-    heat_recovery: HeatRecoveryConfig | None = None  # [heat_recovery] (cdu or site)
-    mqtt: MqttConfig | None = None  # [mqtt]: the node's federation link, when it has one
-    coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
-    realtime_priority: int = 0  # [node]: SCHED_FIFO priority of the node (0: normal scheduling)
-
-    def device(self, name: str) -> DeviceConfig:
-        """Device by name."""
-        for d in self.devices:
-            if d.name == name:
-                return d
-        raise KeyError(f"no device {name!r}")

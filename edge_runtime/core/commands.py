@@ -2,6 +2,15 @@
 
 Every command, accepted or refused, leaves an audit record saying who asked for what and why
 it was refused, so an operator can always reconstruct what was done to the plant.
+
+Every command is checked here, whatever its transport, like a PLC checks a write: the rights
+table (core/authority.py: role x output class x kind, plus the MQTT channel for "mqtt.<kind>"
+sources), type and range of the point (ProcessImage.check_output: an integer register
+refuses 2.5), and precedence: interlock > technician force > local operator hold > remote
+command > automatic. A remote command never replaces a local hold, and a release releases
+only what its sender holds (a remote one: its own role's remote hold). A refusal names the
+rule ("rights: ...", "precedence: ...") in the audit and in the command_refused event; a
+transport that answers its sender (MQTT's error topic) calls `ManualOutputs.check` first.
 """
 
 from __future__ import annotations
@@ -12,6 +21,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from edge_runtime.core.authority import (
+    CHANNELS,
+    DEFAULT_RIGHTS,
+    SYSTEM_SOURCES,
+    Level,
+    Refused,
+    Rights,
+    level_of,
+    resolve_role,
+)
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import OutOfRange, ProcessImage, UnknownPoint
 
@@ -28,6 +47,7 @@ class SetOutput:
     value: float
     source: str = "local"
     held_by: str = ""
+    role: str = ""  # spec 10.2.2 role; "" only from a local panel (core/authority.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +56,13 @@ class ReleaseOutput:
 
     With `held_by`, only a hold whose source starts with it is released (the link-loss
     watchdog releases "mqtt." holds): decided at the scan that applies it, so an operator's
-    hold set after the watchdog looked is never taken away."""
+    hold set after the watchdog looked is never taken away. A remote release (source
+    "mqtt.*", ...) releases only a remote hold of its own role."""
 
     point: str
     source: str = "local"
     held_by: str = ""
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +119,6 @@ class AnnounceWorkload:
 
 Command = (SetOutput | ReleaseOutput | ForceOutput | ReleaseForce | ResetTrip | SetControlMode
            | AnnounceWorkload)
-# Who may do what (spec 10.2.2 roles); trip resets are checked per interlock rule.
-FORCE_ROLES = ("infrastructure_manager",)
-MODE_ROLES = ("infrastructure_manager",)
-ANNOUNCE_ROLES = ("workload_operator", "infrastructure_manager")
 
 
 class CommandRefused(Exception):
@@ -182,17 +200,24 @@ class ManualOutputs:
     name = "commands"
 
     def __init__(self, queue: CommandQueue, events: EventLog, wall: Any,
-                 safety: SafetyPort | None = None) -> None:
+                 safety: SafetyPort | None = None, *, controls: ControlPort | None = None,
+                 held: dict[str, float] | None = None, rights: Rights = DEFAULT_RIGHTS) -> None:
         self.queue = queue
         self.events = events
         self._wall = wall  # callable giving UTC seconds for audit records
         self.safety = safety  # forces and trip resets go to it; without one they are refused
-        self.controls: ControlPort | None = None  # mode changes and announcements go to it
-        self.manual: dict[str, float] = {}
+        self.controls = controls  # mode changes and announcements go to it
+        # Operator-held output values. The assembler hands the same dict to the role's blocks
+        # (read-only for them), so a block never overwrites what an operator holds.
+        self.manual: dict[str, float] = {} if held is None else held
         self._held_by: dict[str, str] = {}  # point -> source of the command holding it
+        self._holder_role: dict[str, str] = {}  # point -> role of that command
+        self.rights = rights  # the node's table ([rights] narrows the default)
+        self._image: ProcessImage | None = None  # for check() from a transport
 
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
         """Apply pending commands, then write every held operator value."""
+        self._image = image
         for cmd in self.queue.drain():
             self._apply(cmd, image)
         for point, value in self.manual.items():
@@ -202,27 +227,79 @@ class ManualOutputs:
         """Every operator-held output and the source of the command that holds it."""
         return dict(self._held_by)
 
+    def check(self, cmd: SetOutput | ReleaseOutput, image: ProcessImage | None = None) -> None:
+        """Refused (naming the rule) if `cmd` would be refused now: rights and precedence
+        against the current holds. For a transport to answer its sender at once; the scan
+        checks again when it applies the command (holds may change in between)."""
+        image = image or self._image
+        if image is None:
+            return  # before the first scan: the scan's check decides
+        info = image.outputs_info.get(cmd.point)
+        if info is None:
+            raise Refused(f"unknown point {cmd.point!r}")
+        if cmd.held_by:
+            return  # a conditional release/failsafe of the node's own watchdog
+        kind = "set_output" if isinstance(cmd, SetOutput) else "release_output"
+        role = self._authorize(cmd, kind, info.spec.output_class)
+        self._precedence(cmd, role)
+
+    def _authorize(self, cmd: Command, kind: str, output_class: str | None = None,
+                   point: str = "") -> str:
+        """The role `cmd` acts with, or Refused naming the rights rule; the MQTT channel a
+        command came on ("mqtt.<kind>") must allow the class too."""
+        if cmd.source in SYSTEM_SOURCES:
+            return ""
+        role = resolve_role(getattr(cmd, "role", ""), cmd.source)
+        point = point or getattr(cmd, "point", "")
+        self.rights.check(role, kind, output_class, point)
+        channel = cmd.source.removeprefix("mqtt.")
+        if cmd.source.startswith("mqtt.") and channel in CHANNELS and channel != kind:
+            self.rights.check(role, channel, output_class, point)
+        return role
+
+    def _precedence(self, cmd: SetOutput | ReleaseOutput, role: str) -> None:
+        """Refused when a remote command would replace or release what it must not."""
+        if (level_of(cmd.source) is not Level.REMOTE or cmd.point not in self.manual
+                or cmd.source in SYSTEM_SOURCES):  # link_loss: its held_by decides
+            return
+        holder = self._held_by.get(cmd.point, "")
+        if level_of(holder) is Level.LOCAL:
+            verb = "replaces" if isinstance(cmd, SetOutput) else "releases"
+            raise Refused(f"precedence: {cmd.point} is held by a local operator ({holder}); "
+                          f"a remote command never {verb} a local hold")
+        held_role = self._holder_role.get(cmd.point, "")
+        if isinstance(cmd, ReleaseOutput) and held_role and held_role != role:
+            raise Refused(f"precedence: {cmd.point} is held by {held_role} ({holder}); a "
+                          f"release releases only what its sender ({role}) holds")
+
     def _apply(self, cmd: Command, image: ProcessImage) -> None:
         ts = self._wall()
         try:
             if isinstance(cmd, SetOutput):
-                image.check_output(cmd.point, cmd.value)
+                info = image.check_output(cmd.point, cmd.value)
                 if self._not_held_by(cmd, ts):
                     return
+                role = self._authorize(cmd, "set_output", info.spec.output_class)
+                self._precedence(cmd, role)
                 self.manual[cmd.point] = float(cmd.value)
                 self._held_by[cmd.point] = cmd.source
+                self._holder_role[cmd.point] = role
             elif isinstance(cmd, ReleaseOutput):
                 if cmd.point not in image.outputs_info:
                     raise UnknownPoint(cmd.point)
                 if self._not_held_by(cmd, ts):
                     return
+                role = self._authorize(cmd, "release_output",
+                                       image.outputs_info[cmd.point].spec.output_class)
+                self._precedence(cmd, role)
                 self.manual.pop(cmd.point, None)
                 self._held_by.pop(cmd.point, None)
+                self._holder_role.pop(cmd.point, None)
             elif isinstance(cmd, SetControlMode | AnnounceWorkload):
                 self._apply_control(cmd, ts)
             else:
                 self._apply_safety(cmd, image)
-        except (UnknownPoint, OutOfRange, TypeError, CommandRefused) as exc:
+        except (UnknownPoint, OutOfRange, TypeError, CommandRefused, Refused) as exc:
             self.queue.record(ts, cmd, False, str(exc))
             self.events.raise_event(ts, f"command.{cmd.source}", Severity.WARNING,
                                     f"refused {cmd!r}: {exc}", "command_refused")
@@ -240,10 +317,8 @@ class ManualOutputs:
         return True
 
     def _apply_control(self, cmd: SetControlMode | AnnounceWorkload, ts: float) -> None:
-        allowed = MODE_ROLES if isinstance(cmd, SetControlMode) else ANNOUNCE_ROLES
-        if cmd.role not in allowed:
-            raise CommandRefused(f"role {cmd.role!r} may not do this (needs "
-                                 f"{' or '.join(allowed)})")
+        self._authorize(cmd, "set_mode" if isinstance(cmd, SetControlMode) else "announce",
+                        point=getattr(cmd, "loop", ""))
         if self.controls is None:
             raise CommandRefused("this node has no control blocks")
         if isinstance(cmd, SetControlMode):
@@ -257,18 +332,20 @@ class ManualOutputs:
         if safety is None:
             raise CommandRefused("this node has no safety layer")
         if isinstance(cmd, ResetTrip):
+            # the table may take reset_trip from a role; each latched rule then checks its
+            # own [safety] reset_role (and raises its own event when it refuses)
+            self._authorize(cmd, "reset_trip")
             outcomes = safety.reset(cmd.role, cmd.interlock, source=cmd.source)
             refused = [f"{o.rule}: {o.reason}" for o in outcomes if not o.accepted]
             if refused:  # the safety layer has already raised its own event for each
                 raise CommandRefused("; ".join(refused))
             return
-        if cmd.role not in FORCE_ROLES:
-            raise CommandRefused(f"role {cmd.role!r} may not force outputs "
-                                 f"(needs {' or '.join(FORCE_ROLES)})")
         if isinstance(cmd, ForceOutput):
-            image.check_output(cmd.point, cmd.value)
+            info = image.check_output(cmd.point, cmd.value)
+            self._authorize(cmd, "force", info.spec.output_class)
             safety.force(cmd.point, float(cmd.value), source=cmd.source)
         else:
             if cmd.point not in image.outputs_info:
                 raise UnknownPoint(cmd.point)
+            self._authorize(cmd, "release_force", image.outputs_info[cmd.point].spec.output_class)
             safety.release(cmd.point, source=cmd.source)

@@ -17,7 +17,7 @@ from typing import Any
 
 from edge_runtime.config.schema import DeviceConfig, PointSpec
 from edge_runtime.core.points import NEVER_READ, Quality, Sample
-from edge_runtime.io.ports import InputTable
+from edge_runtime.core.ports import InputTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,7 @@ class ProcessImage:
             name: float(info.spec.failsafe or 0.0) for name, info in self.outputs_info.items()
         }
         self.output_quality: dict[str, Quality] = dict.fromkeys(self._outputs, Quality.GOOD)
+        self._safe: Mapping[str, float] = MappingProxyType({})  # see publish_safe
         self._derived: dict[str, Sample] = {}
         self.derived_units: dict[str, str] = {}  # every name ever derived, with its unit
 
@@ -130,6 +131,13 @@ class ProcessImage:
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             raise TypeError(f"{name}: value must be a number, got {value!r}")
         spec = info.spec
+        enc = spec.encoding
+        if (enc.dtype.is_integer and enc.scale == 1.0 and enc.offset == 0.0
+                and not float(value).is_integer()):
+            # a bit field, enumeration or counter: rounding 2.5 to 2 would write a word
+            # nobody asked for (run bit cleared: the pump stops)
+            raise TypeError(f"{name}: {value!r} is not a whole number; "
+                            f"{enc.dtype.name.lower()} register with scale 1 takes integers")
         if (spec.minimum is not None and value < spec.minimum) or (
             spec.maximum is not None and value > spec.maximum
         ):
@@ -150,10 +158,21 @@ class ProcessImage:
         except KeyError:
             raise UnknownPoint(name) from None
 
+    def publish_safe(self, values: Mapping[str, float]) -> None:
+        """The safety layer's latest safe image (an immutable snapshot, replaced whole)."""
+        self._safe = values
+
+    def safe_values(self) -> Mapping[str, float]:
+        """The last published safe image (empty before the safety layer published one)."""
+        return self._safe
+
     def stage_failsafe(self) -> None:
-        """Set every output to its failsafe value."""
+        """Set every output to its safe value: the safe image (io_map failsafe, overlaid by
+        every engaged trip and isolation), the bare failsafe only where none was published."""
+        safe = self._safe
         for name, info in self.outputs_info.items():
-            self._outputs[name] = float(info.spec.failsafe or 0.0)
+            value = safe.get(name)
+            self._outputs[name] = float(info.spec.failsafe or 0.0) if value is None else value
 
     def flush_plan(self) -> list[tuple[str, dict[str, float]]]:
         """Staged outputs grouped per device, keyed by point name, for the drivers."""

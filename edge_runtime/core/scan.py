@@ -16,9 +16,8 @@ from typing import Any, Protocol
 from edge_runtime.core.clock import Clock
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
+from edge_runtime.core.ports import FieldDevice
 from edge_runtime.core.stats import ScanStats
-from edge_runtime.io.ports import FieldDevice
-from edge_runtime.safety.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,23 @@ class ControlBlock(Protocol):
 
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
         """Advance by dt seconds at monotonic time now."""
+        ...
+
+
+class ScanWatchdog(Protocol):
+    """What the scan needs of its watchdog (edge_runtime/safety/watchdog.py)."""
+
+    @property
+    def tripped(self) -> bool:
+        """True while a trip is latched."""
+        ...
+
+    def kick(self, now: float) -> None:
+        """The scan completed at `now`."""
+        ...
+
+    def get_status(self) -> dict[str, Any]:
+        """State and counters."""
         ...
 
 
@@ -46,7 +62,7 @@ class ScanEngine:
         blocks: Sequence[ControlBlock] = (),
         interlocks: Sequence[ControlBlock] = (),
         events: EventLog | None = None,
-        watchdog: Watchdog | None = None,
+        watchdog: ScanWatchdog | None = None,
     ) -> None:
         self.clock = clock
         self.period_s = period_s

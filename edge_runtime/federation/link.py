@@ -1,20 +1,10 @@
 """NodeLink: a running Node on MQTT. State, telemetry, alarms out; commands in; errors answered.
 
 Wiring: the node config loader reads `[mqtt]` (federation/config.py) into NodeConfig.mqtt,
-and `pswd-edge run` calls `run_with_link(Node(cfg), cfg.mqtt, duration)`: node.run() plus,
-when there is an MqttConfig, a NodeLink task beside it, cancelled (death published, unsent
-telemetry stored) when the node stops. By hand (as the demo does, one state_dir per node:
-the outbox file is locked by its owner):
-
-    link = NodeLink(node, mqtt_cfg)         # before node.run(): it adds its recorder
-    task = asyncio.create_task(link.run(), name="mqtt-link")
-    try:
-        await node.run(duration)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-`link.get_status()` is meant for `node.get_status()["mqtt"]`.
+and the assembler attaches `NodeLink(node, cfg.mqtt)` to the node as its service "mqtt":
+node.run() runs it beside the scan and cancels it (death published, unsent telemetry stored)
+after the node stopped and left its outputs safe; `link.get_status()` is
+`node.get_status()["mqtt"]`. One state_dir per node: the outbox file is locked by its owner.
 
 What it does, on the loop that runs the scan (outbox calls on a thread of their own), none
 of it awaiting the broker:
@@ -69,8 +59,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_runtime import __version__
-from edge_runtime.config.schema import NodeConfig
-from edge_runtime.core.commands import AnnounceWorkload
+from edge_runtime.core.authority import DEFAULT_RIGHTS, Refused
+from edge_runtime.core.commands import AnnounceWorkload, ReleaseOutput, SetOutput
 from edge_runtime.core.events import Severity
 from edge_runtime.core.scan import ScanEngine
 from edge_runtime.federation import state
@@ -86,19 +76,21 @@ from edge_runtime.federation.link_loss import GuardedNode, LinkLossGuard
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.outbox import Entry, Outbox, OutboxError, open_outbox
 from edge_runtime.federation.recorder import (
+    EncodedBatch,
     TelemetryRecorder,
+    encode_batches,
     fingerprint,
     resequence,
-    split_batches,
 )
 from edge_runtime.federation.topics import NodeTopics, SiteTopics
 from edge_runtime.messages.telemetry import (
-    Batch,
     TelemetryError,
-    encode_batch,
     encode_birth,
 )
+from edge_runtime.node import NodeSettings
 from edge_runtime.security.signing import CommandVerifier, load_keys
+
+NONCES = "nonces.log"  # the replay journal, in [mqtt] state_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,7 +103,7 @@ ERROR_ANSWERS_PER_S = 50  # beyond this, invalid messages are only counted (no e
 class LinkedNode(GuardedNode, Protocol):
     """What the link needs of edge_runtime.node.Node."""
 
-    config: NodeConfig
+    config: NodeSettings
     engine: ScanEngine
 
 
@@ -141,8 +133,11 @@ class NodeLink:
         # writes, and the stalls a busy disk can put into them, stay off the scan's loop.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-{nc.name}")
         if verify is None and cfg.command_keys is not None:
-            verify = CommandVerifier(load_keys(cfg.command_keys), node=nc.name,
-                                     wall=node.clock.wall)
+            # nonces journaled in the state dir: a command captured before a restart is
+            # refused after it; the node's rights table decides who may send which kind
+            verify = CommandVerifier(load_keys(cfg.command_keys), node=nc.name, site=nc.site,
+                                     wall=node.clock.wall, journal=cfg.state_dir / NONCES,
+                                     rights=getattr(node.manual, "rights", DEFAULT_RIGHTS))
         elif verify is None:
             log.warning("%s: control commands over MQTT are accepted unsigned; set [mqtt] "
                         "command_keys to require HMAC-SHA256 envelopes (spec 5.3 b)", nc.name)
@@ -152,7 +147,9 @@ class NodeLink:
                                  on_message=self._on_message, on_state=self._on_state,
                                  on_published=self._on_published)
         self._online = False
-        self.link_loss = LinkLossGuard(node, cfg.link_loss_s, cfg.on_link_loss)
+        self.link_loss = LinkLossGuard(node, cfg.link_loss_s, cfg.on_link_loss,
+                                       require_coordinator=cfg.require_coordinator)
+        self._coordinator_prefix = SiteTopics(nc.site).coordinator_prefix
         self._send_seq = 0  # next seq to go out in this session
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._inflight_samples: dict[int, int] = {}  # mid -> samples in that batch
@@ -168,9 +165,6 @@ class NodeLink:
         self.sent = Counter[str]()
         self.replayed = 0
         self.stale_dropped = 0
-        sources = getattr(node, "status_sources", None)
-        if isinstance(sources, dict):  # node.get_status()["mqtt"]
-            sources["mqtt"] = self.get_status
 
     @property
     def outbox(self) -> Outbox:
@@ -200,12 +194,15 @@ class NodeLink:
                                       max_rows=self.cfg.outbox_capacity)
         self.node.engine.observers.append(self.recorder)
         # down from here until the first connect
-        self.link_loss = LinkLossGuard(self.node, self.cfg.link_loss_s, self.cfg.on_link_loss)
+        self.link_loss = LinkLossGuard(self.node, self.cfg.link_loss_s, self.cfg.on_link_loss,
+                                       require_coordinator=self.cfg.require_coordinator)
         self.node.engine.observers.append(self.link_loss)
         self.client.set_will(self.topics.state, self._death(self.sessions.upcoming,
                                                             "connection lost"))
         self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1, retain_as_published=True)
         self.client.subscribe(self.prepare_topic, qos=1, retain_as_published=True)
+        # coordinator liveness: none online counts as link loss (link_loss.py)
+        self.client.subscribe(f"{self._coordinator_prefix}+/state", qos=1)
         self.client.start()
         try:
             await asyncio.gather(self._ticker(), self._sender())
@@ -257,7 +254,7 @@ class NodeLink:
         self._wake.set()
 
     # -- outgoing -------------------------------------------------------------------------------
-    # Encoding runs on the scan's loop one batch (at most MAX_BATCH_SAMPLES, ~4 ms) at a time
+    # Encoding runs on the scan's loop one batch (at most MAX_BATCH_SAMPLES, ~0.3 ms) at a time
     # and the sender yields every SLICE_S, so a large batch or a long replay delays a scan by
     # one slice at most; outbox calls wait on the outbox thread.
     async def _ticker(self) -> None:
@@ -275,29 +272,28 @@ class NodeLink:
             await self._store_alarms()
             self._wake.set()
 
-    def _batches(self) -> Iterator[Batch]:
+    def _batches(self) -> Iterator[EncodedBatch]:
         samples = self.recorder.take()
         if not samples or self._outbox is None:
             return iter(())
         # (session, seq) are set when the batch leaves the outbox: see _prepare
-        return split_batches(samples, session=self.session, first_seq=0)
+        return encode_batches(samples, session=self.session, first_seq=0)
 
     async def _store_telemetry(self) -> None:
         """Store everything recorded so far (at shutdown: replayed by the next start)."""
         for batch in self._batches():
             await self._store(batch)
 
-    async def _store(self, batch: Batch) -> None:
+    async def _store(self, batch: EncodedBatch) -> None:
         try:
-            payload = encode_batch(batch)
-            await self._db(self.outbox.put, self.topics.telemetry, payload,
+            await self._db(self.outbox.put, self.topics.telemetry, batch.payload,
                            kind="telemetry", qos=self.cfg.telemetry_qos,
                            properties={"aliases": self.fingerprint,
-                                       "samples": len(batch.samples)})
+                                       "samples": batch.samples})
         except (OutboxError, TelemetryError, ValueError) as exc:
             log.error("%s: telemetry batch not stored: %s", self.who.node, exc)
             return
-        self.samples_stored += len(batch.samples)
+        self.samples_stored += batch.samples
 
     async def _store_alarms(self) -> None:
         events = self.node.events
@@ -393,6 +389,10 @@ class NodeLink:
 
     # -- incoming -------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
+        if msg.topic.startswith(self._coordinator_prefix):  # only .../{instance}/state
+            instance = msg.topic[len(self._coordinator_prefix):].removesuffix("/state")
+            self.link_loss.coordinator(instance, msg.payload)
+            return
         try:
             self._handle(msg)
         except Invalid as bad:
@@ -402,11 +402,13 @@ class NodeLink:
             self._answer_error(msg, Invalid("internal", f"internal error: {exc!r}"))
 
     def _handle(self, msg: Message) -> None:
-        kind = ("workload" if msg.topic == self.prepare_topic
+        kind = ("prepare" if msg.topic == self.prepare_topic
                 else msg.topic.removeprefix(f"{self.topics.base}/cmd/"))
         request = parse_command(kind, msg.payload, retain=msg.retain,
                                 max_bytes=self.cfg.max_message_bytes, image=self.node.image,
-                                verify=self._verify)
+                                verify=self._verify, role=self.channel_role)
+        if isinstance(request, SetOutput | ReleaseOutput):
+            _gate(self.node.manual, request)  # rights and precedence, answered now
         if isinstance(request, Rebirth):
             if self._online:
                 self._birth()  # what is stored but unsent is re-encoded under the new session
@@ -420,9 +422,11 @@ class NodeLink:
                 self.node.clock.wall(), "mqtt.workload", Severity.INFO,
                 f"workload {request.workload_id} announced{decided}", "workload_announced")
             # to the role's predictive blocks, checked and audited at the next scan
+            # (the role that signed it; unsigned, the channel's; the source names the topic:
+            # the command path checks the role against both)
             self.node.commands.submit(AnnounceWorkload(request.announcement,
-                                                       role=self.channel_role,
-                                                       source="mqtt.workload"))
+                                                       role=request.role or self.channel_role,
+                                                       source=f"mqtt.{kind}"))
         else:
             self.node.commands.submit(request)  # applied and audited at the next scan
 
@@ -456,19 +460,16 @@ class NodeLink:
                 "mqtt": self.client.get_status()}
 
 
-async def run_with_link(node: Any, mqtt_cfg: MqttConfig | None,
-                        duration_s: float | None = None) -> None:
-    """Run the node; with an MqttConfig, its NodeLink beside it (stopped when the node stops)."""
-    if mqtt_cfg is None:
-        await node.run(duration_s)
+def _gate(manual: Any, request: SetOutput | ReleaseOutput) -> None:
+    """Invalid("refused") naming the rule when the command path would refuse `request`."""
+    check = getattr(manual, "check", None)  # ManualOutputs.check (core/commands.py)
+    if check is None:
         return
-    link = NodeLink(node, mqtt_cfg)
-    task = asyncio.create_task(link.run(), name="mqtt-link")
     try:
-        await node.run(duration_s)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        check(request)
+    except Refused as exc:
+        field = "point" if str(exc).startswith("precedence") else "role"
+        raise Invalid("refused", str(exc), field) from None
 
 
 def _historical_props() -> Properties:

@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.messages.models import format_datetime, parse_datetime
-from edge_runtime.messages.telemetry import PSWD_VERSION, PointDef, PointType, declare_points
+from edge_runtime.messages.telemetry import PointDef, PointType, declare_points
 
 
 @dataclass(frozen=True, slots=True)

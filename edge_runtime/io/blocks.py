@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edge_runtime.config.schema import PointSpec, Table
-from edge_runtime.io.codec import CodecError, encode
+from edge_runtime.config.codec import CodecError, encode
 
 log = logging.getLogger(__name__)
 

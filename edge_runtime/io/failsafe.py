@@ -1,37 +1,45 @@
-"""Failsafe writes over fresh, blocking Modbus connections, for use when the event loop is stuck.
+"""Safe-image writes over fresh, blocking Modbus connections, for when the event loop is stuck.
 
-The scan watchdog's thread calls write_failsafe_blocking when the loop itself is frozen, so
-nothing here touches asyncio: pymodbus's synchronous client on its own sockets, one thread per
-endpoint so a dead gateway does not delay the others.
+The scan watchdog's thread calls write_failsafe_blocking when the loop itself is frozen (and
+node shutdown when the drivers are gone), so nothing here touches asyncio: pymodbus's
+synchronous client on its own sockets, one thread per endpoint so a dead gateway does not delay
+the others. The caller passes the values to write: the safety layer's safe image (io_map
+failsafes overlaid by every engaged trip and isolation), never the bare io_map failsafes; a
+point missing from it falls back to its failsafe.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pymodbus.client import ModbusTcpClient
 
+from edge_runtime.config.codec import encode
 from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.io.blocks import WriteItem, plan_writes
-from edge_runtime.io.codec import encode
 
 log = logging.getLogger(__name__)
 
 
-def failsafe_writes(device: DeviceConfig) -> list[tuple[int, list[int]]]:
-    """(start address, registers) FC16 blocks that put every output of `device` at failsafe.
+def failsafe_writes(device: DeviceConfig,
+                    values: Mapping[str, float]) -> list[tuple[int, list[int]]]:
+    """(start address, registers) FC16 blocks that put every output of `device` at its safe
+    value (`values` by full name "device.point"; the io_map failsafe where absent).
 
-    Raises CodecError if a failsafe value cannot be encoded (a configuration error).
+    Raises CodecError if a value cannot be encoded (a configuration error).
     """
-    items = [WriteItem(p.name, p.address, tuple(encode(p.failsafe, p.encoding)))
-             for p in device.io_map.outputs if p.failsafe is not None]
+    items = []
+    for p in device.io_map.outputs:
+        value = values.get(f"{device.name}.{p.name}", p.failsafe)
+        if value is not None:
+            items.append(WriteItem(p.name, p.address, tuple(encode(value, p.encoding))))
     return [(b.start, list(b.words)) for b in plan_writes(items)]
 
 
 def _write_endpoint(host: str, port: int, devices: Sequence[DeviceConfig],
-                    timeout_s: float) -> list[str]:
+                    timeout_s: float, values: Mapping[str, float]) -> list[str]:
     errors: list[str] = []
     client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
     try:
@@ -39,7 +47,7 @@ def _write_endpoint(host: str, port: int, devices: Sequence[DeviceConfig],
             return [f"{d.name}: cannot connect to {host}:{port}" for d in devices]
         for dev in devices:
             try:
-                blocks = failsafe_writes(dev)
+                blocks = failsafe_writes(dev, values)
             except ValueError as exc:  # CodecError is a ValueError
                 errors.append(f"{dev.name}: failsafe not encodable: {exc}")
                 continue
@@ -61,8 +69,10 @@ def _write_endpoint(host: str, port: int, devices: Sequence[DeviceConfig],
     return errors
 
 
-def write_failsafe_blocking(devices: Sequence[DeviceConfig], timeout_s: float) -> list[str]:
-    """Write every output's failsafe value to every device; returns error strings, never raises."""
+def write_failsafe_blocking(devices: Sequence[DeviceConfig], timeout_s: float,
+                            values: Mapping[str, float]) -> list[str]:
+    """Write every output's safe value (`values`, the safe image) to every device; returns
+    error strings, never raises."""
     by_endpoint: dict[tuple[str, int], list[DeviceConfig]] = {}
     for dev in devices:
         if dev.io_map.outputs:
@@ -73,7 +83,7 @@ def write_failsafe_blocking(devices: Sequence[DeviceConfig], timeout_s: float) -
     try:
         with ThreadPoolExecutor(max_workers=len(by_endpoint),
                                 thread_name_prefix="failsafe") as pool:
-            futures = [pool.submit(_write_endpoint, host, port, devs, timeout_s)
+            futures = [pool.submit(_write_endpoint, host, port, devs, timeout_s, values)
                        for (host, port), devs in by_endpoint.items()]
             for fut in futures:
                 errors.extend(fut.result())

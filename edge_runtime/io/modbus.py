@@ -26,18 +26,19 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from edge_runtime.config.codec import CodecError
 from edge_runtime.config.schema import DeviceConfig, Table
 from edge_runtime.core.clock import Clock
 from edge_runtime.core.points import Quality, Sample
+from edge_runtime.core.ports import InputTable
 from edge_runtime.io.blocks import (
     OutputSchedule,
     ReadBlock,
     minimum_requests,
+    output_words,
     plan_reads,
     plan_writes,
 )
-from edge_runtime.io.codec import CodecError
-from edge_runtime.io.ports import InputTable
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,10 @@ class ModbusDevice:
         self.errors: Counter[str] = Counter()
         self.last_error = ""
         self.last_poll_ms = 0.0
+        # The safety layer's safe image (ProcessImage.safe_values): what an output falls back
+        # to when staging stops for max_hold_s. None: the io_map failsafe.
+        self.safe_source: Callable[[], Mapping[str, float]] | None = None
+        self._safe_seen: Mapping[str, float] | None = None
 
     @property
     def config(self) -> DeviceConfig:
@@ -401,6 +406,7 @@ class ModbusDevice:
         """Write outputs that changed, are due a refresh, or must go to failsafe (FC16)."""
         cfg, ep, outputs = self._config, self.endpoint, self.outputs
         now = self.clock.monotonic()
+        self._use_safe_image()
         held = len(outputs.held)
         items = outputs.due(now)
         if len(outputs.held) > held:
@@ -432,6 +438,24 @@ class ModbusDevice:
         if ok:
             self._write_reason = ""
         outputs.finished(now, ok, cfg.poll_s)
+
+    def _use_safe_image(self) -> None:
+        """Max-hold expiry falls back to the safe image of the last scan, not the io_map
+        failsafe: an output the last scan isolated stays isolated when the scan stops."""
+        source = self.safe_source
+        values = source() if source is not None else None
+        if values is None or values is self._safe_seen:
+            return
+        self._safe_seen = values
+        outputs, device = self.outputs, self._config.name
+        for name in outputs.failsafe:
+            value = values.get(f"{device}.{name}")
+            if value is None:
+                continue
+            try:
+                outputs.failsafe[name] = output_words(outputs.specs[name], value)
+            except CodecError as exc:  # keep the io_map failsafe rather than nothing
+                self._error("safe_image", f"{name}: safe value {value!r} refused: {exc}")
 
     def get_status(self) -> dict[str, Any]:
         """Connection, polling, request and error figures for every status reader."""

@@ -14,13 +14,13 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.messages.models import (
     INFRASTRUCTURE_RESPONSE,
-    PSWD_VERSION,
     WORKLOAD_ANNOUNCEMENT,
     ApprovalStatus,
     ConversionError,
@@ -51,12 +51,13 @@ __all__ = [
     "PowerProfile", "PriorityLevel", "ThermalCoordination", "ThermalProfile",
     "TimingConstraints", "ValidationProblem", "WorkloadAnnouncement", "WorkloadType",
     "decode_json", "format_datetime", "json_path", "load_schema", "message_from_dict",
-    "parse_datetime", "parse_message", "validate",
+    "parse_as", "parse_datetime", "parse_message", "validate",
 ]
 
 MAX_MESSAGE_BYTES = 64 * 1024  # an announcement is well under 2 KiB; this bounds parse cost
 MESSAGE_TYPES = (WORKLOAD_ANNOUNCEMENT, INFRASTRUCTURE_RESPONSE)
 ROOT = "(root)"
+M = TypeVar("M", WorkloadAnnouncement, InfrastructureResponse)
 
 
 # --- JSON text -------------------------------------------------------------------------------
@@ -269,6 +270,15 @@ def message_from_dict(doc: Any) -> Message:
     message, problems = _check(doc)
     if message is None:
         raise MessageError(problems)
+    return message
+
+
+def parse_as(kind: type[M], doc: Any) -> M:
+    """Validate a parsed document that must be a `kind` message (MessageError otherwise)."""
+    message = message_from_dict(doc)
+    if not isinstance(message, kind):
+        raise MessageError([ValidationProblem(
+            "message_type", f"must be {kind.MESSAGE_TYPE}, got {_show(message.MESSAGE_TYPE)}")])
     return message
 
 

@@ -16,7 +16,8 @@ from enum import StrEnum
 from types import UnionType
 from typing import Any, ClassVar, Self, get_args, get_origin, get_type_hints
 
-PSWD_VERSION = "1.0"
+from edge_runtime import PSWD_VERSION
+
 WORKLOAD_ANNOUNCEMENT = "workload_announcement"
 INFRASTRUCTURE_RESPONSE = "infrastructure_response"
 
@@ -191,22 +192,12 @@ def _unconvert(value: Any) -> Any:
 
 
 class _Message(_Model):
-    """A top-level message: from_dict validates, to_json emits RFC 7159 text."""
+    """A top-level message: to_json emits RFC 7159 text. Build one from untrusted input with
+    edge_runtime.messages.annex_a (parse_message, message_from_dict, parse_as), which checks
+    it against the schema first; the inherited from_dict trusts its input."""
 
     __slots__ = ()
     MESSAGE_TYPE: ClassVar[str]
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> Self:
-        """Validate a parsed document and build this message type, or raise MessageError."""
-        from edge_runtime.messages.annex_a import message_from_dict  # it imports this module
-
-        message = message_from_dict(doc)
-        if not isinstance(message, cls):
-            got = show_value(message.MESSAGE_TYPE)
-            raise MessageError([ValidationProblem(
-                "message_type", f"must be {cls.MESSAGE_TYPE}, got {got}")])
-        return message
 
     def to_dict(self) -> dict[str, Any]:
         """The full message: PSWD_version and message_type first, None fields omitted."""

@@ -35,16 +35,16 @@ the frame offset. Aliases are uint16, declared in the birth. Sample.reason does 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import cbor2
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.core.points import Quality, Sample
 
-PSWD_VERSION = "1.0"
 KEY_VERSION, KEY_KIND, KEY_SESSION, KEY_SEQ = 0, 1, 2, 3
 KEY_TIME, KEY_HISTORICAL, KEY_FRAMES, KEY_POINTS = 4, 5, 6, 7
 KIND_BATCH, KIND_BIRTH = 0, 1
@@ -88,15 +88,25 @@ class PointDef:
 
 @dataclass(frozen=True, slots=True)
 class Birth:
-    """A birth certificate: the aliases valid for one session of a node."""
+    """A birth certificate: the aliases valid for one session of a node.
+
+    A receiver keeps one Birth per (node, session) and decodes every batch of that session
+    against it, so the alias map is built once here, not per batch: a batch then costs the
+    same from a node of 10 points or 10,000 (bench/scaling.py).
+    """
 
     session: int
     time_ms: int
     points: tuple[PointDef, ...]
+    _aliases: Mapping[int, PointDef] = field(init=False, repr=False, compare=False,
+                                             hash=False)
 
-    def by_alias(self) -> dict[int, PointDef]:
-        """Alias -> point definition."""
-        return {p.alias: p for p in self.points}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_aliases", {p.alias: p for p in self.points})
+
+    def by_alias(self) -> Mapping[int, PointDef]:
+        """Alias -> point definition (built once, with the birth)."""
+        return self._aliases
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +197,44 @@ def encode_batch(batch: Batch) -> bytes:
         KEY_SEQ: _check_uint(batch.seq, U64, "seq"),
         KEY_TIME: _check_uint(batch.base_ms, U64, "base_ms"),
         KEY_HISTORICAL: bool(batch.historical), KEY_FRAMES: frames,
+    })
+
+
+def encode_samples(samples: Sequence[tuple[int, Sample]], *, session: int, seq: int,
+                   historical: bool = False) -> bytes:
+    """The bytes of encode_batch(make_batch(samples, ...)), without the objects in between.
+
+    The node's hot path: a GOOD float with a uint16 alias (nearly every sample) goes straight
+    into its frame, about a fifth of the cost of the general path; anything else takes the
+    checks of encode_batch, with the same errors. tests/test_telemetry_codec.py checks the
+    bytes are the same.
+    """
+    stamps = [round(s.ts * 1000) for _, s in samples]
+    base = min(stamps, default=0)
+    frames: list[list[Any]] = []
+    frame: list[Any] = []
+    last = -1
+    good = Quality.GOOD
+    for i, ((alias, s), ms) in enumerate(zip(samples, stamps, strict=True)):
+        offset = ms - base
+        if offset != last:
+            frame = [_check_uint(offset, U32, f"sample {i}: offset_ms")]
+            frames.append(frame)
+            last = offset
+        value = s.value
+        if type(value) is float and s.quality is good and type(alias) is int and 0 <= alias < U16:
+            frame += (alias, value)
+        else:
+            where = f"sample {i}"
+            _check_uint(alias, U16, f"{where}: alias")
+            frame += (alias, _encode_value(TelemetrySample(alias, value, s.quality, offset),
+                                           where))
+    return _dumps({
+        KEY_VERSION: PSWD_VERSION, KEY_KIND: KIND_BATCH,
+        KEY_SESSION: _check_uint(session, U64, "session"),
+        KEY_SEQ: _check_uint(seq, U64, "seq"),
+        KEY_TIME: _check_uint(base, U64, "base_ms"),
+        KEY_HISTORICAL: bool(historical), KEY_FRAMES: frames,
     })
 
 

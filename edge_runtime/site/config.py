@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config.reader import ErrorLog, Section, read_toml
+from edge_runtime.config.reader import Section
 from edge_runtime.federation.topics import check_level
 from edge_runtime.messages.models import CoolingSystemType
 from edge_runtime.security.signing import KeyFileError, load_keys
@@ -166,16 +166,3 @@ def _coordinator_key(sec: Section, base_dir: Path) -> tuple[Path | None, bytes |
         sec.error("coordinator_keys", f"no {PEER_ROLE}.key in {directory} (pswd-edge keygen "
                                       f"--role {PEER_ROLE} {directory})")
     return directory, key
-
-
-def load_site_config(path: Path | str) -> SiteConfig:
-    """`[site]` of a TOML file (other sections are left to their own loaders); ConfigError."""
-    path = Path(path)
-    errors = ErrorLog()
-    data = read_toml(path, errors)
-    errors.raise_if_any()
-    assert data is not None
-    sec = Section(str(path), "site", data.get("site", {}), errors)
-    config = read_site_section(sec)
-    errors.raise_if_any()
-    return config

@@ -17,6 +17,8 @@ Running the site role
 ---------------------
     pswd-edge run --config examples/site.toml
 
+The assembler (edge_runtime/assembly/) attaches one coordinator to every site node.
+
 `examples/site.toml` holds `[node]` (role = "site"), `[mqtt]` (broker, see
 federation/config.py) and `[site]` (admission policy, see site/config.py). For a second
 instance on another machine, copy the file and change `[node] name` and `[mqtt] client_id`:
@@ -52,19 +54,21 @@ single coordinator there; answers then go to workload/response/{id} only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import json
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
-from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.core.clock import Clock, WallClock
-from edge_runtime.federation.config import MqttConfig, read_mqtt
+from edge_runtime.federation.config import MqttConfig
+from edge_runtime.federation.coordinator_state import state_json
 from edge_runtime.federation.mqtt import Message, MqttClient
-from edge_runtime.federation.topics import check_level
+from edge_runtime.federation.state import timestamp
+from edge_runtime.security.signing import PREPARE, PREPARE_ROLE, load_keys, sign, site_target
 from edge_runtime.site.admission import SiteSnapshot
-from edge_runtime.site.config import SiteConfig, read_site_section
+from edge_runtime.site.config import SiteConfig
 from edge_runtime.site.handler import Outgoing, SiteHandler
 
 log = logging.getLogger(__name__)
@@ -89,7 +93,17 @@ class SiteCoordinator:
         # track_acks off: it never waits for a PUBACK, and handing each to the event loop
         # cost ~40 % of its CPU (bench/announce_latency.py)
         self.client = MqttClient(mqtt, client_id=client_id or f"{mqtt.client_id or node}-sc",
-                                 track_acks=False)
+                                 track_acks=False, on_connect=self._on_connect)
+        # liveness (federation/coordinator_state.py): the will registered for the next
+        # connection, and the timestamp it carries (each connection takes a later one)
+        self._state_topic = self.handler.topics.coordinator_state(node)
+        self._state_ts = self._next_will(0.0)
+        self._online_ts = self._state_ts
+        if config.peer_key is None:
+            log.warning("site coordinator %s: decisions shared with other instances are "
+                        "unsigned; set [site] coordinator_keys, or make sure the broker ACL "
+                        "lets only coordinators write under %s", node,
+                        self.handler.topics.coordinator_prefix)
         if not mqtt.mqtt5:
             log.warning("site coordinator on MQTT 3.1.1: no shared subscription, no response "
                         "topics; run a single instance")
@@ -101,6 +115,10 @@ class SiteCoordinator:
             plain = topic.split("/", 2)[2] if topic.startswith("$share/") else topic
             self.client.on_network_thread(plain, self.on_message)
         self.published = 0
+        self._site = site
+        # With [mqtt] command_keys holding the infrastructure manager's key, what goes out on
+        # workload/prepare is signed: nodes with keys refuse an unsigned one.
+        self._prepare_key = prepare_key(mqtt)
 
     def _subscriptions(self, mqtt5: bool) -> list[tuple[str, int]]:
         subs = self.handler.subscriptions()
@@ -123,12 +141,38 @@ class SiteCoordinator:
     def publish(self, messages: list[Outgoing]) -> None:
         """Send what the handler produced (dropped with a warning while offline)."""
         for o in messages:
+            if self._prepare_key is not None and o.topic == self.handler.topics.prepare:
+                o = sign_prepare(o, self._prepare_key, self._site, self.clock.wall())
             mid = self.client.publish(o.topic, o.payload, o.qos, o.retain,
                                       correlation_data=o.correlation_data)
             if mid is None:
                 log.warning("offline: could not publish to %s", o.topic)
             else:
                 self.published += 1
+
+    def _state(self, online: bool, ts: float, reason: str = "") -> bytes:
+        return state_json(self.handler.topics.site, self.handler.me.node, online=online,
+                          timestamp=timestamp(ts), reason=reason)
+
+    def _next_will(self, previous: float) -> float:
+        """Register the offline will for the next CONNECT, stamped later than `previous`."""
+        ts = max(self.clock.wall(), previous + 0.001)
+        self.client.set_will(self._state_topic, self._state(False, ts, "connection lost"))
+        return ts
+
+    def _on_connect(self, client: MqttClient) -> None:
+        """Network thread, on every connect: retained online state stamped like this
+        connection's will; then the will of the next connection."""
+        self._online_ts = self._state_ts
+        client.publish(self._state_topic, self._state(True, self._online_ts), 1, True)
+        self._state_ts = self._next_will(self._state_ts)
+
+    async def _stop_client(self) -> None:
+        """Clean stop: say offline first (a DISCONNECT sends no will), then disconnect."""
+        if self.client.connected:  # stamped like this connection's online state
+            self.client.publish(self._state_topic,
+                                self._state(False, self._online_ts, "shutdown"), 1, True)
+        await self.client.stop()
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe; returns once every subscription is acknowledged."""
@@ -147,18 +191,11 @@ class SiteCoordinator:
             else:
                 await asyncio.sleep(duration_s)
         finally:
-            await self.client.stop()
+            await self._stop_client()
 
     async def stop(self) -> None:
-        """Disconnect."""
-        await self.client.stop()
-
-    @classmethod
-    def from_file(cls, path: Path | str, **kwargs: Any) -> SiteCoordinator:
-        """A coordinator from a site node's TOML ([node] name/site/role, [mqtt], [site]);
-        ConfigError listing every problem (`file: [section] key: reason`)."""
-        node, site, mqtt, config = load_site_node(path)
-        return cls(mqtt, site=site, node=node, config=config, **kwargs)
+        """Say offline and disconnect."""
+        await self._stop_client()
 
     def snapshot(self) -> SiteSnapshot:
         """The site aggregate now, taken under the handler's lock (any thread)."""
@@ -172,52 +209,23 @@ class SiteCoordinator:
         return {**status, "mqtt": self.client.get_status()}
 
 
+def prepare_key(mqtt: MqttConfig) -> bytes | None:
+    """The key the coordinator signs workload/prepare with (the infrastructure manager's)."""
+    if mqtt.command_keys is None:
+        return None
+    return load_keys(mqtt.command_keys).get(PREPARE_ROLE)
+
+
+def sign_prepare(o: Outgoing, key: bytes, site: str, now: float) -> Outgoing:
+    """`o` (a workload/prepare A.1) with a signed envelope for every node of `site`."""
+    doc = json.loads(o.payload)
+    signed = sign(key, site_target(site), PREPARE, doc, role=PREPARE_ROLE, now=now)
+    return dataclasses.replace(o, payload=json.dumps(signed, separators=(",", ":")).encode())
+
+
 def _freeze_startup_objects() -> None:
     """Move what exists now (schema validators, libraries, the aggregate) out of the garbage
     collector's reach: a full collection walks all of it and stalled every announcement in
     flight for 12-20 ms (bench/announce_latency.py), where the young generations take < 1 ms."""
     gc.collect()
     gc.freeze()
-
-
-def load_site_node(path: Path | str) -> tuple[str, str, MqttConfig, SiteConfig]:
-    """(node name, site, MqttConfig, SiteConfig) of a site node's config file.
-
-    Reads only what the coordinator needs; [node] as a whole and [devices] stay with the
-    node config loader, which must accept the `mqtt` and `site` tables."""
-    path = Path(path)
-    errors = ErrorLog()
-    data = read_toml(path, errors)
-    errors.raise_if_any()
-    assert data is not None
-    file = str(path)
-    node_sec = Section(file, "node", data.get("node"), errors)
-    name = node_sec.get_str("name")
-    site = node_sec.get_str("site", "site")
-    role = node_sec.get_str("role")
-    if isinstance(role, str) and role != "site":
-        node_sec.error("role", f"must be 'site' to run the site coordinator, got {role!r}")
-    for key, value in (("name", name), ("site", site)):
-        if isinstance(value, str):
-            try:
-                check_level(key, value)
-            except ValueError as exc:
-                node_sec.error(key, str(exc))
-    if "mqtt" not in data:
-        errors.add(file, "mqtt", "(table)", "required for role site")
-        mqtt = MqttConfig()
-    else:
-        mqtt = read_mqtt(Section(file, "mqtt", data["mqtt"], errors), path.parent)
-    config = read_site_section(Section(file, "site", data.get("site", {}), errors))
-    errors.raise_if_any()
-    return name, site, mqtt, config
-
-
-async def run_site(path: Path | str, duration_s: float | None = None) -> None:
-    """`pswd-edge run` for role site: the coordinator until cancelled (or `duration_s`)."""
-    coordinator = SiteCoordinator.from_file(path)
-    log.info("site coordinator %s for site %s on %s:%d (group %s)",
-             coordinator.handler.me.node, coordinator.handler.topics.site,
-             coordinator.client.cfg.host, coordinator.client.cfg.port,
-             coordinator.handler.config.share_group)
-    await coordinator.run(duration_s)

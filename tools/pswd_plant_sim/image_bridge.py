@@ -15,7 +15,7 @@ from edge_runtime.config.reader import ErrorLog
 from edge_runtime.config.schema import DeviceConfig, IoMap
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.ports import InputTable
+from edge_runtime.core.ports import InputTable
 from pswd_plant_sim.devices import FLOWS, PRESSURES, TEMPERATURES, PumpDevice, ValveDevice
 from pswd_plant_sim.model import Plant
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from edge_runtime.config.schema import IoMap, PointSpec, Table
-from edge_runtime.io.codec import CodecError, Encoding, decode, encode
+from edge_runtime.config.codec import CodecError, Encoding, decode, encode
 
 log = logging.getLogger(__name__)
 

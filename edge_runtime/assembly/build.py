@@ -1,0 +1,114 @@
+"""The assembler: the one place a node is put together from its config.
+
+`pswd-edge run`, the demo, the scenario runner, the benches and the tests all call
+`assemble`. It builds, in this order:
+
+1. drivers (one Modbus endpoint per host:port, one driver per device) over the input table;
+2. the process image, the event log and the command queue;
+3. the safety layer (limits, redundancy groups, interlocks, forces) from [safety];
+4. the role's control blocks (assembly/roles.py) over the operator-held outputs;
+5. the scan order: commands -> heartbeat -> estimation (redundancy voting) -> the role's
+   blocks -> interlocks -> the safety layer, always last (node.py adds it);
+6. the Node (scan engine, watchdog) and its services: the MQTT link when [mqtt] is set, and
+   for role site the site coordinator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from edge_runtime.assembly.config import NodeConfig
+from edge_runtime.assembly.roles import ROLE_BLOCKS, RoleContext, RoleControls
+from edge_runtime.control.heartbeat import Heartbeat
+from edge_runtime.core.clock import Clock, WallClock
+from edge_runtime.core.commands import CommandQueue, ManualOutputs
+from edge_runtime.core.events import EventLog
+from edge_runtime.core.image import ProcessImage
+from edge_runtime.core.points import Sample
+from edge_runtime.core.ports import FieldDevice, InputTable
+from edge_runtime.core.scan import ControlBlock
+from edge_runtime.federation.link import NodeLink
+from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
+from edge_runtime.node import Node, NodeParts
+from edge_runtime.safety.config import build_safety_layer
+from edge_runtime.safety.protections import role_protections
+from edge_runtime.safety.redundancy import RedundancyBlock
+from edge_runtime.site.coordinator import SiteCoordinator
+
+# Builds a node's drivers around its input table; tests pass one that builds fakes.
+DriverFactory = Callable[[NodeConfig, InputTable, Clock], dict[str, FieldDevice]]
+
+HEARTBEAT_POINT = "ctrl_hb"  # io_map output a device watches to see the controller alive
+
+
+def build_modbus_drivers(
+    config: NodeConfig, live: InputTable, clock: Clock
+) -> tuple[dict[str, FieldDevice], list[ModbusEndpoint]]:
+    """One endpoint per host:port (shared by its unit ids), one driver per device."""
+    endpoints: dict[tuple[str, int], ModbusEndpoint] = {}
+    drivers: dict[str, FieldDevice] = {}
+    for dev in config.devices:
+        key = (dev.host, dev.port)
+        if key not in endpoints:
+            endpoints[key] = ModbusEndpoint(dev.host, dev.port, timeout_s=dev.timeout_s)
+        drivers[dev.name] = ModbusDevice(dev, endpoints[key], live, clock)
+    return drivers, list(endpoints.values())
+
+
+def assemble(
+    config: NodeConfig,
+    *,
+    clock: Clock | None = None,
+    driver_factory: DriverFactory | None = None,
+    blocks: Sequence[ControlBlock] | None = None,
+    interlocks: Sequence[ControlBlock] = (),
+    watchdog_thread: bool = True,
+    federate: bool = True,
+) -> Node:
+    """A node for `config.role`, ready to `await node.run()`.
+
+    `blocks` replaces the role's control blocks (benches and tests of the scan); `interlocks`
+    run before the safety layer. With `federate=False` no MQTT link or coordinator is
+    attached even when the config has [mqtt] (a test that attaches its own)."""
+    clock = clock or WallClock()
+    live: dict[str, Sample] = {}
+    endpoints: list[ModbusEndpoint] = []
+    if driver_factory is None:
+        drivers, endpoints = build_modbus_drivers(config, live, clock)
+    else:
+        drivers = driver_factory(config, live, clock)
+    image = ProcessImage(config.devices, live)
+    events = EventLog()
+    commands = CommandQueue()
+    safety = build_safety_layer(config.safety, events, wall=clock.wall,
+                                protections=role_protections(config))
+    held: dict[str, float] = {}
+    ctx = RoleContext(events=events, wall=clock.wall,
+                      wall_offset=clock.wall() - clock.monotonic(), held=held)
+    role_blocks = ROLE_BLOCKS[config.role](config, ctx) if blocks is None else list(blocks)
+    manual = ManualOutputs(commands, events, clock.wall, safety=safety,
+                           controls=RoleControls(role_blocks), held=held)
+    heartbeats = [n for n, i in image.outputs_info.items() if i.spec.name == HEARTBEAT_POINT]
+    # Estimation before control, so control blocks read the voted inputs by name.
+    groups = list(safety.groups.values())
+    estimation: list[ControlBlock] = [RedundancyBlock(groups)] if groups else []
+    node = Node(NodeParts(
+        config=config, clock=clock, live=live, events=events, commands=commands,
+        drivers=drivers, endpoints=endpoints, image=image, safety=safety, manual=manual,
+        blocks=[manual, Heartbeat(heartbeats), *estimation, *role_blocks],
+        role_blocks=role_blocks, interlocks=interlocks,
+    ), watchdog_thread=watchdog_thread)
+    if federate:
+        _attach_services(node, config)
+    return node
+
+
+def _attach_services(node: Node, config: NodeConfig) -> None:
+    if config.role == "site" and config.mqtt is not None and config.coordinator is not None:
+        # The coordinator is the site node's MQTT presence: admission, peers, prepare.
+        node.attach("coordinator", SiteCoordinator(
+            config.mqtt, site=config.site, node=config.name, config=config.coordinator))
+        if not config.devices:
+            return  # a coordinator without plant of its own has no telemetry to send
+    if config.mqtt is not None:
+        node.attach("mqtt", NodeLink(node, config.mqtt))

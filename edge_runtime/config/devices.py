@@ -1,0 +1,154 @@
+"""Device-level loading: the [devices] tables of a node config, their io_maps and limits.
+
+The node loader (edge_runtime/assembly/loader.py) calls `read_devices` for the devices and
+`check_points` for every `[x.points]` table a control section names; both stay below the
+control, safety and federation layers so those can use them without import cycles.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from edge_runtime.config.iomap import load_io_map
+from edge_runtime.config.reader import ErrorLog, Section
+from edge_runtime.config.schema import DeviceConfig, IoMap, Limits
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_LIMIT_ORDER = ("low_low", "low", "high", "high_high")
+
+
+def read_devices(table: Mapping[str, Any], file: str, maps_dir: Path,
+                 errors: ErrorLog) -> list[DeviceConfig]:
+    """Every `[devices.NAME]` table of a node config; errors go to `errors`."""
+    io_maps: dict[str, IoMap | None] = {}
+    devices: list[DeviceConfig] = []
+    for dev_name, body in table.items():
+        sec = Section(file, f"devices.{dev_name}", body, errors)
+        dev = _read_device(dev_name, sec, maps_dir, io_maps, errors)
+        if dev is not None:
+            devices.append(dev)
+    _check_unit_ids(file, devices, errors)
+    return devices
+
+
+def vars_of(points: Any) -> dict[str, str]:
+    """A points dataclass as {key: "device.point"}."""
+    return {k: getattr(points, k) for k in points.__dataclass_fields__}
+
+
+def check_points(sec: Section, name: str, points: Mapping[str, str], inputs: Collection[str],
+                 outputs: Collection[str], *, writes: tuple[str, ...]) -> None:
+    """Every named point exists in the node, outputs among its outputs ("" = not used)."""
+    for key, point in points.items():
+        if not point:
+            continue
+        known, what = (outputs, "output") if key in writes else (inputs, "input")
+        if point not in known:
+            sec.errors.add(sec.file, name, key, f"unknown {what} {point!r}")
+
+
+def _read_device(
+    name: str, sec: Section, maps_dir: Path, io_maps: dict[str, IoMap | None], errors: ErrorLog
+) -> DeviceConfig | None:
+    if not NAME.match(name):
+        sec.error("(name)", "device names use letters, digits, '-' and '_', starting with a letter")
+    model = sec.get_str("io_map")
+    endpoint = sec.get_str("endpoint")
+    unit_id = sec.get_int("unit_id", 1, minval=0, maxval=247)
+    poll_ms = sec.get_float("poll_ms", 100.0, minval=10.0, maxval=600_000.0)
+    timeout_ms = sec.get_float("timeout_ms", 250.0, minval=10.0, maxval=60_000.0)
+    refresh_ms = sec.get_float("refresh_ms", 1000.0, minval=10.0, maxval=600_000.0)
+    max_gap = sec.get_int("max_gap", 0, minval=0, maxval=124)
+    limits_table = sec.table("limits")
+    sec.finish()
+
+    host, port = "", 0
+    if isinstance(endpoint, str):
+        m = re.fullmatch(r"([^:\s]+):(\d{1,5})", endpoint)
+        if not m or not 1 <= int(m.group(2)) <= 65535:
+            sec.error("endpoint", f"must be host:port with port 1..65535, got {endpoint!r}")
+        else:
+            host, port = m.group(1), int(m.group(2))
+
+    io_map: IoMap | None = None
+    if isinstance(model, str):
+        if model not in io_maps:
+            map_path = maps_dir / f"{model}.toml"
+            if not map_path.exists():
+                sec.error("io_map", f"no io_map {model!r} in {maps_dir}")
+                io_maps[model] = None
+            else:
+                io_maps[model] = load_io_map(map_path, errors)
+        io_map = io_maps[model]
+
+    limits: dict[str, Limits] = {}
+    for point_name, body in limits_table.items():
+        lsec = Section(sec.file, f"{sec.name}.limits.{point_name}", body, errors)
+        lim = _read_limits(lsec)
+        lsec.finish()
+        if io_map is not None:
+            try:
+                spec = io_map.point(point_name)
+            except KeyError:
+                lsec.error("(point)", f"io_map {io_map.model!r} has no point {point_name!r}")
+                continue
+            if not spec.access.readable:
+                lsec.error("(point)", f"{point_name!r} is write-only; limits apply to inputs")
+        if lim is not None:
+            limits[point_name] = lim
+
+    if io_map is not None:
+        for out in io_map.outputs:
+            if out.max_hold_s is not None and refresh_ms / 1000.0 > out.max_hold_s / 2:
+                sec.error("refresh_ms", f"{refresh_ms:g} ms is more than half the max_hold_s "
+                          f"({out.max_hold_s:g} s) of output {out.name!r}")
+    if io_map is None or not host:
+        return None
+    return DeviceConfig(
+        name=name,
+        io_map=io_map,
+        host=host,
+        port=port,
+        unit_id=unit_id,
+        poll_s=poll_ms / 1000.0,
+        timeout_s=timeout_ms / 1000.0,
+        refresh_s=refresh_ms / 1000.0,
+        max_gap=max_gap,
+        limits=MappingProxyType(limits),
+    )
+
+
+def _read_limits(sec: Section) -> Limits | None:
+    values = {k: sec.get_float(k, None) for k in _LIMIT_ORDER}
+    hysteresis = sec.get_float("hysteresis", 0.0, minval=0.0)
+    delay_s = sec.get_float("delay_s", 0.0, minval=0.0, maxval=3600.0)
+    present = [(k, v) for k, v in values.items() if v is not None]
+    ok = True
+    for (k1, v1), (k2, v2) in itertools.pairwise(present):
+        if not v1 < v2:
+            sec.error(k2, f"thresholds must rise low_low < low < high < high_high; "
+                      f"{k1} = {v1:g} is not below {k2} = {v2:g}")
+            ok = False
+    if not present:
+        sec.error("(table)", "give at least one of low_low, low, high, high_high")
+        ok = False
+    if not ok:
+        return None
+    return Limits(hysteresis=hysteresis, delay_s=delay_s, **values)
+
+
+def _check_unit_ids(file: str, devices: list[DeviceConfig], errors: ErrorLog) -> None:
+    seen: dict[tuple[str, int, int], str] = {}
+    for dev in devices:
+        key = (dev.host, dev.port, dev.unit_id)
+        if key in seen:
+            errors.add(file, f"devices.{dev.name}", "unit_id",
+                       f"unit {dev.unit_id} at {dev.endpoint} is already used by device "
+                       f"{seen[key]!r}")
+        else:
+            seen[key] = dev.name
