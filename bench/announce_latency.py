@@ -8,7 +8,14 @@ loop at a fixed rate) runs against two responders through one Mosquitto in the s
             and CDU publish their births and 10 Hz telemetry to it throughout
   baseline  a bare paho echo (--serve echo, own process): publishes each payload back to its
             response topic with its correlation data, nothing else
-Latency is publish to receipt of the answer, both stamped on the requester's paho thread.
+Latency is publish to receipt of the answer, both stamped on the requester's reader thread.
+Every answer is checked after each run (off the timed path): from the coordinator it must
+validate as an Annex A.2 infrastructure_response (edge_runtime.messages.annex_a, the JSON
+schema and the typed model) for the request's workload_id with the expected decision
+(EXPECTED_DECISION: the bench site has room for every announcement); from the echo, it must
+be the request's bytes. An answer that does not (an error answer, a wrong decision, another
+workload's answer) is a failure: counted and reported by reason, and left out of the
+latencies; a rate where any answer failed is not sustainable and misses the target.
 Rates: 100/s, 1,000/s, then higher steps until one is not sustainable (every request
 answered, the requester kept the rate, p99 <= 50 ms); the last that was is reported.
 Then two coordinator processes on the one shared subscription (scale-out) at 1,000 and
@@ -35,6 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,17 +51,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as paho  # noqa: E402
+from _jsonline import print_json_line  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from edge_runtime.federation.mqtt import encode_vbi  # noqa: E402
+from edge_runtime.messages.annex_a import parse_message  # noqa: E402
+from edge_runtime.messages.models import InfrastructureResponse, MessageError  # noqa: E402
 
 SITE = "bench"
 ANNOUNCE = f"pswd/v1/{SITE}/workload/announce"
 ECHO = "bench/echo/request"
 TARGET_P99_MS = 5.0
 SUSTAINABLE_P99_MS = 50.0
+EXPECTED_DECISION = "approved"  # power, ramp and cooling limits of the bench site are 1e9
 TEMPLATE = json.dumps({
     "PSWD_version": "1.0", "message_type": "workload_announcement",
     # stamped at start: the coordinator refuses A.1 timestamps beyond max_clock_skew_s
@@ -211,7 +223,7 @@ class Requester:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sent: dict[bytes, int] = {}
-        self.latencies_ns: list[int] = []
+        self.answers: list[tuple[bytes, bytes, int]] = []  # (correlation, payload, latency ns)
         self.lock = threading.Lock()
         self._buf = b""
         # CONNECT: MQTT 5, clean start, keepalive off (runs are short), no properties
@@ -274,6 +286,7 @@ class Requester:
                 if not b & 0x80:
                     break
             corr, end = None, i + plen
+            payload = bytes(body[end:])
             while i < end:  # properties: only 0x08 / 0x09 (2-byte length) expected
                 ident = body[i]
                 ln = int.from_bytes(body[i + 1:i + 3], "big")
@@ -285,7 +298,7 @@ class Requester:
             with self.lock:
                 t0 = self.sent.pop(corr, None) if corr is not None else None
             if t0 is not None:
-                self.latencies_ns.append(t - t0)
+                self.answers.append((corr or b"", payload, t - t0))
 
     def _publish_packet(self, topic: str, body: bytes, corr: bytes) -> bytes:
         self._pid = self._pid % 0xFFFF + 1
@@ -294,12 +307,13 @@ class Requester:
         return b"\x32" + encode_vbi(len(var) + len(body)) + var + body
 
     def run(self, topic: str, rate: float, seconds: float, tag: str) -> dict[str, Any]:
-        """Send at `rate` per second for `seconds`; wait up to 2 s for the stragglers."""
+        """Send at `rate` per second for `seconds`; wait up to 2 s for the stragglers; then
+        check every answer (see the module docstring)."""
         n = max(1, int(rate * seconds))
-        self.latencies_ns = []
+        self.answers = []
         corrs = [i.to_bytes(4, "big") + tag.encode() for i in range(n)]
-        packets = [self._publish_packet(topic, TEMPLATE.replace("@ID@", f"{tag}-{i}").encode(),
-                                        corrs[i]) for i in range(n)]
+        bodies = [TEMPLATE.replace("@ID@", f"{tag}-{i}").encode() for i in range(n)]
+        packets = [self._publish_packet(topic, bodies[i], corrs[i]) for i in range(n)]
         start = time.perf_counter()
         for i, packet in enumerate(packets):
             delay = start + i / rate - time.perf_counter()
@@ -310,17 +324,30 @@ class Requester:
             self.sock.sendall(packet)
         send_s = time.perf_counter() - start
         deadline = time.perf_counter() + 2.0
-        while len(self.latencies_ns) < n and time.perf_counter() < deadline:
+        while len(self.answers) < n and time.perf_counter() < deadline:
             time.sleep(0.01)  # draining: the answers arrive on the reader thread
         with self.lock:
             self.sent.clear()
-        lat = sorted(x / 1e6 for x in self.latencies_ns)
+            answers = list(self.answers)
+        failures: Counter[str] = Counter()
+        lat: list[float] = []
+        for corr, payload, ns in answers:
+            i = int.from_bytes(corr[:4], "big")
+            why = (echo_failure(payload, bodies[i]) if topic == ECHO
+                   else a2_failure(payload, f"{tag}-{i}"))
+            if why:
+                failures[why] += 1
+            else:
+                lat.append(ns / 1e6)
+        lat.sort()
         achieved = n / send_s if send_s > 0 else rate
 
         def pct(p: float) -> float | None:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
 
         return {"rate_per_s": rate, "sent": n, "answered": len(lat),
+                "failed": sum(failures.values()), "failures": dict(failures),
+                "unanswered": n - len(answers),
                 "achieved_rate_per_s": round(achieved, 1), "p50_ms": pct(0.50),
                 "p99_ms": pct(0.99), "max_ms": round(lat[-1], 3) if lat else None}
 
@@ -331,6 +358,26 @@ class Requester:
             self.sock.shutdown(socket.SHUT_RDWR)
         self._reader.join(5)
         self.sock.close()
+
+
+def a2_failure(payload: bytes, workload_id: str) -> str | None:
+    """Why `payload` is not an A.2 for `workload_id` with EXPECTED_DECISION, or None."""
+    try:
+        msg = parse_message(payload)
+    except MessageError as exc:
+        return f"not a valid Annex A message: {str(exc)[:80]}"
+    if not isinstance(msg, InfrastructureResponse):
+        return f"not an A.2 ({type(msg).__name__})"
+    if msg.workload_id != workload_id:
+        return "A.2 for another workload_id"
+    if msg.approval_status != EXPECTED_DECISION:
+        return f"decision {msg.approval_status.value}, expected {EXPECTED_DECISION}"
+    return None
+
+
+def echo_failure(payload: bytes, request: bytes) -> str | None:
+    """Why the echo's answer is not the request's bytes, or None."""
+    return None if payload == request else "echo differs from the request"
 
 
 def sustainable(r: dict[str, Any]) -> bool:
@@ -406,6 +453,7 @@ def show(kind: str, r: dict[str, Any]) -> None:
     print(f"  {kind:<11} {r['rate_per_s']:>6}/s  sent {r['sent']:>6}  answered "
           f"{r['answered']:>6}  achieved {r['achieved_rate_per_s']:>8.1f}/s  p50 "
           f"{r['p50_ms']} ms  p99 {r['p99_ms']} ms  max {r['max_ms']} ms"
+          + (f"  FAILED {r['failed']}: {r['failures']}" if r["failed"] else "")
           + (f"  responder CPU {r['responder_cpu_ms_per_request']} ms/request"
              if "responder_cpu_ms_per_request" in r else ""), flush=True)
 
@@ -435,6 +483,14 @@ def main() -> int:
     p99 = ours["1000_per_s"]["p99_ms"]
     met = (p99 is not None and p99 <= TARGET_P99_MS
            and ours["1000_per_s"]["answered"] == ours["1000_per_s"]["sent"])
+    runs = [("ours", k, r) for k, r in ours.items() if k.endswith("_per_s")]
+    runs += [("ours x2", k, r) for k, r in ours["two_instances"].items() if k.endswith("_per_s")]
+    runs += [("baseline", k, r) for k, r in baseline.items() if k.endswith("_per_s")]
+    failed = {f"{who} {key}": r["failures"] for who, key, r in runs
+              if isinstance(r, dict) and r.get("failures")}
+    print("answers checked (A.2 valid, right workload, decision "
+          f"{EXPECTED_DECISION!r}; echo = request): "
+          + ("all passed" if not failed else f"FAILURES {failed}"))
     print(f"responder CPU per request at 1,000/s: ours "
           f"{ours['1000_per_s']['responder_cpu_ms_per_request']} ms, bare echo "
           f"{baseline['1000_per_s']['responder_cpu_ms_per_request']} ms (load-independent; "
@@ -443,9 +499,11 @@ def main() -> int:
     print(f"ours p99 at 1,000/s: {p99} ms (target <= {TARGET_P99_MS} ms; spec 500 ms); "
           f"bare echo p99 {baseline['1000_per_s']['p99_ms']} ms; highest sustainable: ours "
           f"{ours['max_sustainable_per_s']}/s, echo {baseline['max_sustainable_per_s']}/s")
-    print(json.dumps({"ours": ours, "baseline": baseline,
-                      "targets": {"p99_ms_at_1000_per_s": TARGET_P99_MS},
-                      "targets_met": met}))
+    print_json_line({"ours": ours, "baseline": baseline,
+                     "expected_decision": EXPECTED_DECISION,
+                     "answers_failing_checks": failed,
+                     "targets": {"p99_ms_at_1000_per_s": TARGET_P99_MS},
+                     "targets_met": met})
     return 0
 
 
