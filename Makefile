@@ -23,6 +23,7 @@ peers:
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge_runtime tools tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy edge_runtime
