@@ -36,6 +36,21 @@ def read_devices(table: Mapping[str, Any], file: str, maps_dir: Path,
     return devices
 
 
+def read_points(sec: Section, defaults: Any, optional: Collection[str] = ()) -> dict[str, Any]:
+    """A section's `[x.points]` table: every field of the `defaults` dataclass as a
+    "device.point" name ("" allowed for the `optional` ones); unknown keys are errors."""
+    pts = sec.sub("points")
+    names: dict[str, Any] = {}
+    for key in defaults.__dataclass_fields__:
+        value = pts.get_str(key, getattr(defaults, key))
+        if isinstance(value, str) and not (value == "" and key in optional) \
+                and value.count(".") != 1:
+            pts.error(key, f"must name a point as 'device.point', got {value!r}")
+        names[key] = value
+    pts.finish()
+    return names
+
+
 def vars_of(points: Any) -> dict[str, str]:
     """A points dataclass as {key: "device.point"}."""
     return {k: getattr(points, k) for k in points.__dataclass_fields__}

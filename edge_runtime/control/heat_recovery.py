@@ -68,6 +68,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from edge_runtime.config.devices import read_points
 from edge_runtime.config.reader import ErrorLog, Section
 from edge_runtime.control.energy_meter import FLUID_TABLES, FluidRangeError, ThermalEnergyMeter
 from edge_runtime.control.pid import Pid, PidConfig
@@ -307,17 +308,10 @@ def load_heat_recovery(sec: Section, file: str, errors: ErrorLog) -> HeatRecover
     name = v["name"]
     if isinstance(name, str) and (not name or "." in name):
         sec.error("name", f"must be a plain name without dots, got {name!r}")
-    pts = sec.sub("points")
-    names: dict[str, Any] = {}
-    for key in HeatRecoveryPoints.__dataclass_fields__:
-        value = pts.get_str(key, getattr(HeatRecoveryPoints(), key))
-        optional = key in OPTIONAL_POINTS or key == "heat_pump"
-        if isinstance(value, str) and not (value == "" and optional) and value.count(".") != 1:
-            pts.error(key, f"must name a point as 'device.point', got {value!r}")
-        names[key] = value
+    names = read_points(sec, HeatRecoveryPoints(), (*OPTIONAL_POINTS, "heat_pump"))
     if bool(names.get("dh_pressure")) != bool(names.get("loop_pressure")):
-        pts.error("loop_pressure", "dh_pressure and loop_pressure go together")
-    pts.finish()
+        sec.errors.add(sec.file, "heat_recovery.points", "loop_pressure",
+                       "dh_pressure and loop_pressure go together")
     sec.finish()
     if len(errors.lines) > before:
         return d
