@@ -10,6 +10,13 @@
     workload                                    an Annex A.1 announcement (extra properties
                                                  allowed: the site adds "site_decision",
                                                  whose "roles" names the roles to prepare)
+    prepare (pswd/v1/{site}/workload/prepare)   the same, from the site coordinator
+
+With a verifier (`[mqtt] command_keys`), every kind but rebirth must carry a valid signed
+envelope (security/signing.py), the A.1 kinds included: nothing unsigned changes anything.
+The request then acts with the role that signed it; unsigned (no keys on this node), with the
+channel's `role`. Which output the request may move is not decided here but by the rights
+table (core/authority.py), checked by the command path for every transport.
 
 Anything else raises Invalid(category, reason, field); the link answers it on the node's
 error topic and counts it by category: unknown_topic, retained, oversized, malformed (not
@@ -33,6 +40,7 @@ from edge_runtime.messages.models import MessageError, parse_datetime
 
 CONTROL_FIELDS = frozenset({"PSWD_version", "timestamp", "action", "point", "value",
                             "command_id", "signature", "nonce", "role"})
+KINDS = (*COMMAND_KINDS, "prepare")  # prepare: the site-wide workload/prepare topic
 Verifier = Callable[[str, dict[str, Any]], "str | None"]
 
 
@@ -57,6 +65,7 @@ class WorkloadNotice:
     site_decision: str | None
     announcement: Any  # edge_runtime.messages.models.WorkloadAnnouncement
     roles: tuple[str, ...] | None = None  # None: every node it reaches
+    role: str = ""  # the user role that signed it ("" unsigned: the channel's)
 
 
 Request = SetOutput | ReleaseOutput | Rebirth | WorkloadNotice
@@ -76,9 +85,11 @@ class Outputs(Protocol):
 
 
 def parse_command(kind: str, payload: bytes, *, retain: bool, max_bytes: int, image: Outputs,
-                  verify: Verifier | None = None) -> Request:
-    """The request a `cmd/{kind}` message makes, or Invalid saying why it is refused."""
-    if kind not in COMMAND_KINDS:
+                  verify: Verifier | None = None, role: str = "") -> Request:
+    """The request a `cmd/{kind}` message makes, or Invalid saying why it is refused.
+
+    `role`: what an unsigned request acts as (the channel's role; ignored with `verify`)."""
+    if kind not in KINDS:
         raise Invalid("unknown_topic", f"unknown command kind {kind!r}; one of "
                       f"{', '.join(COMMAND_KINDS)}", "topic")
     if retain:  # a retained command would be applied again at every reconnect
@@ -98,12 +109,26 @@ def parse_command(kind: str, payload: bytes, *, retain: bool, max_bytes: int, im
         raise Invalid("malformed", "expected a JSON object", "$")
     if kind == "rebirth":
         return Rebirth()
-    if kind == "workload":
-        return _workload(doc)
-    return _control(kind, doc, image, verify)
+    if verify is not None:
+        role = _verified_role(kind, doc, verify)
+    if kind in ("workload", "prepare"):
+        return _workload(doc, role)
+    return _control(kind, doc, image, role)
 
 
-def _workload(doc: dict[str, Any]) -> WorkloadNotice:
+def _verified_role(kind: str, doc: dict[str, Any], verify: Verifier) -> str:
+    """The role that signed `doc`, or Invalid("refused") naming the envelope field at fault."""
+    if kind not in ("workload", "prepare"):
+        _check_envelope(doc)  # schema first: a malformed command says so, not "signature"
+    if (why := verify(kind, doc)) is not None:
+        # the verifier's reasons start with the envelope field at fault ("nonce: ...")
+        field = why.split(":", 1)[0]
+        known = CONTROL_FIELDS | {"signed_at"}
+        raise Invalid("refused", why, field if field in known else "signature")
+    return str(doc.get("role", ""))
+
+
+def _workload(doc: dict[str, Any], role: str) -> WorkloadNotice:
     try:
         announcement = parse_message(json.dumps(doc))
     except MessageError as exc:
@@ -118,11 +143,10 @@ def _workload(doc: dict[str, Any]) -> WorkloadNotice:
                       f"got {roles!r}"[:200], "site_decision.roles")
     return WorkloadNotice(str(getattr(announcement, "workload_id", "?")),
                           status if isinstance(status, str) else None, announcement,
-                          None if roles is None else tuple(roles))
+                          None if roles is None else tuple(roles), role)
 
 
-def _control(kind: str, doc: dict[str, Any], image: Outputs,
-             verify: Verifier | None) -> SetOutput | ReleaseOutput:
+def _check_envelope(doc: dict[str, Any]) -> None:
     for key in ("PSWD_version", "timestamp", "action", "point"):
         if not isinstance(doc.get(key), str):
             raise Invalid("schema", f"{key}: required text, got {doc.get(key)!r}"[:200], key)
@@ -135,10 +159,11 @@ def _control(kind: str, doc: dict[str, Any], image: Outputs,
         raise Invalid("schema", f"timestamp: {exc}", "timestamp") from None
     if extra := sorted(set(doc) - CONTROL_FIELDS):
         raise Invalid("schema", f"unknown field(s) {', '.join(extra)}", extra[0])
-    if verify is not None and (why := verify(kind, doc)) is not None:
-        # the verifier's reasons start with the envelope field at fault ("nonce: ...")
-        field = why.split(":", 1)[0]
-        raise Invalid("refused", why, field if field in CONTROL_FIELDS else "signature")
+
+
+def _control(kind: str, doc: dict[str, Any], image: Outputs,
+             role: str) -> SetOutput | ReleaseOutput:
+    _check_envelope(doc)
     action, point, source = doc["action"], doc["point"], f"mqtt.{kind}"
     if action not in ("set_output", "release_output"):
         raise Invalid("schema", f"action: expected 'set_output' or 'release_output', "
@@ -147,13 +172,13 @@ def _control(kind: str, doc: dict[str, Any], image: Outputs,
         if action == "release_output":
             if point not in image.outputs_info:
                 raise UnknownPoint(point)
-            return ReleaseOutput(point, source)
+            return ReleaseOutput(point, source, role=role)  # releases only what role holds
         value = doc.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or not math.isfinite(value):
             raise Invalid("schema", f"value: expected a finite number, got {value!r}", "value")
         image.check_output(point, value)  # refused now, with a reason; the scan checks again
-        return SetOutput(point, float(value), source)
+        return SetOutput(point, float(value), source, role=role)
     except (UnknownPoint, OutOfRange, TypeError) as exc:
         raise Invalid("refused", str(exc),
                       "point" if isinstance(exc, UnknownPoint) else "value") from None

@@ -23,6 +23,7 @@ from typing import Any
 
 from edge_runtime.config.reader import ErrorLog, Section
 from edge_runtime.config.schema import DeviceConfig, Limits
+from edge_runtime.core.authority import USER_ROLES  # spec 10.2.2, one spelling
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import PointInfo
 from edge_runtime.core.points import Quality
@@ -40,8 +41,6 @@ from edge_runtime.safety.limits import (
 )
 from edge_runtime.safety.redundancy import GroupConfig, Mode, RedundancyGroup
 
-# Spec 10.2.2 roles (ARCHITECTURE section 6).
-USER_ROLES = ("workload_operator", "infrastructure_manager", "grid_operator", "municipal_partner")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _P = r"[A-Za-z][A-Za-z0-9_-]*\.[A-Za-z][A-Za-z0-9_]*"
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"

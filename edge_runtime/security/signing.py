@@ -5,19 +5,32 @@ or grid_signal) carries, beside its fields (inbound.py):
 
     "timestamp": RFC 3339, when it was issued (the node refuses it beyond max_age_s either way)
     "nonce":     8-64 characters, never used before by this role on this node
-    "role":      who signs: infrastructure_manager, grid_operator, workload_operator,
-                 municipal_utility
+    "role":      who signs: one of the spec 10.2.2 roles (core/authority.py USER_ROLES)
     "signature": hex HMAC-SHA256 under that role's key of
                  "{node}/{kind}\\n" + the JSON of every other field, keys sorted, no spaces
 
 The node and the kind are inside the MAC, so a command signed for one node or one kind cannot
 be replayed to another; the nonce and the timestamp stop a replay to the same one. Each role
 has its own 32-byte key (`<role>.key` in a directory, 64 hex digits): holding the grid
-operator's key signs grid signals, not pump speeds. Which role may send which kind:
+operator's key signs grid signals, not pump speeds. Which role may send which kind is the
+rights table's (core/authority.py; a node's [rights] may narrow it), and what the command
+then moves is checked there again per output class:
 
     thermal_control   infrastructure_manager
     battery_control   infrastructure_manager, grid_operator
     grid_signal       grid_operator, infrastructure_manager
+    workload          workload_operator, infrastructure_manager (an A.1 sent to one node)
+    prepare           infrastructure_manager (the site coordinator's workload/prepare)
+
+An A.1 body has a timestamp of its own (when the workload was announced), so on the workload
+kinds the envelope's issue time is "signed_at" instead. `prepare` goes to every node of the
+site at once: its MAC names "{site}/*" where the others name the node.
+
+Nonces survive a restart when the verifier has a `journal` file (the node's state dir): each
+accepted nonce is appended and fsync'd before the command is handed on, so a command captured
+before a restart is refused after it. The journal is bounded (rewritten, atomically, with
+only the live window when it doubles) and a torn last line (power cut mid-write: that command
+was never accepted) is ignored.
 
 Keys are made with `generate_key(path)` (`pswd-edge keygen`), mode 0600, never shipped.
 
@@ -43,14 +56,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.core.authority import DEFAULT_RIGHTS, USER_ROLES, Rights
 from edge_runtime.messages.models import format_datetime, parse_datetime
 
-ROLES = ("infrastructure_manager", "grid_operator", "workload_operator", "municipal_utility")
-ALLOWED_ROLES: dict[str, frozenset[str]] = {
-    "thermal_control": frozenset({"infrastructure_manager"}),
-    "battery_control": frozenset({"infrastructure_manager", "grid_operator"}),
-    "grid_signal": frozenset({"grid_operator", "infrastructure_manager"}),
-}
+ROLES = USER_ROLES  # one list, one spelling: keys are <role>.key for these
+CONTROL_KINDS = ("thermal_control", "battery_control", "grid_signal")
+# Who may sign the output-moving kinds (the default table; `pswd-edge command --kind`).
+ALLOWED_ROLES: dict[str, frozenset[str]] = {k: DEFAULT_RIGHTS.roles_for(k) for k in CONTROL_KINDS}
+WORKLOAD_KINDS = frozenset({"workload", "prepare"})
+PREPARE = "prepare"
+PREPARE_ROLE = "infrastructure_manager"  # the site coordinator signs as the facility
 KEY_BYTES = 32
 _NONCE = re.compile(r"[A-Za-z0-9_.:-]{8,64}", re.ASCII)
 _HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -58,6 +73,16 @@ _HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 class KeyFileError(ValueError):
     """A key file that cannot be used."""
+
+
+def time_field(kind: str) -> str:
+    """The envelope field holding the issue time: an A.1 has its own "timestamp"."""
+    return "signed_at" if kind in WORKLOAD_KINDS else "timestamp"
+
+
+def site_target(site: str) -> str:
+    """What a site-wide message's MAC names instead of one node ("{site}/*")."""
+    return f"{site}/*"
 
 
 def canonical(node: str, kind: str, doc: Mapping[str, Any]) -> bytes:
@@ -77,7 +102,7 @@ def sign(key: bytes, node: str, kind: str, doc: Mapping[str, Any], *, role: str,
          now: float, nonce: str | None = None) -> dict[str, Any]:
     """A copy of `doc` with timestamp (issued now), nonce, role and signature set."""
     out = {k: v for k, v in doc.items() if k != "signature"}
-    out["timestamp"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    out[time_field(kind)] = format_datetime(datetime.fromtimestamp(now, UTC))
     out["nonce"] = nonce if nonce is not None else secrets.token_hex(12)
     out["role"] = role
     out["signature"] = mac(key, node, kind, out)
@@ -90,19 +115,29 @@ class CommandVerifier:
     Nonces are remembered per role for twice max_age_s (older ones would fail the time check
     anyway), at most `max_nonces` of them; past that bound the oldest go first, and a
     command whose nonce would be forgotten too early (an attacker filling the cache) is
-    refused rather than risk a replay."""
+    refused rather than risk a replay. With a `journal` path they survive a restart (see the
+    module docstring); a journal that cannot be written refuses the command."""
 
     def __init__(self, keys: Mapping[str, bytes], *, node: str, wall: Callable[[], float],
-                 max_age_s: float = 30.0, max_nonces: int = 100_000) -> None:
+                 max_age_s: float = 30.0, max_nonces: int = 100_000, site: str = "",
+                 rights: Rights = DEFAULT_RIGHTS, journal: Path | None = None) -> None:
         if not keys:
             raise ValueError("no command keys: every signed command would be refused")
         self.keys = dict(keys)
         self.node = node
+        self.site = site
         self.wall = wall
+        self.rights = rights
         self.max_age_s = max_age_s
         self.max_nonces = max_nonces
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> issued at
         self.refused = 0
+        self.journal = NonceJournal(journal) if journal is not None else None
+        if self.journal is not None:
+            horizon = wall() - 2.0 * max_age_s
+            for issued, role, nonce in self.journal.load():
+                if issued >= horizon:
+                    self._seen[(role, nonce)] = issued
 
     def __call__(self, kind: str, doc: dict[str, Any]) -> str | None:
         why = self._check(kind, doc)
@@ -116,35 +151,42 @@ class CommandVerifier:
             return "signature: required, 64 lower-case hex digits of HMAC-SHA256"
         if not isinstance(role, str) or role not in ROLES:
             return f"role: expected one of {', '.join(ROLES)}, got {role!r}"[:200]
-        allowed = ALLOWED_ROLES.get(kind, frozenset())
+        allowed = self.rights.roles_for(kind)
         if role not in allowed:
             return (f"role: {role} may not send {kind} (allowed: "
                     f"{', '.join(sorted(allowed)) or 'none'})")
         key = self.keys.get(role)
         if key is None:
             return f"role: this node holds no key for {role}"
-        if not hmac.compare_digest(signature, mac(key, self.node, kind, doc)):
+        target = site_target(self.site) if kind == PREPARE else self.node
+        if not hmac.compare_digest(signature, mac(key, target, kind, doc)):
             return "signature: does not match (wrong key, node, kind or altered fields)"
         # only a genuine message gets this far: what follows is about replays and clocks
         if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
             return "nonce: required, 8-64 characters of letters, digits, _ . : -"
+        field = time_field(kind)
         try:
-            issued = parse_datetime(str(doc.get("timestamp"))).timestamp()
+            issued = parse_datetime(str(doc.get(field))).timestamp()
         except ValueError as exc:
-            return f"timestamp: {exc}"
+            return f"{field}: {exc}"
         now = self.wall()
         age = now - issued
         if age > self.max_age_s:
-            return (f"timestamp: issued {age:.1f} s ago by this node's clock, more than "
+            return (f"{field}: issued {age:.1f} s ago by this node's clock, more than "
                     f"{self.max_age_s:g} s (expired, or a clock is wrong)")
         if -age > self.max_age_s:
-            return (f"timestamp: issued {-age:.1f} s in the future by this node's clock, "
+            return (f"{field}: issued {-age:.1f} s in the future by this node's clock, "
                     f"more than {self.max_age_s:g} s (a clock is wrong)")
         self._forget(now)
         if (role, nonce) in self._seen:
             return "nonce: already used (a replay)"
         if len(self._seen) >= self.max_nonces:
             return "nonce: too many commands inside the replay window; refused for safety"
+        if self.journal is not None:
+            try:  # on disk before the command is handed on: a restart cannot forget it
+                self.journal.append(issued, role, nonce, live=self._seen)
+            except OSError as exc:
+                return f"nonce: the replay journal cannot be written ({exc}); refused for safety"
         self._seen[(role, nonce)] = issued
         return None
 
@@ -155,6 +197,71 @@ class CommandVerifier:
             if issued >= horizon:
                 break
             del self._seen[key]
+
+
+class NonceJournal:
+    """Accepted nonces on disk, one line each ("issued role nonce"), append + fsync.
+
+    A line is only used when it ends in a newline and parses: a torn write is the command
+    that was never accepted. When the file holds twice the live window it is rewritten with
+    the live window only (temporary file, fsync, rename), so it stays bounded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lines = 0
+
+    def load(self) -> list[tuple[float, str, str]]:
+        """Every well-formed entry; a missing file is an empty journal."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out: list[tuple[float, str, str]] = []
+        for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn
+            parts = line.decode("ascii", errors="replace").split(" ")
+            if len(parts) != 3 or parts[1] not in ROLES or not _NONCE.fullmatch(parts[2]):
+                continue
+            try:
+                issued = float(parts[0])
+            except ValueError:
+                continue
+            out.append((issued, parts[1], parts[2]))
+        self._lines = len(out)
+        return out
+
+    def append(self, issued: float, role: str, nonce: str, *,
+               live: Mapping[tuple[str, str], float]) -> None:
+        """Record one accepted nonce durably (compacting first when the file has grown)."""
+        if self._lines >= 2 * len(live) + 1000:
+            self._rewrite(live)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, _line(issued, role, nonce))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._lines += 1
+
+    def _rewrite(self, live: Mapping[tuple[str, str], float]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"".join(_line(t, r, n) for (r, n), t in live.items()))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dirfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+        self._lines = len(live)
+
+
+def _line(issued: float, role: str, nonce: str) -> bytes:
+    return f"{issued:.3f} {role} {nonce}\n".encode("ascii")
 
 
 def load_keys(directory: Path) -> dict[str, bytes]:
