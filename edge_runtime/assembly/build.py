@@ -87,7 +87,7 @@ def assemble(
                       wall_offset=clock.wall() - clock.monotonic(), held=held)
     role_blocks = ROLE_BLOCKS[config.role](config, ctx) if blocks is None else list(blocks)
     manual = ManualOutputs(commands, events, clock.wall, safety=safety,
-                           controls=RoleControls(role_blocks), held=held)
+                           controls=RoleControls(role_blocks), held=held, rights=config.rights)
     heartbeats = [n for n, i in image.outputs_info.items() if i.spec.name == HEARTBEAT_POINT]
     # Estimation before control, so control blocks read the voted inputs by name.
     groups = list(safety.groups.values())

@@ -20,6 +20,7 @@ from edge_runtime.control.cdu_config import CduControlConfig, load_cdu_control
 from edge_runtime.control.heat_recovery import HeatRecoveryConfig, load_heat_recovery
 from edge_runtime.control.smoothing import SmoothingConfig, load_smoothing
 from edge_runtime.control.two_phase import TwoPhaseConfig, load_two_phase
+from edge_runtime.core.authority import DEFAULT_RIGHTS, Rights, read_rights
 from edge_runtime.federation.config import MqttConfig, read_mqtt
 from edge_runtime.safety.config import SafetyConfig
 from edge_runtime.site.config import SiteConfig, read_site_section
@@ -48,6 +49,7 @@ class NodeConfig:
     mqtt: MqttConfig | None = None  # [mqtt]: the node's federation link, when it has one
     coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
     realtime_priority: int = 0  # [node]: SCHED_FIFO priority of the node (0: normal scheduling)
+    rights: Rights = DEFAULT_RIGHTS  # [rights]: narrows the rights table (core/authority.py)
 
     def device(self, name: str) -> DeviceConfig:
         """Device by name."""
@@ -115,6 +117,10 @@ def _site(inp: SectionInput) -> SiteConfig:
     return read_site_section(inp.section("site"))
 
 
+def _rights(inp: SectionInput) -> Rights:
+    return read_rights(inp.section("rights"))
+
+
 def _mqtt(inp: SectionInput) -> MqttConfig:
     return read_mqtt(inp.section("mqtt"), inp.base_dir)
 
@@ -127,4 +133,5 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("two_phase", ("cdu",), _two_phase),
     SectionSpec("smoothing", ("rack",), _smoothing),
     SectionSpec("heat_recovery", ("cdu", "site"), _heat_recovery),
+    SectionSpec("rights", ROLES, _rights, needs_points=False),
 )
