@@ -20,6 +20,9 @@
                                    # each is held at its io_map failsafe value instead, until
                                    # an operator or the site (once back) sets or releases it;
                                    # "hold": keep them as the site set them (alarm only)
+    require_coordinator = true     # no site coordinator online (their retained state on
+                                   # pswd/v1/{site}/coordinator/+/state) counts as a lost
+                                   # link; false for a site without coordinator (a lab)
     command_keys = "keys"          # directory of <role>.key files (pswd-edge keygen): control
                                    # commands must then carry a valid HMAC-SHA256 envelope
                                    # (security/signing.py, spec 5.3 b); absent: accepted
@@ -76,6 +79,7 @@ class MqttConfig:
     max_message_bytes: int = 65_536
     link_loss_s: float = 10.0  # 0: no link-loss watchdog
     on_link_loss: str = "release"  # one of LINK_LOSS_POLICIES
+    require_coordinator: bool = True  # no coordinator online = link lost (link_loss.py)
     command_keys: Path | None = None  # None: control commands are not signature-checked
 
     @property
@@ -119,6 +123,7 @@ def read_mqtt(sec: Section, base_dir: Path) -> MqttConfig:
                                       maxval=16 * 1024 * 1024),
         link_loss_s=sec.get_float("link_loss_s", d.link_loss_s, minval=0.0, maxval=86_400.0),
         on_link_loss=sec.get_str("on_link_loss", d.on_link_loss, choices=LINK_LOSS_POLICIES),
+        require_coordinator=sec.get_bool("require_coordinator", d.require_coordinator),
         command_keys=_command_keys(sec, base_dir),
     )
     if cfg.reconnect_max_s < cfg.reconnect_min_s:

@@ -15,8 +15,18 @@ hold made meanwhile is left alone). Each policy raises the alarm `site_link_lost
 outputs; the first connect after it raises `site_link_restored`. Local operator holds,
 technician forces (the safety layer) and interlocks are never touched. Detection is the MQTT
 client's: at once when the broker closes or refuses the socket, within about 2 x keepalive_s
-(paho's ping timeout) when the network silently drops packets. A site coordinator that
-dies while the broker stays up is not seen here.
+(paho's ping timeout) when the network silently drops packets.
+
+The site link is also lost when no site coordinator is online (`[mqtt] require_coordinator`,
+default true; issue 8 finding 7): the coordinators keep a retained online state with an
+offline will on pswd/v1/{site}/coordinator/{instance}/state (coordinator_state.py), NodeLink
+feeds each one to `coordinator(instance, payload)`, and the link counts as up only while the
+broker link is up and at least one instance is online. So a coordinator killed while the
+broker stays up (its will fires within 1.5 x its keepalive) or stopped cleanly (it publishes
+offline) is, link_loss_s later, exactly a link loss: same policy, same alarms, whose message
+names the cause ("no site coordinator online"). At start the grace is link_loss_s: down from
+creation until the broker is reached and a coordinator's retained online state has arrived.
+A node of a site without coordinator (a lab bench) sets require_coordinator = false.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from edge_runtime.core.clock import Clock
 from edge_runtime.core.commands import CommandQueue, ReleaseOutput, SetOutput
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
+from edge_runtime.federation.coordinator_state import CoordinatorPresence
 
 
 class HeldOutputs(Protocol):
@@ -102,21 +113,46 @@ class LinkLossGuard:
 
     name = "link_loss"
 
-    def __init__(self, node: GuardedNode, after_s: float, policy: str = "release") -> None:
+    def __init__(self, node: GuardedNode, after_s: float, policy: str = "release", *,
+                 require_coordinator: bool = False) -> None:
         self.node = node
         self.after_s = after_s
         self.policy = policy  # federation.config.LINK_LOSS_POLICIES
         self.watchdog = LinkLossWatchdog(after_s, node.clock.monotonic())
         self.released: list[str] = []  # outputs released (or failsafe) at the last loss
+        self.require_coordinator = require_coordinator
+        self.coordinators = CoordinatorPresence()
+        self._broker_up = False
 
     @property
     def lost(self) -> bool:
         """True from the alarm until the link is back."""
         return self.watchdog.lost
 
+    @property
+    def cause(self) -> str:
+        """Why the site link is down now ("" while it is up)."""
+        if not self._broker_up:
+            return "broker link down"
+        if self.require_coordinator and not self.coordinators.online:
+            return "no site coordinator online"
+        return ""
+
     def link(self, up: bool) -> None:
-        """The link went up or down; back after a declared loss raises site_link_restored."""
-        lasted = self.watchdog.link(up, self.node.clock.monotonic())
+        """The broker link went up or down."""
+        self._broker_up = up
+        if not up:
+            self.coordinators.clear()  # known again from the retained states on reconnect
+        self._update()
+
+    def coordinator(self, instance: str, payload: bytes) -> None:
+        """A message on pswd/v1/{site}/coordinator/{instance}/state."""
+        self.coordinators.update(instance, payload)
+        self._update()
+
+    def _update(self) -> None:
+        """Feed the watchdog; back after a declared loss raises site_link_restored."""
+        lasted = self.watchdog.link(not self.cause, self.node.clock.monotonic())
         if lasted is not None:
             self.node.events.raise_event(
                 self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.INFO,
@@ -143,6 +179,7 @@ class LinkLossGuard:
                     f"{p} = {v:g} {outputs[p].unit}".rstrip() for p, v in safe.items())
                 if self.policy == "failsafe"
                 else f"holding {named} as the site set them (on_link_loss = hold)")
+        why = " (no site coordinator online)" if self.cause == "no site coordinator online" else ""
         self.node.events.raise_event(
             self.node.clock.wall(), LINK_LOSS_SOURCE, Severity.ALARM,
-            f"site link lost for {self.after_s:g} s: {what}", "site_link_lost")
+            f"site link lost for {self.after_s:g} s{why}: {what}", "site_link_lost")
