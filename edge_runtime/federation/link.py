@@ -73,8 +73,9 @@ from edge_runtime.federation.inbound import (
     parse_command,
 )
 from edge_runtime.federation.link_loss import GuardedNode, LinkLossGuard
-from edge_runtime.federation.mqtt import Message, MqttClient
+from edge_runtime.federation.mqtt import Message, MqttClient, node_packet_limit
 from edge_runtime.federation.outbox import Entry, Outbox, OutboxError, open_outbox
+from edge_runtime.federation.ratelog import RateLimitedLog
 from edge_runtime.federation.recorder import (
     EncodedBatch,
     TelemetryRecorder,
@@ -145,7 +146,8 @@ class NodeLink:
         self.channel_role = channel_role
         self.client = MqttClient(cfg, client_id=cfg.client_id or nc.name,
                                  on_message=self._on_message, on_state=self._on_state,
-                                 on_published=self._on_published)
+                                 on_published=self._on_published,
+                                 max_packet_bytes=node_packet_limit(cfg.max_message_bytes))
         self._online = False
         self.link_loss = LinkLossGuard(node, cfg.link_loss_s, cfg.on_link_loss,
                                        require_coordinator=cfg.require_coordinator)
@@ -161,6 +163,7 @@ class NodeLink:
         self._wake = asyncio.Event()
         self._events_seen = node.events.total
         self._error_budget = (0.0, 0)
+        self._invalid_log = RateLimitedLog(log, clock=node.clock.monotonic)  # per category
         self.invalid: Counter[str] = Counter()
         self.sent = Counter[str]()
         self.replayed = 0
@@ -432,7 +435,8 @@ class NodeLink:
 
     def _answer_error(self, msg: Message, bad: Invalid) -> None:
         self.invalid[bad.category] += 1
-        log.warning("%s: invalid message on %s: %s", self.who.node, msg.topic, bad.reason)
+        self._invalid_log.warning(bad.category, "%s: invalid message on %s: %s", self.who.node,
+                                  msg.topic, bad.reason)
         now = self.node.clock.monotonic()
         window, used = self._error_budget
         if now - window >= 1.0:

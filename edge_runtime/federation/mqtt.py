@@ -36,6 +36,17 @@ For request rates (the site coordinator, 1,000 announcements/s):
   GIL hand-overs per message, more than a decision costs);
 - `track_acks=False`: PUBACKs are not handed to the loop (publish_acked() is then refused);
 - `subscribe(..., no_local=True)` (MQTT 5): the broker does not send our own publishes back.
+A peer that is not an MQTT broker (a wrong `[mqtt] port`: an HTTP server, a Modbus device,
+something that accepts and says nothing) is reported within `connect_timeout_s` (5 s): its
+first packet must be a CONNACK, and one must come within that time of the TCP connection;
+the client logs why once (`MQTT cdu-1: 10.0.0.5:502 is not an MQTT broker: ...`) and keeps
+retrying with backoff. `wait_connected()`'s TimeoutError carries the same reason.
+
+`max_packet_bytes` (MQTT 5): the Maximum Packet Size declared in CONNECT. A compliant broker
+then never sends this client a larger packet (it drops the message for this subscriber), so a
+50 MB payload published on a command topic is never read; a peer that sends one anyway is
+disconnected when its length is read, before its payload is (MQTT 5 3.1.2.24).
+
 Every connection runs with TCP_NODELAY: with Nagle on, a QoS 1 publish written right after a
 PUBACK waits for the peer's delayed ACK, 40 ms a hop on Linux. paho's packet log goes to the
 logger `edge_runtime.federation.paho` (WARNING by default; set it to DEBUG to see packets):
@@ -51,6 +62,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +131,43 @@ class _ErrorsTo(logging.Handler):
         self._note(record.getMessage())
 
 
+_CONNACK = 0x20
+_FIXED_HEADER_MAX = 5  # packet type byte and up to four remaining-length bytes
+
+
+class _Paho(paho.Client):
+    """paho's client with two checks where bytes arrive (paho 2.x hooks; tests/
+    test_mqtt_connect.py pins both): the peer's first packet must be a CONNACK, and no packet
+    may be longer than the maximum packet size declared (0: none)."""
+
+    connack_seen = False
+    max_packet = 0
+    refused: str | None = None  # why this client dropped the connection, for the log
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho reads a packet's type byte, then its length, then its body: each check runs
+        # at the read after what it checks arrived, before anything else is read.
+        packet = self._in_packet
+        command = packet["command"]
+        if command and not self.connack_seen and command & 0xF0 != _CONNACK:
+            self.refused = f"its first packet is not a CONNACK (first byte 0x{command:02x})"
+            raise OSError(self.refused)
+        if self.max_packet and packet["have_remaining"]:
+            size = 1 + len(packet["remaining_count"]) + packet["remaining_length"]
+            if size > self.max_packet:
+                self.refused = (f"a packet of {size} bytes (type 0x{command >> 4:x}) exceeds "
+                                f"the {self.max_packet}-byte maximum packet size; dropped the "
+                                "connection before reading it")
+                raise OSError(self.refused)
+        return super()._sock_recv(bufsize)
+
+    def _packet_handle(self) -> MQTTErrorCode:
+        rc = super()._packet_handle()
+        if self._in_packet["command"] & 0xF0 == _CONNACK:
+            self.connack_seen = True
+        return rc
+
+
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
 
@@ -169,6 +218,13 @@ class PackedPublishProperties(Properties):
                 f"CorrelationData: {self.CorrelationData!r}]")
 
 
+def node_packet_limit(max_message_bytes: int) -> int:
+    """The MQTT 5 Maximum Packet Size a node declares: twice its `[mqtt] max_message_bytes`, so
+    a command a little over the limit still arrives and is answered `oversized` on the error
+    topic, plus room for topic and properties; the broker drops anything larger unread."""
+    return 2 * max_message_bytes + 4096
+
+
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     """A TLS 1.3-only client context with the node's certificate; None without [mqtt.tls]."""
     if cfg.tls is None:
@@ -196,13 +252,17 @@ class MqttClient:
         clean_start: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         track_acks: bool = True,
+        connect_timeout_s: float = 5.0,
+        max_packet_bytes: int = 0,
     ) -> None:
         """`on_connect` runs on the network thread; the other callbacks run in the loop.
         `ssl_context` replaces the one built from `cfg.tls` (tests of refused clients).
         `clean_start=False` with `session_expiry_s` > 0 (MQTT 5; 3.1.1: clean session off)
         keeps the broker-side session, so QoS 1 messages published while this subscriber is
         away are queued for it (with broker persistence, even across a broker restart).
-        `track_acks=False` (no on_published either): PUBACKs stay on the network thread."""
+        `track_acks=False` (no on_published either): PUBACKs stay on the network thread.
+        `connect_timeout_s`: for the TCP connection, the TLS handshake and then the CONNACK.
+        `max_packet_bytes` (MQTT 5, 0 for none): the Maximum Packet Size this client accepts."""
         self.cfg = cfg
         self.client_id = client_id if client_id is not None else cfg.client_id
         self._on_message = on_message
@@ -213,8 +273,12 @@ class MqttClient:
         protocol = paho.MQTTv5 if cfg.mqtt5 else paho.MQTTv311
         self._clean_start = clean_start
         kwargs: dict[str, Any] = {} if cfg.mqtt5 else {"clean_session": clean_start}
-        self._paho = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=protocol, **kwargs)
+        self._paho = _Paho(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                           protocol=protocol, **kwargs)
+        self.connect_timeout_s = connect_timeout_s
+        self._paho.connect_timeout = connect_timeout_s
+        self.max_packet_bytes = max_packet_bytes if cfg.mqtt5 else 0
+        self._paho.max_packet = self.max_packet_bytes
         self._paho.max_inflight_messages_set(max_inflight)
         self._paho.max_queued_messages_set(0)
         self._paho.on_connect = self._cb_connect
@@ -230,6 +294,9 @@ class MqttClient:
         self._paho_log = logging.Logger(f"{PAHO_LOG.name}.{self.client_id or 'client'}")
         self._paho_log.parent = PAHO_LOG
         self._paho_log.addFilter(_NotConnected())
+        # paho's "failed to receive" line for a refusal of ours: _why_dropped says it better
+        self._paho_log.addFilter(lambda r: not (self._paho.refused
+                                                and self._paho.refused in r.getMessage()))
         self._paho_log.addHandler(_ErrorsTo(self._record_error))
         self._paho.enable_logger(self._paho_log)
         # With this hook set, publish() from the loop thread only queues and wakes the network
@@ -255,6 +322,7 @@ class MqttClient:
         self._up = asyncio.Event()
         self._acks: dict[int, asyncio.Future[None]] = {}
         self.errors: deque[str] = deque(maxlen=20)
+        self._last_noted = ""
         self.connects = 0
         self.disconnects = 0
         self.published = 0
@@ -326,6 +394,8 @@ class MqttClient:
         if self.cfg.mqtt5:
             props = _properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self._session_expiry_s
+            if self.max_packet_bytes:
+                props.MaximumPacketSize = self.max_packet_bytes
             self._paho.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s,
                                      clean_start=self._clean_start, properties=props)
         else:
@@ -407,6 +477,7 @@ class MqttClient:
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_s
         while not self._stop.is_set():
+            self._paho.connack_seen, self._paho.refused = False, None
             try:
                 self._paho.reconnect()  # blocking TCP connect and TLS handshake: this thread only
             except (OSError, ValueError) as exc:
@@ -414,9 +485,17 @@ class MqttClient:
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.cfg.reconnect_max_s)
                 continue
+            connack_by = time.monotonic() + self.connect_timeout_s
             rc = MQTTErrorCode.MQTT_ERR_SUCCESS
             while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stop.is_set():
                 rc = self._paho.loop(timeout=0.2)
+                if not self._paho.connack_seen and time.monotonic() > connack_by \
+                        and self._paho.refused is None:
+                    self._paho.refused = (f"no CONNACK within {self.connect_timeout_s:g} s of "
+                                          "the TCP connection")
+                    self.abort()  # the next loop() sees the socket closed
+            if not self._stop.is_set() and not self._paho.connack_seen:
+                self._note_error(self._why_dropped(rc))  # after: _cb_disconnect says why
             if self._stop.is_set():
                 # flush the DISCONNECT queued by stop(); the broker drops the will on it
                 for _ in range(10):
@@ -429,6 +508,14 @@ class MqttClient:
             self._stop.wait(delay)
             delay = min(delay * 2, self.cfg.reconnect_max_s)
         self._set_connected(False)
+
+    def _why_dropped(self, rc: MQTTErrorCode) -> str:
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if self._paho.connack_seen:  # an MQTT broker that broke the size limit declared
+            return f"{where}: {self._paho.refused}"
+        why = self._paho.refused or (f"it closed the connection before a CONNACK "
+                                     f"({paho.error_string(rc)})")
+        return f"{where} is not an MQTT {self.cfg.protocol} broker: {why}"
 
     def _cb_connect(self, client: paho.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Properties | None) -> None:
@@ -447,6 +534,7 @@ class MqttClient:
             if not self._sub_pending:
                 self._call(self._subscribed.set)
         self.connects += 1
+        self._last_noted = ""  # the next trouble is news again
         self._connected = True
         if self._on_connect is not None:
             try:
@@ -458,7 +546,8 @@ class MqttClient:
     def _cb_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure and self._connected:
-            self._note_error(f"disconnected: {reason}")
+            self._note_error(self._why_dropped(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+                             if self._paho.refused else f"disconnected: {reason}")
         self._set_connected(False)
 
     def _set_connected(self, up: bool) -> None:
@@ -500,8 +589,9 @@ class MqttClient:
                 self._call(self._subscribed.set)
 
     def _note_error(self, text: str) -> None:
-        if not self.errors or self.errors[-1] != text:
+        if text != self._last_noted:  # a broker down for an hour: one line, not one a retry
             log.warning("MQTT %s: %s", self.client_id, text)
+            self._last_noted = text
         self.errors.append(text)
 
     def _record_error(self, text: str) -> None:
