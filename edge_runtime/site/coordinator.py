@@ -9,8 +9,14 @@ announcements are answered on `pswd/v1/{site}/{node}/error` with the reasons (an
 response topic when there is one). Accepted announcements are published once on
 `pswd/v1/{site}/workload/prepare`, which the rack and CDU nodes subscribe to, so they prepare
 (pre-cool, hold battery charge). Every instance also reads,
-without sharing, node state and telemetry, grid status and the other instances' responses,
-so each keeps the whole site aggregate and books what the others admitted.
+without sharing, node state and telemetry, grid status and the other instances' signed
+decisions on `pswd/v1/{site}/coordinator/+/decision` (site/peer.py), so each keeps the whole
+site aggregate and books what the others admitted.
+
+Liveness (federation/coordinator_state.py): each instance keeps a retained online state on
+`pswd/v1/{site}/coordinator/{instance}/state` with an offline will stamped like it, and
+publishes offline itself on a clean stop; nodes treat "no instance online" as a lost site
+link (federation/link_loss.py).
 The decisions live in handler.py and admission.py (sans-IO); this module is the MQTT adapter.
 
 Running the site role
@@ -46,7 +52,7 @@ another member once the dead one's session ends; not every broker does (Mosquitt
 it with the clean session), so the end-to-end retry is the workload's: on AnnounceTimeout,
 announce again. A repeat with the same workload_id and timestamp is answered from a cache by
 the instance that answered it, without a second booking; any other instance replaces the
-booking it learnt from the peer response. The demo's embedded
+booking it learnt from the peer decision. The demo's embedded
 amqtt broker speaks MQTT 3.1.1 only, without shared subscriptions or response topics: run a
 single coordinator there; answers then go to workload/response/{id} only.
 """
