@@ -388,3 +388,41 @@ def test_shipped_site_example_loads() -> None:
     # The assembler gives a site node its coordinator (and no link: it has no devices)
     assert set(assemble(cfg).services) == {"coordinator"}
     assert config.cooling_capacity_kw == {"cdu-01": 180.0} and config.power_limit_kw == 200.0
+
+
+async def test_signed_peers_book_each_other_and_nothing_forged(mosquitto: Broker) -> None:
+    """Issue 8, finding 10, through the broker: with coordinator_keys, each instance books the
+    other's signed decisions; a forged 1,000 MW A.2 dated 2099 on workload/response/+ and an
+    unsigned decision on a coordinator's decision topic book nothing."""
+    signed = SiteConfig(power_limit_kw=1e6, ramp_limit_kw_per_s=1e6,
+                        cooling_capacity_kw={"cdu-01": 1e6}, peer_key=bytes(range(32)))
+    n = 10
+    async with plant(mosquitto), coordinators(mosquitto, 2, signed) as coords, \
+            workload_client(mosquitto) as wc:
+        rogue = MqttClient(mosquitto.mqtt_config(), client_id="rogue")
+        rogue.start()
+        await rogue.wait_connected(5)
+        try:
+            forged_a2 = {"PSWD_version": "1.0", "message_type": "infrastructure_response",
+                         "timestamp": "2099-01-01T00:00:00Z", "workload_id": "forged-a2",
+                         "approval_status": "approved", "approved_power_mw": 1000.0}
+            await rogue.publish_acked(f"{BASE}/workload/response/forged-a2",
+                                      json.dumps(forged_a2).encode(), 1)
+            unsigned = {"PSWD_version": "1.0", "workload_id": "forged-peer",
+                        "approval_status": "approved", "approved_power_kw": 900.0,
+                        "heat_kw": 900.0, "start_time": state.timestamp(time.time()),
+                        "ramp_kw_per_s": 1.0, "instance": "site-0",
+                        "timestamp": state.timestamp(time.time())}
+            await rogue.publish_acked(f"{BASE}/coordinator/site-0/decision",
+                                      json.dumps(unsigned).encode(), 1)
+        finally:
+            await rogue.stop()
+        answers = await asyncio.gather(*(wc.announce(announcement(f"s-{i}"), 2.0)
+                                         for i in range(n)))
+        assert all(a.approval_status is ApprovalStatus.APPROVED for a in answers)
+        await until(lambda: all(len(c.handler.aggregate.reservations) == n for c in coords))
+        await until(lambda: coords[1].handler.counts["peer_refused"] == 1)
+        for c in coords:
+            booked = c.handler.aggregate.reservations
+            assert booked.get("forged-a2") is None and booked.get("forged-peer") is None
+        assert coords[1].handler.peers.refused == {"signature": 1}
