@@ -11,6 +11,7 @@ import pytest
 from edge_runtime.security.signing import (
     CommandVerifier,
     KeyFileError,
+    NonceJournal,
     generate_key,
     load_keys,
     sign,
@@ -133,3 +134,84 @@ def test_keys_are_made_private_and_loaded_by_role(tmp_path: Path) -> None:
 def test_a_verifier_needs_keys() -> None:
     with pytest.raises(ValueError, match="no command keys"):
         CommandVerifier({}, node="rack-01", wall=Wall())
+
+
+# --- the replay cache survives a restart (issue 8, finding 9) -----------------------------------
+
+def test_a_command_captured_before_a_restart_is_refused_after_it(tmp_path: Path) -> None:
+    journal = tmp_path / "state" / "nonces.log"
+    before = verifier(journal=journal)
+    doc = signed()
+    assert before("battery_control", doc) is None
+    after = verifier(Wall(NOW + 5.0), journal=journal)  # a new process, same state dir
+    assert after("battery_control", doc) == "nonce: already used (a replay)"
+    assert after("battery_control", signed(now=NOW + 5.0)) is None  # fresh ones still pass
+    assert journal.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_torn_journal_line_is_ignored_and_the_rest_kept(tmp_path: Path) -> None:
+    journal = tmp_path / "nonces.log"
+    first, second = signed(), signed()
+    v = verifier(journal=journal)
+    assert v("battery_control", first) is None and v("battery_control", second) is None
+    with journal.open("ab") as f:  # power cut in the middle of a third append
+        f.write(b"1800000000.000 grid_oper")
+    again = verifier(journal=journal)
+    assert again("battery_control", first) == "nonce: already used (a replay)"
+    assert again("battery_control", second) == "nonce: already used (a replay)"
+    journal.write_bytes(b"\x00\xff garbage\n" + journal.read_bytes())
+    assert verifier(journal=journal)("battery_control", first) == (
+        "nonce: already used (a replay)")
+
+
+def test_the_journal_stays_bounded(tmp_path: Path) -> None:
+    journal = NonceJournal(tmp_path / "nonces.log", slack=20)
+    live: dict[tuple[str, str], float] = {}
+    for i in range(200):  # a live window of at most 10 nonces
+        live[("grid_operator", f"nonce-{i:04d}")] = NOW + i
+        if len(live) > 10:
+            del live[next(iter(live))]
+        journal.append(NOW + i, "grid_operator", f"nonce-{i:04d}", live=live)
+    lines = (tmp_path / "nonces.log").read_bytes().count(b"\n")
+    assert lines <= 2 * 10 + 20 + 1, lines
+    kept = {(role, nonce) for _, role, nonce in NonceJournal(tmp_path / "nonces.log").load()}
+    assert set(live) <= kept  # the live window always survives a rewrite
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_unwritable_journal_refuses_rather_than_forget(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    wall = Wall()
+    v = verifier(wall, journal=blocker / "nonces.log")  # its directory is a file
+    # unreadable at start: whatever was issued before then may have been accepted already
+    assert v("battery_control", signed()) == ("nonce: the replay journal was unreadable at "
+                                              "start; a command issued before it is refused "
+                                              "for safety")
+    wall.t = NOW + 1.0  # issued after the start, but it cannot be recorded: refused too
+    why = v("battery_control", signed(now=wall.t))
+    assert why is not None and why.startswith("nonce: the replay journal cannot be written")
+
+
+# --- the A.1 kinds: workload (to one node) and prepare (site-wide) ------------------------------
+
+A1 = {"message_type": "workload_announcement", "timestamp": "2020-01-01T00:00:00Z",
+      "workload_id": "w-1"}
+
+
+def test_workload_kinds_keep_the_announcements_timestamp() -> None:
+    v = CommandVerifier({"infrastructure_manager": INFRA}, node="rack-01", site="s1",
+                        wall=Wall())
+    doc = sign(INFRA, "rack-01", "workload", A1, role="infrastructure_manager", now=NOW)
+    assert doc["timestamp"] == A1["timestamp"] and "signed_at" in doc
+    assert v("workload", doc) is None
+    # prepare names the whole site, not one node: one signature for every node
+    prep = sign(INFRA, "s1/*", "prepare", A1, role="infrastructure_manager", now=NOW)
+    assert v("prepare", prep) is None
+    other_site = sign(INFRA, "s2/*", "prepare", A1, role="infrastructure_manager", now=NOW)
+    assert (v("prepare", other_site) or "").startswith("signature: does not match")
+    stale = sign(INFRA, "rack-01", "workload", A1, role="infrastructure_manager", now=NOW - 60)
+    assert (v("workload", stale) or "").startswith("signed_at: issued 60.0 s ago")
+    grid = CommandVerifier({"grid_operator": GRID}, node="rack-01", site="s1", wall=Wall())
+    assert grid("prepare", sign(GRID, "s1/*", "prepare", A1, role="grid_operator", now=NOW)) \
+        == "role: grid_operator may not send prepare (allowed: infrastructure_manager)"
