@@ -45,7 +45,7 @@ def test_recorder_bounded_when_nobody_takes(tmp_path: Path) -> None:
         node.live["pump1.flow"] = Sample(float(i), Quality.GOOD, 10.0 + i)
         node.image.latch()
         rec.step(node.image, i, 0.1)
-    kept = rec.take()
+    kept = list(rec.take())
     assert len(kept) == 5 and rec.dropped > 0
     assert kept[-1][1].value == 9.0  # the newest are kept
 
