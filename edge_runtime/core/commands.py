@@ -243,6 +243,20 @@ class ManualOutputs:
         role = self._authorize(cmd, kind, info.spec.output_class)
         self._precedence(cmd, role)
 
+    def screen(self, cmd: SetOutput | ReleaseOutput) -> None:
+        """check(), and a refusal audited (with its command_refused event) before Refused is
+        raised again: for a transport that answers its sender and never queues the command."""
+        try:
+            self.check(cmd)
+        except Refused as exc:
+            self._refused(self._wall(), cmd, exc)
+            raise
+
+    def _refused(self, ts: float, cmd: Command, exc: Exception) -> None:
+        self.queue.record(ts, cmd, False, str(exc))
+        self.events.raise_event(ts, f"command.{cmd.source}", Severity.WARNING,
+                                f"refused {cmd!r}: {exc}", "command_refused")
+
     def _authorize(self, cmd: Command, kind: str, output_class: str | None = None,
                    point: str = "") -> str:
         """The role `cmd` acts with, or Refused naming the rights rule; the MQTT channel a
@@ -300,9 +314,7 @@ class ManualOutputs:
             else:
                 self._apply_safety(cmd, image)
         except (UnknownPoint, OutOfRange, TypeError, CommandRefused, Refused) as exc:
-            self.queue.record(ts, cmd, False, str(exc))
-            self.events.raise_event(ts, f"command.{cmd.source}", Severity.WARNING,
-                                    f"refused {cmd!r}: {exc}", "command_refused")
+            self._refused(ts, cmd, exc)
             return
         self.queue.record(ts, cmd, True)
         log.info("applied %r", cmd)

@@ -411,7 +411,7 @@ class NodeLink:
                                 max_bytes=self.cfg.max_message_bytes, image=self.node.image,
                                 verify=self._verify, role=self.channel_role)
         if isinstance(request, SetOutput | ReleaseOutput):
-            _gate(self.node.manual, request)  # rights and precedence, answered now
+            _gate(self.node.manual, request)  # rights and precedence: audited, answered now
         if isinstance(request, Rebirth):
             if self._online:
                 self._birth()  # what is stored but unsent is re-encoded under the new session
@@ -466,11 +466,11 @@ class NodeLink:
 
 def _gate(manual: Any, request: SetOutput | ReleaseOutput) -> None:
     """Invalid("refused") naming the rule when the command path would refuse `request`."""
-    check = getattr(manual, "check", None)  # ManualOutputs.check (core/commands.py)
-    if check is None:
+    screen = getattr(manual, "screen", None)  # ManualOutputs.screen (core/commands.py)
+    if screen is None:
         return
     try:
-        check(request)
+        screen(request)
     except Refused as exc:
         field = "point" if str(exc).startswith("precedence") else "role"
         raise Invalid("refused", str(exc), field) from None
