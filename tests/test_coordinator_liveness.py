@@ -81,7 +81,7 @@ async def test_a_killed_coordinator_is_a_lost_link(mosquitto: Broker, tmp_path: 
             await until(lambda: link.link_loss.coordinators.online == ("site-01",),
                         "coordinator online", timeout=15.0)
             await site_holds_setpoint(cfg, node, link)
-            assert not lost(node)
+            assert not lost(node) and link.get_status()["coordinators_online"] == ["site-01"]
             os.kill(proc.pid, signal.SIGKILL)  # the broker stays up; the will fires
             killed = node.clock.monotonic()
             await until(lambda: not link.link_loss.coordinators.online, "will seen")

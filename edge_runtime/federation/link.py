@@ -458,7 +458,9 @@ class NodeLink:
                 "points": len(self.points), "sent": dict(self.sent), "replayed": self.replayed,
                 "samples_stored": self.samples_stored, "samples_sent": self.samples_sent,
                 "invalid": dict(self.invalid), "stale_dropped": self.stale_dropped,
-                "link_lost": self.link_loss.lost, "released_on_loss": list(self.link_loss.released),
+                "link_lost": self.link_loss.lost,
+                "released_on_loss": list(self.link_loss.released),
+                "coordinators_online": list(self.link_loss.coordinators.online),
                 "recorder_dropped": self.recorder.dropped, "inflight": len(self._inflight),
                 "outbox": self._outbox.get_status() if self._outbox is not None else None,
                 "mqtt": self.client.get_status()}
