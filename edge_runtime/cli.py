@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.assembly import NodeConfig, assemble, load_node_config
-from edge_runtime.config.reader import ConfigError
+from edge_runtime.config.reader import ConfigError, ErrorLog
 from edge_runtime.federation import command_client, workload_client
 from edge_runtime.federation.workload_client import positive_seconds
 from edge_runtime.messages import validate_cli
@@ -96,8 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def load_for_run(path: Path) -> NodeConfig:
     """Every check `run` makes before it starts anything (ConfigError lists the problems):
-    the node config, and for role site also the coordinator's own reading of the file."""
-    return load_node_config(path)
+    the node config (one loader for every role), then what its [mqtt] needs from the machine
+    (a writable state_dir, created if missing; TLS files that load)."""
+    cfg = load_node_config(path)
+    if cfg.mqtt is not None:
+        from edge_runtime.federation.preflight import check_mqtt_runtime
+
+        errors = ErrorLog()
+        check_mqtt_runtime(cfg.mqtt, str(path), errors)
+        errors.raise_if_any()
+    return cfg
 
 
 def _load_or_report(path: Path) -> NodeConfig | None:

@@ -51,6 +51,15 @@ def link_state(status: Mapping[str, Any]) -> str:
     return f"down ({err})" if err else "down"
 
 
+def _site_part(st: Mapping[str, Any]) -> str:
+    """A site coordinator's counters (those not zero) and its link."""
+    counts = st.get("counts") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
+                      if v and k != "announcements")
+    return (f"{counts.get('announcements', 0)} announcements"
+            f"{f' ({shown})' if shown else ''}, link {link_state(st)}")
+
+
 class RunLog:
     """Status lines while something runs, a summary when it ends (see the module docstring)."""
 
@@ -83,11 +92,7 @@ class RunLog:
 
     def _describe(self, kind: str, st: Mapping[str, Any], *, since_last: bool) -> str:
         if kind == "site":
-            counts = st.get("counts") or {}
-            shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
-                              if v and k != "announcements")
-            return (f"{counts.get('announcements', 0)} announcements"
-                    f"{f' ({shown})' if shown else ''}, link {link_state(st)}")
+            return _site_part(st)
         scan = st.get("scan") or {}
         cycles, overruns = int(scan.get("cycles", 0)), int(scan.get("overruns", 0))
         text = f"{cycles} scans, {overruns} overruns"
@@ -99,9 +104,16 @@ class RunLog:
         alarms = alarms_active(st)
         shown = f"{len(alarms)}" + (f" ({', '.join(alarms[:5])}"
                                     f"{', ...' if len(alarms) > 5 else ''})" if alarms else "")
+        coordinator = st.get("coordinator")
         text += (f", exec p99 {_ms(exec_ms.get('p99'))} max {_ms(exec_ms.get('max'))}, "
-                 f"jitter p99 {_ms(jitter_ms.get('p99'))}, alarms active {shown}, "
-                 f"link {link_state(st)}")
+                 f"jitter p99 {_ms(jitter_ms.get('p99'))}, alarms active {shown}")
+        if "mqtt" in st or not isinstance(coordinator, Mapping):  # else: the site's link
+            text += f", link {link_state(st)}"
+        invalid = (st.get("mqtt") or {}).get("invalid") or {}
+        if invalid:
+            text += f", invalid messages {sum(invalid.values())}"
+        if isinstance(coordinator, Mapping):  # role site: the coordinator beside the node
+            text += f"; site {_site_part(coordinator)}"
         if not since_last:
             events = (st.get("events") or {}).get("total")
             if events is not None:

@@ -41,15 +41,34 @@ class ErrorLog:
             raise ConfigError(self.lines)
 
 
+MAX_TOML_BYTES = 16 * 1024 * 1024  # configs are kilobytes; this bounds /dev/zero and friends
+
+
 def read_toml(path: Path, errors: ErrorLog) -> dict[str, Any] | None:
-    """Parse a TOML file; syntax errors are recorded with the parser's line and column."""
+    """Parse a TOML file; syntax errors are recorded with the parser's line and column, and
+    anything else that keeps it from being a TOML file (a directory, binary data, no read
+    permission) as one error naming the file: never an exception."""
+    file = str(path)
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(MAX_TOML_BYTES + 1)
+        if len(raw) > MAX_TOML_BYTES:
+            errors.add(file, "", "file", f"larger than {MAX_TOML_BYTES >> 20} MiB: not a config")
+            return None
+        return tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
-        errors.add(str(path), "", "file", "not found")
+        errors.add(file, "", "file", "not found")
+    except IsADirectoryError:
+        errors.add(file, "", "file", "is a directory, not a TOML file")
+    except OSError as exc:
+        errors.add(file, "", "file", f"cannot read: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        errors.add(file, "", "file", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                                     f"offset {exc.start}): not a TOML file")
     except tomllib.TOMLDecodeError as exc:
-        errors.add(str(path), "", "syntax", str(exc))
+        errors.add(file, "", "syntax", str(exc))
+    except RecursionError:
+        errors.add(file, "", "syntax", "nested too deeply")
     return None
 
 
@@ -152,6 +171,8 @@ class Section:
     def table(self, key: str, *, required: bool = False) -> dict[str, Any]:
         """A sub-table as a plain dict (empty when absent and not required)."""
         value = self._get(key, _MISSING if required else {})
+        if value is _MISSING:  # already reported as required
+            return {}
         if not isinstance(value, dict):
             self.error(key, f"must be a table, got {type(value).__name__}")
             return {}
