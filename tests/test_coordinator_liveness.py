@@ -76,10 +76,13 @@ async def test_a_killed_coordinator_is_a_lost_link(mosquitto: Broker, tmp_path: 
     cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state", link_loss_s=LOSS_S)
     proc = coordinator_process(mosquitto, "site-01")
     try:
+        # up before the node starts (a process takes a while on a loaded machine): the node's
+        # grace at start is only LOSS_S
+        await _retained(mosquitto, TOPICS.coordinator_state("site-01"), timeout=20.0)
         node = rack_node()
         async with running(node, cfg) as link:
             await until(lambda: link.link_loss.coordinators.online == ("site-01",),
-                        "coordinator online", timeout=15.0)
+                        "coordinator online")
             await site_holds_setpoint(cfg, node, link)
             assert not lost(node) and link.get_status()["coordinators_online"] == ["site-01"]
             os.kill(proc.pid, signal.SIGKILL)  # the broker stays up; the will fires
@@ -130,7 +133,7 @@ async def test_a_cleanly_stopped_coordinator_says_offline(mosquitto: Broker,
     assert not st.online
 
 
-async def _retained(broker: Broker, topic: str) -> bytes:
+async def _retained(broker: Broker, topic: str, timeout: float = 5.0) -> bytes:
     from edge_runtime.federation.mqtt import MqttClient
     from tests.mosquitto import Inbox
 
@@ -139,7 +142,7 @@ async def _retained(broker: Broker, topic: str) -> bytes:
     c.subscribe(topic, 1)
     c.start()
     try:
-        [msg] = await inbox.wait_for(1)
+        [msg] = await inbox.wait_for(1, timeout=timeout)
         return msg.payload
     finally:
         await c.stop()
