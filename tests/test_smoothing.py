@@ -328,3 +328,22 @@ def test_operator_held_setpoint_is_never_overwritten_and_release_is_bumpless() -
     block.step(image, 2.0, 0.1)
     assert block.degraded == ""
     assert abs(image.output("battery.w_set_kw") - -30.0) < 10.0  # no step back to smoothing
+
+
+def test_block_reports_a_load_beyond_the_battery_once_and_the_all_clear() -> None:
+    image, live = _image()
+    events = EventLog()
+    block = build_smoothing_block(cfg(ramp_limit_kw_per_s=20.0), events=events)
+    now = 0.0
+    for demand in [40.0] * 20 + [260.0] * 30 + [40.0] * 40:  # +220 kW: 150 kW discharge max
+        _inputs(live, demand)
+        image.latch()
+        block.step(image, now, 0.1)
+        now += 0.1
+        if demand == 260.0:
+            assert block.uncovered and block.get_status()["uncovered"]
+    codes = [e.code for e in events.recent()]
+    assert codes.count("smoothing_uncovered") == 1  # once per episode, not every scan
+    assert codes.count("smoothing_covered") == 1 and not block.uncovered
+    text = next(e.message for e in events.recent() if e.code == "smoothing_uncovered")
+    assert "discharge limit" in text

@@ -10,13 +10,22 @@ Each step of `Smoother` (sans-IO, time only through dt):
    moving half a ramp before an announced step, so the battery charges as much before it as
    it gives after it) + SoC correction (PI toward the SoC target, so SoC drifts back) + the
    battery's estimated losses (so losses do not drain SoC);
-3. the grid target follows the reference at most `ramp_limit_kw_per_s`, and never leaves a
-   band of `range_kw` over the last `range_window_s` (short-term dynamic range);
+3. the grid target follows the reference, projected onto what the battery can cover at this
+   demand (demand - discharge limit .. demand + charge limit), at most `ramp_limit_kw_per_s`,
+   and never leaves a band of `range_kw` over the last `range_window_s` (short-term dynamic
+   range). The grid target is the one state that reaches the grid, so it moves only this way:
+   it never jumps, whatever the battery does;
 4. battery = demand - grid target, clipped to the inverter's charge/discharge limits, tapered
-   to 0 over `soc_guard_pct` near the SoC bounds; what the battery cannot take goes to the
-   grid, and the grid target restarts from there (bumpless, no step when the limit lifts).
+   to 0 over `soc_guard_pct` near the SoC bounds. A load the battery cannot cover (a step
+   beyond its power, a limit that drops, SoC at a bound) is outside the smoothing claim: the
+   excess goes to the grid unsmoothed and is reported (`uncovered_kw`, an event in the rack
+   block), and the grid target walks back into the coverable interval at the ramp limit, so
+   leaving saturation never releases more than the allowed ramp.
 With `latency_comp_s` the battery leads the measured demand along its slope by that time, to
 take the meter-to-inverter latency out of fast edges (for scans much shorter than the edges).
+The lead is a prediction only: when it drives the inverter into a limit the setpoint is
+clipped and the grid target does not move (it used to restart from the clipped value, which
+let an unannounced full-power step through to the grid).
 Announced changes shorter than `follow_min_s` (a checkpoint pause, a short burst) are not
 followed by the grid at all: the battery carries them, and the SoC target moves ahead of
 them by half their energy so the battery ends them as far from its bounds as it started.
@@ -93,6 +102,7 @@ class SmoothingPoints:
 
 
 OPTIONAL_POINTS = ("measured", "local_mode")
+UNCOVERED_CLEAR_S = 1.0  # the battery covers the load this long before the all-clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +158,8 @@ class Smoother:
         self.t = 0.0
         self.grid_kw: float | None = None  # grid target (None until the first step)
         self.battery_kw = 0.0
-        self.saturated = False
+        self.saturated = False  # the setpoint was clipped to an inverter limit this step
+        self.uncovered_kw = 0.0  # demand - grid target the battery cannot take (+: short)
         self.reference_kw = 0.0
         self._m1 = self._m2 = 0.0
         self._soc_int = 0.0
@@ -168,6 +179,7 @@ class Smoother:
         """Forget the grid history: the next step starts bumpless from what the grid sees."""
         self.grid_kw = None
         self.battery_kw = battery_kw
+        self.uncovered_kw = 0.0
         self._last_demand = None
         self._hi.clear()
         self._lo.clear()
@@ -267,9 +279,17 @@ class Smoother:
         self._loss_kw += (abs(self.battery_kw) * (1.0 - self._eta1) - self._loss_kw) * loss_a
         self.reference_kw = ref = self._m2 + self._ramps() + corr + self._loss_kw
 
+        # The grid target aims at the reference, but only inside the interval the battery can
+        # cover at this demand: outside it, it walks back in at the ramp limit (desaturation
+        # releases no more than the allowed ramp). It is never reset to what the battery
+        # managed, so neither a clipped lead nor a limit makes it jump.
+        charge, discharge = self._caps(soc, limits)
+        target = min(max(ref, grid_demand_kw - discharge), grid_demand_kw + charge)
         step = c.ramp_limit_kw_per_s * dt
-        g = self.grid_kw + min(max(ref - self.grid_kw, -step), step)
+        g = self.grid_kw + min(max(target - self.grid_kw, -step), step)
         g = self._within_range(g)
+        need = grid_demand_kw - g
+        self.uncovered_kw = need - min(max(need, -charge), discharge)
 
         # The setpoint lands one meter-to-inverter latency after the sample: on a linear edge,
         # leading the sample along its slope takes that lag out (0 = off).
@@ -277,12 +297,9 @@ class Smoother:
         if c.latency_comp_s > 0.0 and dt > 0.0 and self._last_demand is not None:
             lead = (grid_demand_kw - self._last_demand) * c.latency_comp_s / dt
         self._last_demand = grid_demand_kw
-        charge, discharge = self._caps(soc, limits)
-        battery = grid_demand_kw + lead - g
+        battery = need + lead
         clipped = min(max(battery, -charge), discharge)
         self.saturated = clipped != battery
-        if self.saturated:
-            g = grid_demand_kw + lead - clipped  # the grid takes the rest; ramp on from there
         self.grid_kw = g
         self._remember(g)
         self.battery_kw = clipped
@@ -320,6 +337,7 @@ class Smoother:
         """Grid target, battery setpoint, reference and pending announcements."""
         return {"grid_kw": self.grid_kw, "battery_kw": self.battery_kw,
                 "reference_kw": self.reference_kw, "saturated": self.saturated,
+                "uncovered_kw": self.uncovered_kw,
                 "announcements": len(self._pending)}
 
 
@@ -349,6 +367,8 @@ class SmoothingBlock:
         self.wall_offset = wall_offset  # wall - monotonic, for event timestamps
         self.degraded = ""  # why the block is not smoothing ("" when it is)
         self.setpoint_kw = 0.0
+        self.uncovered = False  # the load is beyond the battery (reported once per episode)
+        self._covered_since: float | None = None
         self._last_now: float | None = None
 
     def announce_workload(self, announcement: WorkloadAnnouncement, *, now_wall: float) -> None:
@@ -399,6 +419,31 @@ class SmoothingBlock:
             return
         self.setpoint_kw = self.smoother.step(demand, soc, BatteryLimits(charge, discharge), dt)
         self._write(image, self.setpoint_kw, enable=True)
+        self._report_uncovered(now)
+
+    def _report_uncovered(self, now: float) -> None:
+        """Say when the load is beyond what the battery can cover (outside the claim), once
+        per episode: raised on the first such scan, cleared after a second without."""
+        short = self.smoother.uncovered_kw
+        if short != 0.0:
+            self._covered_since = None
+            if not self.uncovered and self.events is not None:
+                self.events.raise_event(
+                    now + self.wall_offset, self.name, Severity.WARNING,
+                    f"load beyond the battery: {abs(short):.1f} kW reaches the grid "
+                    f"unsmoothed ({'discharge' if short > 0 else 'charge'} limit)",
+                    "smoothing_uncovered")
+            self.uncovered = True
+            return
+        if not self.uncovered:
+            return
+        if self._covered_since is None:
+            self._covered_since = now
+        elif now - self._covered_since >= UNCOVERED_CLEAR_S:
+            self.uncovered = False
+            if self.events is not None:
+                self.events.raise_event(now + self.wall_offset, self.name, Severity.INFO,
+                                        "battery covers the load again", "smoothing_covered")
 
     def _write(self, image: ProcessImage, kw: float, *, enable: bool) -> None:
         p = self.config.points
@@ -434,7 +479,7 @@ class SmoothingBlock:
     def get_status(self) -> dict[str, Any]:
         """Smoother status plus the block's mode."""
         return {**self.smoother.get_status(), "setpoint_kw": self.setpoint_kw,
-                "degraded": self.degraded or None}
+                "degraded": self.degraded or None, "uncovered": self.uncovered}
 
 
 def load_smoothing(sec: Section, file: str, errors: ErrorLog) -> SmoothingConfig:

@@ -8,6 +8,12 @@ communication/sync `low`, checkpoint `idle`), averaged over a sliding window of 
 the moving average of a step is a linear ramp of exactly `edge_s`, which gives the ~40 ms
 edges of real accelerator power without sampling artefacts. The average is evaluated in
 closed form from the integral of L, so any time can be asked in any order.
+
+Unannounced job crashes (`outages`): at the first full-power moment at or after each given
+time (the middle of a compute burst), the level falls to idle in one edge and stays there for
+the given down time; then the job restarts at full power in one edge, holds it for
+`restart_full_s`, and the schedule goes on. Nothing announces either step: they are the
+grid-destabilizing events of spec 12.1.2 a, as a smoother meets them.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class TraceConfig:
     jitter: float = 0.2  # relative spread of phase durations
     noise_frac: float = 0.02  # per-rack noise, standard-ish deviation as a fraction of peak
     noise_dt: float = 0.02  # correlation time of the noise
+    outages: tuple[tuple[float, float], ...] = ()  # (crash at or after s, down s), unannounced
+    restart_full_s: float = 5.0  # full power held after each restart
 
     @property
     def peak_kw(self) -> float:
@@ -96,6 +104,15 @@ class Phase:
         return self.high if r < period * self.duty else self.low
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """One unannounced crash (full power -> idle) and restart (idle -> full power), in s."""
+
+    crash: float
+    restart: float
+    full_until: float  # end of the full-power hold after the restart
+
+
 class Trace:
     """A seeded AI-training power trace; `power_at(t)` in kW at the configured scale."""
 
@@ -111,6 +128,9 @@ class Trace:
         self._noise_seed = (cfg.seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK64
         self._noise_amp = cfg.noise_frac / math.sqrt(max(cfg.racks, 1.0))
         self._extend(0.0)
+        self.outages = self._place_outages()
+        # what each outage adds to the integral of the level, once it is over
+        self._outage_offsets = [self._overlay_integral(o, o.full_until) for o in self.outages]
 
     # -- schedule -------------------------------------------------------------------------
     def _append(self, kind: str, duration: float, freq: float, high: float, low: float) -> None:
@@ -153,12 +173,61 @@ class Trace:
         """The phase containing t (t >= 0)."""
         return self._phase(max(t, 0.0))
 
+    # -- unannounced crashes and restarts --------------------------------------------------
+    def _place_outages(self) -> tuple[Outage, ...]:
+        cfg = self.config
+        placed: list[Outage] = []
+        after = 0.0
+        for at, down in sorted(cfg.outages):
+            if not (math.isfinite(at) and at >= 0.0 and math.isfinite(down)
+                    and down >= cfg.edge_s):
+                raise ValueError(f"outage ({at!r}, {down!r}): need a crash time >= 0 and a "
+                                 f"down time >= edge_s ({cfg.edge_s:g} s)")
+            crash = self._full_power_at_or_after(max(at, after))
+            placed.append(Outage(crash, crash + down, crash + down + cfg.restart_full_s))
+            after = placed[-1].full_until + cfg.edge_s
+        return tuple(placed)
+
+    def _full_power_at_or_after(self, t: float) -> float:
+        """The middle of the first compute burst whose middle is at or after t."""
+        while True:
+            ph = self._phase(t)
+            if ph.kind == TRAINING:
+                period = 1.0 / ph.freq_hz
+                half_on = period * ph.duty / 2.0
+                k = max(math.ceil((t - ph.start - half_on) / period - 1e-9), 0)
+                middle = ph.start + k * period + half_on
+                if middle < ph.end:
+                    return middle
+            t = ph.end
+
+    def _overlay_integral(self, o: Outage, t: float) -> float:
+        """Integral up to t of (outage level - scheduled level) for one outage."""
+        if t <= o.crash:
+            return 0.0
+        down_end = min(t, o.restart)
+        total = (self.config.idle_frac * (down_end - o.crash)
+                 - self._base_integral(down_end) + self._base_integral(o.crash))
+        if t > o.restart:
+            full_end = min(t, o.full_until)
+            total += (self.config.high_frac * (full_end - o.restart)
+                      - self._base_integral(full_end) + self._base_integral(o.restart))
+        return total
+
     # -- values -------------------------------------------------------------------------
-    def _integral(self, t: float) -> float:
+    def _base_integral(self, t: float) -> float:
         if t <= 0.0:
             return t * self.config.idle_frac  # before the job starts: idle
         phase = self._phase(t)
         return phase.integral0 + phase.level_integral(min(t, phase.end))
+
+    def _integral(self, t: float) -> float:
+        total = self._base_integral(t)
+        for o, offset in zip(self.outages, self._outage_offsets, strict=True):
+            if t <= o.crash:
+                break
+            total += offset if t >= o.full_until else self._overlay_integral(o, t)
+        return total
 
     def level_at(self, t: float) -> float:
         """Smoothed level (fraction of peak) without noise."""
