@@ -23,8 +23,8 @@ from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.link import NodeLink
 from edge_runtime.federation.topics import NodeTopics, SiteTopics
 from edge_runtime.node import Node
-from edge_runtime.security.signing import generate_key, sign
-from edge_runtime.site.coordinator import prepare_key, sign_prepare
+from edge_runtime.security.signing import CommandVerifier, generate_key, sign
+from edge_runtime.site.coordinator import SiteCoordinator, prepare_key, sign_prepare
 from edge_runtime.site.handler import Outgoing
 from tests.fakes import FakeDevice
 from tests.mosquitto import Broker, Inbox, mosquitto_fixture  # noqa: F401
@@ -198,3 +198,34 @@ async def test_a_command_captured_before_a_restart_is_refused_after_it(
         (err,) = [json.loads(m.payload) for m in await inbox.wait_for(1, T.error)]
         assert (err["error"], err["field"]) == ("nonce: already used (a replay)", "nonce")
         assert not any("55.0" in r.command for r in second.commands.audit)
+
+
+async def test_the_coordinator_signs_what_it_publishes_on_prepare(mosquitto: Broker,
+                                                                 tmp_path: Path) -> None:
+    """With the infrastructure manager's key in its [mqtt] command_keys, the coordinator's
+    workload/prepare carries an envelope every node of the site verifies."""
+    from tests import test_site_coordinator as sc
+
+    keys = tmp_path / "keys"
+    infra = generate_key(keys / "infrastructure_manager.key")
+    coordinator = SiteCoordinator(mosquitto.mqtt_config(command_keys=keys), site=sc.SITE,
+                                  node="site-0", config=sc.CONFIG)
+    async with sc.plant(mosquitto) as node_cmds:
+        await coordinator.start()
+        try:
+            await sc.until(lambda: coordinator.snapshot().power_known
+                           and len(coordinator.handler.aggregate.nodes) >= 2)
+            async with sc.workload_client(mosquitto) as wc:
+                await wc.announce(sc.announcement("train-s"), timeout_s=2.0)
+            (msg,) = await node_cmds.wait_for(1, f"{sc.BASE}/workload/prepare")
+        finally:
+            await coordinator.stop()
+    doc = json.loads(msg.payload)
+    assert doc["workload_id"] == "train-s" and doc["role"] == "infrastructure_manager"
+    for node_name in ("rack-01", "cdu-01"):  # one signature, good on every node of the site
+        verify = CommandVerifier({"infrastructure_manager": infra}, node=node_name,
+                                 site=sc.SITE, wall=time.time)
+        assert verify("prepare", dict(doc)) is None
+    other_site = CommandVerifier({"infrastructure_manager": infra}, node="cdu-01", site="x",
+                                 wall=time.time)
+    assert (other_site("prepare", dict(doc)) or "").startswith("signature: does not match")
