@@ -4,9 +4,11 @@ Lumped: the loop's saturation temperature moves with the heat balance of its the
 (refrigerant + metal), C dT_sat/dt = Q_evap - Q_cond, Q_cond = UA x valve x (T_sat - T_water).
 The condenser also subcools the liquid by `subcool_k`. The evaporators get the pumped liquid;
 their outlet is subcooled liquid, a two-phase mixture at T_sat or superheated vapour, from the
-energy balance. Properties come from the same published correlations as the controller
-(edge_runtime.control.refrigerants, evaluated directly, not through the table). Sensors add
-seeded noise and quantisation. Sans-IO: time moves only in `step(dt)`.
+energy balance. Properties come from CoolProp's reference equations of state through the
+committed tables of saturation_truth.py, not from the controller's own refrigerant tables
+(edge_runtime.control.refrigerants): a property error of the controller shows up as a
+control error here instead of cancelling out. Sensors add seeded noise and quantisation.
+Sans-IO: time moves only in `step(dt)`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from edge_runtime.control.refrigerants import FLUIDS
-
-CP_VAPOUR_KJ_KG_K = 1.0  # superheated R1234ze(E) vapour near 5 bar, for outlet temperature only
+from pswd_plant_sim.saturation_truth import truth
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class TwoPhaseLoop:
 
     def __init__(self, config: TwoPhaseLoopConfig | None = None) -> None:
         self.config = c = config or TwoPhaseLoopConfig()
-        self.fluid = FLUIDS[c.refrigerant]
+        self.fluid = truth(c.refrigerant)
         self.t_sat_c = c.initial_t_sat_c
         self.quality = 0.0
         self.outlet_c = self.t_sat_c
@@ -92,7 +92,9 @@ class TwoPhaseLoop:
         elif self.quality <= 1.0:
             self.outlet_c = self.t_sat_c
         else:
-            self.outlet_c = self.t_sat_c + (self.quality - 1.0) * h_lv / CP_VAPOUR_KJ_KG_K
+            # superheat with the saturated vapour's cp (outlet temperature only)
+            cp_v = f.cp_v_j_kg_k(t_k) / 1000.0
+            self.outlet_c = self.t_sat_c + (self.quality - 1.0) * h_lv / cp_v
 
     def read(self) -> TwoPhaseReading:
         """Sensor values: noise, then the transmitters' resolution (1 mbar, 0.01 K, 0.1 L/min)."""
