@@ -8,6 +8,7 @@ import pytest
 
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation import state
+from edge_runtime.federation.coordinator_state import state_json
 from edge_runtime.federation.timesync import time_request
 from edge_runtime.messages.annex_a import InfrastructureResponse, WorkloadAnnouncement, parse_as
 from edge_runtime.messages.models import ApprovalStatus
@@ -82,7 +83,7 @@ def test_duplicate_announcement_answered_again_without_second_booking() -> None:
     first = h.handle(f"{B}/workload/announce", a1(), T, response_topic=REPLY,
                      correlation_data=b"c1")
     assert [o.topic for o in first] == [REPLY, f"{B}/workload/response/job-1",
-                                        f"{B}/workload/prepare", f"{B}/coordinator/site-1/decision"]
+                                        f"{B}/workload/prepare"]
     assert first[0].correlation_data == b"c1" and first[1].correlation_data is None
     again = h.handle(f"{B}/workload/announce", a1(), T + 0.1, response_topic=REPLY,
                      correlation_data=b"c2")
@@ -101,7 +102,24 @@ def signed_handler(node: str = "site-1", key: bytes | None = KEY,
     h.handle(f"{B}/rack-01/state", birth("rack-01", "rack"), T)
     h.handle(f"{B}/cdu-01/state", birth("cdu-01", "cdu", points=()), T)
     h.handle(f"{B}/rack-01/telemetry", batch(100.0), T)
+    other = "site-2" if node == "site-1" else "site-1"  # another instance is online
+    h.handle(f"{B}/coordinator/{other}/state", state_json(
+        "demo", other, online=True, timestamp="2027-01-15T08:00:00Z"), T)
     return h
+
+
+def test_decisions_go_to_peers_only_while_another_instance_is_online() -> None:
+    h = handler()
+    topics = [o.topic for o in h.handle(f"{B}/workload/announce", a1("a"), T)]
+    assert f"{B}/coordinator/site-1/decision" not in topics  # alone: nobody to tell
+    h.handle(f"{B}/coordinator/site-1/state", state_json(  # its own state changes nothing
+        "demo", "site-1", online=True, timestamp="2027-01-15T08:00:00Z"), T)
+    assert h.other_instances.online == ()
+    h.handle(f"{B}/coordinator/site-2/state", state_json(
+        "demo", "site-2", online=True, timestamp="2027-01-15T08:00:00Z"), T)
+    topics = [o.topic for o in h.handle(f"{B}/workload/announce", a1("b"), T)]
+    assert topics[-1] == f"{B}/coordinator/site-1/decision"
+    assert h.get_status(T)["other_instances_online"] == ["site-2"]
 
 
 def admitted_by(peer: SiteHandler, workload_id: str, now: float = T) -> bytes:
@@ -275,7 +293,7 @@ def test_hand_built_a2_is_what_the_model_would_write() -> None:
         assert doc["grid_status"] == {"carbon_intensity_g_co2_kwh": 120.5,
                                       "renewable_energy_available": True,
                                       "demand_response_required": False}
-    forward = h.handle(f"{B}/workload/announce", a1("ok-2"), T)[-2]
+    forward = h.handle(f"{B}/workload/announce", a1("ok-2"), T)[-1]
     body = json.loads(forward.payload)
     assert parse_as(WorkloadAnnouncement, body).workload_id == "ok-2"
     assert body["site_decision"]["approval_status"] == "approved"
@@ -283,7 +301,7 @@ def test_hand_built_a2_is_what_the_model_would_write() -> None:
     sneaky = json.loads(a1("ok-3"))
     sneaky["site_decision"] = {"approval_status": "approved", "approved_power_kw": 1e9}
     h.handle(f"{B}/rack-01/telemetry", batch(100.0, ts=T + 10, seq=1), T + 10)
-    out = h.handle(f"{B}/workload/announce", json.dumps(sneaky).encode(), T + 10)[-2]
+    out = h.handle(f"{B}/workload/announce", json.dumps(sneaky).encode(), T + 10)[-1]
     assert json.loads(out.payload)["site_decision"]["approved_power_kw"] == 200.0
 
 

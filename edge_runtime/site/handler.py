@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge_runtime import PSWD_VERSION
+from edge_runtime.federation.coordinator_state import CoordinatorPresence
 from edge_runtime.federation.state import parse_state
 from edge_runtime.federation.timesync import parse_time_request, time_reply, time_reply_topic
 from edge_runtime.federation.timesync import time_request_topic as _time_request_topic
@@ -99,6 +100,10 @@ class SiteHandler:
         self._peer_prefix = self.topics.coordinator_prefix
         self._my_decisions = self.topics.coordinator_decision(node)
         self.peers = PeerDecisions(site, config)
+        # the other instances online (their liveness states): decisions are published for
+        # them only while there is one (QoS 0, not retained: one starting later would not
+        # get the earlier ones anyway)
+        self.other_instances = CoordinatorPresence()
         self._reply_prefix = self.topics.reply_prefix
         self._thermal = {"cooling_system_type": config.cooling_system_type.value,
                          "heat_recovery_available": config.heat_recovery_available,
@@ -123,7 +128,7 @@ class SiteHandler:
                 (f"$share/{group}/{self.time_request_topic}", 0),
                 # QoS 0: a lost peer booking only costs precision, and it saves a PUBACK for
                 # each of our own if they come back (MQTT 5 No Local prevents that)
-                (self.peer_decisions, 0),
+                (self.peer_decisions, 0), (self.topics.all_coordinator_states, 1),
                 (self.topics.all_states, 1), (self.topics.all_telemetry, 0),
                 (self.topics.grid_status, 1)]
 
@@ -140,8 +145,12 @@ class SiteHandler:
                 return self.on_grid_status(payload)
             parts = topic.split("/")
             if topic.startswith(self._peer_prefix):
-                if len(parts) == 6 and parts[5] == "decision" and topic != self._my_decisions:
+                if len(parts) != 6 or parts[4] == self.me.node:
+                    return []
+                if parts[5] == "decision":
                     return self.on_peer_decision(parts[4], payload, now)
+                if parts[5] == "state":
+                    self.other_instances.update(parts[4], payload)
                 return []
             if len(parts) == 5 and f"{parts[0]}/{parts[1]}" == ROOT:
                 if parts[4] == "state":
@@ -205,11 +214,11 @@ class SiteHandler:
         if decision.status is not ApprovalStatus.REJECTED:
             self.aggregate.reserve(msg.workload_id, decision, now)
             out.extend(self._forward(payload, decision, now))
-            # for the other coordinator instances (peer.py), after what nodes and workloads
-            # wait for
-            out.append(Outgoing(self._my_decisions, decision_body(
-                self.topics.site, self.me.node, msg.workload_id, decision, now,
-                self.config.peer_key), qos=0))
+            if self.other_instances.online:  # for them (peer.py), after what nodes and
+                # workloads wait for
+                out.append(Outgoing(self._my_decisions, decision_body(
+                    self.topics.site, self.me.node, msg.workload_id, decision, now,
+                    self.config.peer_key), qos=0))
         return out
 
     def _check_times(self, msg: WorkloadAnnouncement, now: float) -> None:
@@ -424,6 +433,7 @@ class SiteHandler:
             last = {"workload_id": wid, "approval_status": status.value,
                     "conditions": list(conds)}
         return {"counts": dict(self.counts), "last_decision": last,
+                "other_instances_online": list(self.other_instances.online),
                 "aggregate": self.aggregate.get_status(now)}
 
 
