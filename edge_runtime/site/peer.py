@@ -4,8 +4,9 @@ Each instance books what the others admitted, so instances behind one shared sub
 not hand out the same headroom. They used to learn it from the public A.2 on
 `workload/response/+`, which anyone on the broker could publish: one forged 1,000 MW approval
 dated 2099 blocked every admission until restart. Now an instance publishes each admission
-it makes on its own `pswd/v1/{site}/coordinator/{instance}/decision` (QoS 0: a lost peer
-booking costs precision, not safety), and the others book only what passes two fences:
+it makes on its own `pswd/v1/{site}/coordinator/{instance}/decision` while another instance
+is online (their liveness states say so; QoS 0: a lost peer booking costs precision, not
+safety), and the others book only what passes two fences:
 
 - the broker: only the coordinators' identities may write under pswd/v1/{site}/coordinator/
   (Mosquitto ACL in the README), so nobody else can publish there at all;
