@@ -23,10 +23,16 @@
     require_coordinator = true     # no site coordinator online (their retained state on
                                    # pswd/v1/{site}/coordinator/+/state) counts as a lost
                                    # link; false for a site without coordinator (a lab)
-    command_keys = "keys"          # directory of <role>.key files (pswd-edge keygen): control
-                                   # commands must then carry a valid HMAC-SHA256 envelope
-                                   # (security/signing.py, spec 5.3 b); absent: accepted
-                                   # unsigned, with a warning at start
+    command_keys = "keys"          # directory of <role>.key files (pswd-edge keygen): every
+                                   # command (cmd/* but rebirth, and workload/prepare) must
+                                   # then carry a valid HMAC-SHA256 envelope
+                                   # (security/signing.py, spec 5.3 b), acting with the role
+                                   # that signed it; accepted nonces are journaled in
+                                   # state_dir/nonces.log (a replay after a restart is
+                                   # refused). Absent: accepted unsigned, as the link's
+                                   # channel role, with a warning at start. A site
+                                   # coordinator signs workload/prepare with the
+                                   # infrastructure_manager.key found here.
     [mqtt.tls]                     # TLS 1.3 with a client certificate (mutual authentication)
     ca = "pki/ca.crt"
     cert = "pki/node.crt"

@@ -25,8 +25,11 @@ of it awaiting the broker:
 - Commands on `cmd/{kind}` (parsed in inbound.py): JSON, at most max_message_bytes.
   thermal_control, battery_control and grid_signal carry {"PSWD_version": "1.0",
   "timestamp": RFC 3339, "action": "set_output" | "release_output", "point":
-  "device.point", "value": number}; accepted ones go to node.commands (applied and audited
-  at the next scan). rebirth: any JSON object (or empty). workload: an Annex A.1
+  "device.point", "value": number}; each is screened at once against the rights table
+  and the holds (ManualOutputs.screen: a refusal is audited and answered here, naming the
+  rule), then goes to node.commands (checked again, applied and audited at the next
+  scan). With [mqtt] command_keys every kind but rebirth is signed, workload and prepare
+  included, and acts with the signer's role; unsigned, with `channel_role`. rebirth: any JSON object (or empty). workload: an Annex A.1
   announcement, recorded as an event and posted as AnnounceWorkload for the role's
   predictive blocks. The site publishes admitted ones once on `pswd/v1/{site}/workload/
   prepare`, which every node also subscribes to; a node whose role is not in the
