@@ -6,11 +6,8 @@ after it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from edge_runtime.site.coordinator import SiteCoordinator, prepare_key, sign_pre
 from edge_runtime.site.handler import Outgoing
 from tests.fakes import FakeDevice
 from tests.mosquitto import Broker, Inbox, mosquitto_fixture  # noqa: F401
-from tests.test_link_state import watching
+from tests.test_link_state import running, watching
 from tests.test_rights import NODE
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(40)]
@@ -47,18 +44,6 @@ def wall_node(tmp_path: Path) -> Node:
                     blocks=[], federate=False,
                     driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
                                                          for d in c.devices})
-
-
-@asynccontextmanager
-async def linked(node: Node, cfg: MqttConfig) -> AsyncIterator[NodeLink]:
-    link = NodeLink(node, cfg)
-    node.attach("mqtt", link)
-    task = asyncio.create_task(node.run())
-    try:
-        yield link
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def keyed(mosquitto: Broker, tmp_path: Path) -> tuple[MqttConfig, dict[str, bytes]]:
@@ -91,7 +76,7 @@ async def test_a_signed_grid_signal_cannot_stop_a_pump(mosquitto: Broker,
     """Finding 2: accepted as a SetOutput on today's main (pump1.control_word = 0 on the wire)."""
     cfg, keys = keyed(mosquitto, tmp_path)
     node = wall_node(tmp_path)
-    async with watching(cfg, T.error) as inbox, linked(node, cfg) as link:
+    async with watching(cfg, T.error) as inbox, running(node, cfg) as link:
         await online(inbox, link)
         stop = sign(keys["grid_operator"], "cdu-01", "grid_signal",
                     order("pump1.control_word", 0), role="grid_operator", now=time.time())
@@ -116,7 +101,7 @@ async def test_a_remote_release_leaves_a_local_hold(mosquitto: Broker, tmp_path:
     """Finding 2: an MQTT release_output (no holder) dropped the local operator's hold."""
     cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state", require_coordinator=False)
     node = wall_node(tmp_path)
-    async with watching(cfg, T.error) as inbox, linked(node, cfg) as link:
+    async with watching(cfg, T.error) as inbox, running(node, cfg) as link:
         await online(inbox, link)
         node.commands.submit(SetOutput("battery.w_set_kw", 30.0, source="hmi"))
         await inbox.wait_until(lambda _: node.manual.holds() == {"battery.w_set_kw": "hmi"},
@@ -131,7 +116,10 @@ async def test_a_remote_release_leaves_a_local_hold(mosquitto: Broker, tmp_path:
             "never releases a local hold",
             "precedence: battery.w_set_kw is held by a local operator (hmi); a remote command "
             "never replaces a local hold"]
-        await asyncio.sleep(0.1)  # five scans: nothing queued could still change it
+        # refused at the link (and audited there): nothing was queued that could change it
+        assert [r.accepted for r in node.commands.audit if r.source == "mqtt.battery_control"
+                ] == [False, False]
+        assert node.commands.get_status()["pending"] == 0
         assert node.manual.holds() == {"battery.w_set_kw": "hmi"}
         assert node.image.output("battery.w_set_kw") == 30.0
 
@@ -144,7 +132,7 @@ async def test_with_keys_nothing_unsigned_changes_anything(mosquitto: Broker,
     node = wall_node(tmp_path)
     a1 = {**json.loads(VECTOR.read_text()),
           "site_decision": {"approval_status": "approved", "conditions": []}}
-    async with watching(cfg, T.error) as inbox, linked(node, cfg) as link:
+    async with watching(cfg, T.error) as inbox, running(node, cfg) as link:
         await online(inbox, link)
         await link.client.publish_acked(S.prepare, json.dumps(a1).encode())
         await link.client.publish_acked(T.cmd("workload"), json.dumps(a1).encode())
@@ -185,14 +173,14 @@ async def test_a_command_captured_before_a_restart_is_refused_after_it(
                                order("pump1.speed_ref", 55.0), role="infrastructure_manager",
                                now=time.time())).encode()
     first = wall_node(tmp_path / "a")
-    async with watching(cfg, T.error) as inbox, linked(first, cfg) as link:
+    async with watching(cfg, T.error) as inbox, running(first, cfg) as link:
         await online(inbox, link)
         await link.client.publish_acked(T.cmd("thermal_control"), captured)
         await inbox.wait_until(lambda _: any(r.accepted and "55.0" in r.command
                                              for r in first.commands.audit),
                                what="applied before the restart")
     second = wall_node(tmp_path / "b")  # a new process on the same state dir
-    async with watching(cfg, T.error) as inbox, linked(second, cfg) as link:
+    async with watching(cfg, T.error) as inbox, running(second, cfg) as link:
         await online(inbox, link)
         await link.client.publish_acked(T.cmd("thermal_control"), captured)
         (err,) = [json.loads(m.payload) for m in await inbox.wait_for(1, T.error)]
