@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -37,7 +39,13 @@ from edge_runtime.messages.annex_a import (
 from edge_runtime.messages.validate_cli import validate_main
 
 VECTORS = Path(__file__).parent / "vectors" / "annex_a"
-SPEC = Path("/work/shared/spec/PSWD-technical-specification.md")
+# The spec sits beside the repository (../shared/spec from the repo root) on development
+# machines; a clean clone (CI) may not have it, so its normative Annex A is vendored as a test
+# vector (source and digest in vectors/annex_a/SPEC_SOURCE.md).
+REPO = Path(__file__).resolve().parent.parent
+SPEC_DEFAULT = REPO.parent / "shared" / "spec" / "PSWD-technical-specification.md"
+ANNEX_A = VECTORS / "spec_annex_a.md"
+ANNEX_A_SOURCE = VECTORS / "SPEC_SOURCE.md"
 KINDS = ("workload_announcement", "infrastructure_response")
 MODEL = {"workload_announcement": WorkloadAnnouncement,
          "infrastructure_response": InfrastructureResponse}
@@ -227,14 +235,37 @@ def test_models_mirror_the_schema(kind: str) -> None:
             assert (fields[name].default is dataclasses.MISSING) == is_required, name
 
 
+def _annex_a_section(text: str) -> str:
+    """From the Annex A heading up to (not including) the Annex B heading."""
+    start = text.index("## Annex A")
+    return text[start:text.index("## Annex B", start)]
+
+
+def _vendored_annex_a() -> str:
+    assert ANNEX_A.is_file(), f"{ANNEX_A} is missing: the vendored Annex A (see SPEC_SOURCE.md)"
+    return ANNEX_A.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_schemas_are_the_annex_a_text(kind: str) -> None:
     Draft202012Validator.check_schema(load_schema(kind))
-    if not SPEC.exists():
-        pytest.skip("spec not on this machine")
-    text = SPEC.read_text(encoding="utf-8")
-    blocks = re.findall(r"```json\n(.*?)```", text[text.index("## Annex A"):], re.S)
+    blocks = re.findall(r"```json\n(.*?)```", _vendored_annex_a(), re.S)
+    assert len(blocks) == len(KINDS)
     assert load_schema(kind) == json.loads(blocks[KINDS.index(kind)])
+
+
+def test_the_vendored_annex_a_is_the_spec_text() -> None:
+    vendored = _vendored_annex_a()
+    override = os.environ.get("PSWD_SPEC")
+    spec = Path(override) if override else SPEC_DEFAULT
+    if override or spec.is_file():
+        assert spec.is_file(), f"PSWD_SPEC={override}: no such file"
+        assert _annex_a_section(spec.read_text(encoding="utf-8")) == vendored, (
+            f"{ANNEX_A.name} differs from Annex A of {spec}: vendor it again (SPEC_SOURCE.md)")
+    else:  # a clean clone without ../shared: the recorded digest pins the copy
+        recorded = re.search(r"sha256: ([0-9a-f]{64})", ANNEX_A_SOURCE.read_text())
+        assert recorded is not None, f"{ANNEX_A_SOURCE} records no sha256 of the copy"
+        assert hashlib.sha256(vendored.encode()).hexdigest() == recorded[1]
 
 
 # --- vectors on disk -------------------------------------------------------------------------
