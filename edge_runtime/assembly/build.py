@@ -38,9 +38,6 @@ from edge_runtime.site.coordinator import SiteCoordinator
 # Builds a node's drivers around its input table; tests pass one that builds fakes.
 DriverFactory = Callable[[NodeConfig, InputTable, Clock], dict[str, FieldDevice]]
 
-HEARTBEAT_POINT = "ctrl_hb"  # io_map output a device watches to see the controller alive
-
-
 def build_modbus_drivers(
     config: NodeConfig, live: InputTable, clock: Clock
 ) -> tuple[dict[str, FieldDevice], list[ModbusEndpoint]]:
@@ -88,7 +85,9 @@ def assemble(
     role_blocks = ROLE_BLOCKS[config.role](config, ctx) if blocks is None else list(blocks)
     manual = ManualOutputs(commands, events, clock.wall, safety=safety,
                            controls=RoleControls(role_blocks), held=held, rights=config.rights)
-    heartbeats = [n for n, i in image.outputs_info.items() if i.spec.name == HEARTBEAT_POINT]
+    # Outputs a device watches to see its controller alive: io_map class "heartbeat".
+    heartbeats = [n for n, i in image.outputs_info.items()
+                  if i.spec.output_class == "heartbeat"]
     # Estimation before control, so control blocks read the voted inputs by name.
     groups = list(safety.groups.values())
     estimation: list[ControlBlock] = [RedundancyBlock(groups)] if groups else []

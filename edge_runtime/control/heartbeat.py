@@ -10,7 +10,8 @@ from edge_runtime.core.image import ProcessImage
 
 
 class Heartbeat:
-    """Increments every `ctrl_hb` output once per scan, wrapping at 16 bits."""
+    """Increments every heartbeat output (io_map class "heartbeat") once per scan, wrapping at
+    16 bits."""
 
     name = "heartbeat"
 
