@@ -3,8 +3,10 @@
 One list of user roles (spec 10.2.2), one spelling, used by the safety config (reset_role),
 the signed-command envelope (security/signing.py), the key tool and every transport.
 
-Every command is checked here whatever its transport (MQTT today; OPC UA and HTTPS call the
-same `Rights.check`): role x output class x command kind -> allowed. The output class is
+Every command is checked against this table whatever its transport: the command path
+(core/commands.py ManualOutputs) checks each command it applies, and a transport that answers
+its sender (MQTT today; OPC UA and HTTPS next) calls `ManualOutputs.screen` first, which
+audits a refusal: role x output class x command kind -> allowed. The output class is
 declared per io_map output (`class = "pump"`, config/schema.py OUTPUT_CLASSES), so authority
 follows what a command moves, not the topic it came on: a grid signal signed by the grid
 operator that names a pump's control word is refused, because the grid operator has no right
@@ -207,10 +209,3 @@ def _grant(kind: str, raw: Any) -> tuple[frozenset[str] | None, str]:
     if unknown:
         return None, f"unknown output class {unknown[0]!r}; one of {', '.join(OUTPUT_CLASSES)}"
     return frozenset(raw), ""
-
-
-def describe(rights: Rights) -> dict[str, dict[str, list[str] | bool]]:
-    """The table as plain data (for status pages and the docs)."""
-    return {role: {kind: (sorted(c) if kind in OUTPUT_KINDS else bool(c))
-                   for kind, c in kinds.items()}
-            for role, kinds in rights.grants.items()}

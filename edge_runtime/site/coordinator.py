@@ -219,7 +219,11 @@ def prepare_key(mqtt: MqttConfig) -> bytes | None:
     """The key the coordinator signs workload/prepare with (the infrastructure manager's)."""
     if mqtt.command_keys is None:
         return None
-    return load_keys(mqtt.command_keys).get(PREPARE_ROLE)
+    key = load_keys(mqtt.command_keys).get(PREPARE_ROLE)
+    if key is None:
+        log.warning("no %s.key in %s: workload/prepare goes out unsigned, and nodes with "
+                    "command_keys refuse it", PREPARE_ROLE, mqtt.command_keys)
+    return key
 
 
 def sign_prepare(o: Outgoing, key: bytes, site: str, now: float) -> Outgoing:
