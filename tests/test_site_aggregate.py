@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
+import random
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.messages.models import ApprovalStatus, MessageError
-from edge_runtime.site.admission import Decision
+from edge_runtime.site.admission import Decision, SiteSnapshot
 from edge_runtime.site.aggregate import SiteAggregate, parse_grid_status
 from edge_runtime.site.config import SiteConfig, read_site_section
 
@@ -170,19 +171,90 @@ def test_bookings_totals_replace_and_lazy_expiry() -> None:
     assert len(b) == 0 and b.kw == 0.0 and b.get("a") is None
 
 
-def test_telemetry_sums_are_reused_for_refresh_s_and_redone_on_births() -> None:
-    """O(nodes) sums once per refresh_s, not per announcement; a birth, a death or a node's
-    first reading are counted at once, a changed reading at most refresh_s late."""
-    agg = SiteAggregate(dataclasses.replace(CFG, refresh_s=0.1))
+def test_sums_follow_every_reading_birth_death_and_staleness_at_once() -> None:
+    """The running sums: a changed reading, a birth, a death and a reading going stale all
+    count at the next snapshot; a clock stepped back is counted afresh."""
+    agg = SiteAggregate(CFG)
     agg.node_online("rack-01", "rack", T)
     agg.update_points("rack-01", [("rack_meter.power_kw", good(100.0, T))])
-    assert agg.snapshot(T).measured_load_kw == 100.0  # first reading: at once
+    assert agg.snapshot(T).measured_load_kw == 100.0
     agg.update_points("rack-01", [("rack_meter.power_kw", good(300.0, T + 0.05))])
-    assert agg.snapshot(T + 0.05).measured_load_kw == 100.0  # reused inside refresh_s
-    assert agg.snapshot(T + 0.11).measured_load_kw == 300.0  # redone after it
+    assert agg.snapshot(T + 0.05).measured_load_kw == 300.0
     agg.node_online("rack-02", "rack", T + 0.12)
     agg.update_points("rack-02", [("rack_meter.power_kw", good(50.0, T + 0.12))])
-    assert agg.snapshot(T + 0.12).measured_load_kw == 350.0  # a birth: at once
+    assert agg.snapshot(T + 0.12).measured_load_kw == 350.0
     agg.node_offline("rack-01", T + 0.13)
-    assert agg.snapshot(T + 0.13).measured_load_kw == 50.0  # a death: at once
-    assert agg.snapshot(T - 1).measured_load_kw == 50.0  # a clock step back: redone
+    assert agg.snapshot(T + 0.13).measured_load_kw == 50.0
+    max_age = CFG.telemetry_max_age_s
+    assert agg.snapshot(T + 0.12 + max_age).power_known  # exactly max_age old: still fresh
+    assert not agg.snapshot(T + 0.13 + max_age).power_known  # then stale
+    assert agg.snapshot(T + 1).measured_load_kw == 50.0  # a clock step back: counted afresh
+
+
+def _plant_of(s: SiteSnapshot) -> tuple[Any, ...]:
+    return (s.measured_load_kw, s.power_known, s.unknown_reason, s.battery_available,
+            s.battery_discharge_kw, s.cooling_capacity_kw, s.heat_load_kw)
+
+
+def test_running_sums_equal_a_full_recount_under_random_traffic() -> None:
+    """Births, deaths, telemetry of every kind (GOOD, BAD, late, out of order, unknown
+    nodes), time going on, now and then stepping back: after each event the incremental
+    snapshot equals the O(nodes) count over every node."""
+    rng = random.Random(2026)
+    cfg = SiteConfig(power_limit_kw=1e6, cooling_capacity_kw={"cdu-0": 900.0},
+                     default_cooling_capacity_kw=400.0, telemetry_max_age_s=2.0)
+    agg = SiteAggregate(cfg)
+    names = [f"rack-{i}" for i in range(8)] + [f"cdu-{i}" for i in range(4)] + ["odd-0"]
+    points = {"rack": ["rack_meter.power_kw", "battery.soc_pct", "battery.w_dis_cha_max_kw"],
+              "cdu": ["flow.flow", "supply_temp.temperature", "return_temp.temperature",
+                      "leak.leak_state"], "odd": ["x.y"]}
+    now = T
+    for _ in range(4000):
+        node = rng.choice(names)
+        role = node.split("-")[0]
+        event = rng.random()
+        if event < 0.04:
+            agg.node_online(node, role, now)
+        elif event < 0.07:
+            agg.node_offline(node, now)
+        elif event < 0.8:
+            agg.update_points(node, [(name, Sample(
+                rng.choice([None, rng.uniform(0, 100), 0.0, 1.0, 2.0]),
+                rng.choice([Quality.GOOD] * 4 + list(Quality)),
+                now - rng.choice([0.0, 0.1, 1.5, 1.99, 2.5, -0.5])))
+                for name in rng.sample(points[role], rng.randrange(1, len(points[role]) + 1))])
+        else:
+            now += rng.choice([0.0, 0.01, 0.3, 1.0, 2.5]) if rng.random() > 0.02 else -3.0
+        snap = agg.snapshot(now)
+        full = agg.recount(now)
+        expect = (full.load_kw, full.known, full.unknown, full.battery, full.battery_kw,
+                  full.cooling_kw, full.heat_kw)
+        got = _plant_of(snap)
+        assert got[1:4] == expect[1:4]  # known, why not, battery
+        assert [got[0], *got[4:]] == pytest.approx([expect[0], *expect[4:]], rel=1e-9,
+                                                   abs=1e-9)
+
+
+def test_a_snapshot_costs_the_same_at_10_nodes_or_1000(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes that keep reporting cost the snapshot nothing (no share is redone there); a
+    node gone silent is redone once when its readings go stale; a dead one is forgotten."""
+    agg = SiteAggregate(CFG)
+    for i in range(1000):
+        agg.node_online(f"rack-{i}", "rack", T)
+    redone: list[str] = []
+    share = SiteAggregate._share
+    monkeypatch.setattr(SiteAggregate, "_share",
+                        lambda self, node, *a: redone.append(node) or share(self, node, *a))
+    for second in range(12):
+        t = T + second
+        for i in range(1000):
+            if not (i == 7 and second > 3):  # rack-7 falls silent after 3 s
+                agg.update_points(f"rack-{i}", [("rack_meter.power_kw", good(1.0, t))])
+        redone.clear()
+        snap = agg.snapshot(t + 0.5)
+        assert redone == (["rack-7"] if second == 3 + CFG.telemetry_max_age_s else []), second
+        assert snap.measured_load_kw == (999.0 if second >= 3 + CFG.telemetry_max_age_s
+                                         else 1000.0)
+    agg.node_offline("rack-9", T + 12)
+    agg.snapshot(T + 12 + CFG.telemetry_max_age_s)
+    assert "rack-9" not in agg.nodes and "rack-7" in agg.nodes

@@ -26,6 +26,7 @@ from edge_runtime.messages.telemetry import (
     decode_birth,
     encode_batch,
     encode_birth,
+    encode_samples,
     make_batch,
 )
 
@@ -293,3 +294,60 @@ def test_encode_birth_refuses_duplicates() -> None:
         encode_birth([PointDef(0, "a", ""), PointDef(0, "b", "")], session=1, time_ms=T0)
     with pytest.raises(TelemetryError, match="time_ms"):
         encode_birth([], session=1, time_ms=-1)
+
+
+# --- the node's fast encoder and the receiver's cached alias map -------------------------------
+
+def _random_pairs(rng: random.Random, n: int) -> list[tuple[int, Sample]]:
+    """(alias, Sample) pairs as a recorder keeps them: mostly GOOD floats at a few instants,
+    then every other kind of value and quality a driver can give."""
+    t = 1.767e9 + rng.uniform(0, 1e3)
+    pairs = []
+    for _ in range(n):
+        q = G if rng.random() < 0.7 else rng.choice(list(Quality))
+        value: Any = rng.choice([rng.uniform(-1e6, 1e6), 0.5, 3, 0.0, -0.0, math.inf, None])
+        if q is G and value is None:
+            value = 1.25
+        pairs.append((rng.choice([0, 1, 23, 24, 255, 256, 65535, rng.randrange(65536)]),
+                      Sample(value, q, t + rng.choice([0.0, 0.0, 0.001, 0.1, 7.0]))))
+    return pairs
+
+
+def test_encode_samples_writes_the_bytes_of_encode_batch() -> None:
+    rng = random.Random(11)
+    for n in [0, 1, 2, 50, 500] * 20:
+        pairs = _random_pairs(rng, n)
+        session, seq = rng.randrange(2**64), rng.randrange(2**64)
+        historical = rng.random() < 0.5
+        assert encode_samples(pairs, session=session, seq=seq, historical=historical) == \
+            encode_batch(make_batch(pairs, session=session, seq=seq, historical=historical))
+
+
+@pytest.mark.parametrize("pair", [(0, Sample(True, G, 1.0)),  # type: ignore[arg-type]
+                                  (0, Sample("1", G, 1.0)),  # type: ignore[arg-type]
+                                  (65536, Sample(1.0, G, 1.0)),
+                                  (-1, Sample(1.0, G, 1.0))])
+def test_encode_samples_refuses_what_encode_batch_refuses(pair: tuple[int, Sample]) -> None:
+    with pytest.raises(TelemetryError) as fast:
+        encode_samples([(1, Sample(2.0, G, 1.0)), pair], session=1, seq=0)
+    with pytest.raises(TelemetryError) as slow:
+        encode_batch(make_batch([(1, Sample(2.0, G, 1.0)), pair], session=1, seq=0))
+    assert str(fast.value) == str(slow.value)
+
+
+def test_a_birth_builds_its_alias_map_once_and_decodes_as_a_fresh_one() -> None:
+    rng = random.Random(5)
+    points = declare_points((f"d{i // 100}.p{i}", "kW", PointType.FLOAT) for i in range(3000))
+    birth = Birth(9, T0, points)
+    assert birth.by_alias() is birth.by_alias()  # cached, not rebuilt per batch
+    assert birth == Birth(9, T0, points) and hash(birth) == hash(Birth(9, T0, points))
+    for _ in range(50):
+        pairs = [(a, s) for a, s in _random_pairs(rng, 30) if a < len(points)]
+        data = encode_batch(make_batch(pairs, session=9, seq=rng.randrange(100)))
+        fresh = Birth(9, T0, points)  # nothing cached from earlier batches
+        cached = decode_batch(data, birth=birth)
+        assert cached == decode_batch(data, birth=fresh)
+        assert list(cached.named(birth)) == list(cached.named(fresh))
+    with pytest.raises(TelemetryError, match="unknown alias 3000"):
+        decode_batch(encode_batch(make_batch([(3000, Sample(1.0, G, 1.0))], session=9, seq=0)),
+                     birth=birth)
