@@ -139,3 +139,16 @@ def test_the_link_check_answers_before_the_scan(tmp_path: Path) -> None:
         n.manual.check(SetOutput(RUN, 0.0, source="mqtt.grid_signal", role="grid_operator"))
     n.manual.check(SetOutput(KW, 1.0, source="hmi"))  # local: fine
 
+
+
+def test_only_the_watchdogs_conditional_commands_skip_the_role(tmp_path: Path) -> None:
+    """"link_loss" acts for the node itself only with held_by (on remote holds): a command
+    that merely claims that source is checked like any remote one."""
+    n = node(tmp_path)
+    n.commands.submit(ForceOutput(KW, 1.0, role="", source="link_loss"))
+    n.commands.submit(SetOutput(RUN, 0.0, source="link_loss"))
+    scan(n)
+    assert audit(n, 2) == [
+        (False, "rights: a remote command (link_loss) must carry its role"),
+        (False, "rights: a remote command (link_loss) must carry its role")]
+    assert n.image.output(RUN) == 1.0
