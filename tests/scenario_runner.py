@@ -26,6 +26,11 @@ examples, with optional overrides merged in), then scripts what happens and what
                    owner = POINT    who had the last word on an output (`is`, "" = control)
                    value checks: equals, tol (default 1e-6), min, max
 
+Every scan of every scenario (warm-up included) also runs the safety invariant checker
+(edge_runtime/safety/invariants.py, with the simulator's registers as the wire): a violation
+fails the scenario like an expectation. The node journals its latches into a temporary
+`[safety] state_dir` of its own.
+
 Time: t = 0 is the end of the warm-up. Each scan period the runner, in this order, applies
 the steps due, advances the simulator by one period, has every driver poll once over Modbus
 TCP, runs one scan at the virtual time, has every driver write what is due, then checks the
@@ -37,6 +42,8 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +65,7 @@ from edge_runtime.core.commands import (
 from edge_runtime.core.events import Event
 from edge_runtime.federation.link_loss import LinkLossGuard
 from edge_runtime.io.modbus import ModbusDevice
+from edge_runtime.safety.invariants import InvariantChecker
 from pswd_plant_sim.config import build_sim_config
 from pswd_plant_sim.simulator import Simulator
 from tests.conftest import free_port
@@ -220,11 +228,16 @@ class Harness:
                 # Time is simulated: only a stalled machine could time a loopback request out,
                 # and that must not turn into a BAD input (and a different scenario).
                 devices[name]["timeout_ms"] = max(float(dev.get("timeout_ms", 250.0)), 5000.0)
-        overrides = _merge(overrides, {"devices": devices})
+        # Latches journaled where this run alone sees them (never the example's own folder).
+        self.state_dir = Path(tempfile.mkdtemp(prefix="pswd-scenario-"))
+        overrides = _merge(overrides, {"devices": devices,
+                                       "safety": {"state_dir": str(self.state_dir)}})
         self.config = load_node_config(scenario.node_path, overrides=overrides)
         self.clock = VirtualClock()
         self.node = assemble(self.config, clock=self.clock, watchdog_thread=False)
         self.period = self.config.scan_period_s
+        self.invariants = InvariantChecker(self.node.safety, self.node.image,
+                                           period_s=self.period, wire=self.wire)
         # [mqtt] in the node config: its link-loss guard, link up until a `link` step
         self.link: LinkLossGuard | None = None
         if self.config.mqtt is not None:
@@ -242,6 +255,13 @@ class Harness:
         for ep in self.node._endpoints:
             ep.close()
         await self.sim.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def wire(self, point: str) -> float | None:
+        """The value the simulated device last received for an output (None: never written)."""
+        dev, name = point.split(".", 1)
+        unit = self.sim.rig.units.get(dev)
+        return None if unit is None else unit.bank.client_value(name)
 
     async def tick(self) -> None:
         """Plant forward one period, poll everything, one scan, write what is due."""
@@ -254,6 +274,7 @@ class Harness:
         for d in drivers:
             await d.write_due()
         self.scans += 1
+        self.invariants.check(self.clock.monotonic())
 
 
 async def run_scenario(path: Path) -> Result:
@@ -282,6 +303,7 @@ async def run_scenario(path: Path) -> Result:
                         result.failures.append(f"t={t:.2f} s: {check.label()}: {problem}")
         result.events = h.node.events.since(events_before)
         result.scans = h.scans
+        result.failures += [f"invariant: {v}" for v in h.invariants.violations]
     for check in sc.checks:
         if not check.checked:
             result.failures.append(f"{check.label()}: never checked (t beyond duration_s?)")

@@ -8,8 +8,10 @@ heat into the evaporators:
 - vapour quality at the outlet from the energy balance
       x = (Q - m cp_l (T_sat - T_in)) / (m h_lv),   m = rho_l(T_in) x liquid flow;
 - pressure regulation: a PI loop drives the condenser valve (or condenser pump) to hold the
-  pressure at its setpoint inside [pressure_min_bar, pressure_max_bar]; above
-  pressure_high_high_bar the output goes to its maximum at once, whatever the loop says;
+  pressure at its setpoint inside [pressure_min_bar, pressure_max_bar]. Above
+  pressure_high_high_bar the output goes to its maximum at once: that protection is a
+  safety-layer rule (safety/protections.py, `<name>.pressure_high_high`), so no force or
+  operator hold beats it; this block only tracks it, so regulation resumes without a bump;
 - quality control (optional `pump` point): a PI loop on the liquid pump speed holds the exit
   quality at quality_target, so the cold plates never run dry;
 - alarms (raised once, cleared once, in the node's EventLog): pressure high / low / high-high,
@@ -213,6 +215,8 @@ class TwoPhaseBlock:
             self.output_pct = c.on_bad_output_pct
             self.pressure_pi.track(self.output_pct)
         elif "pressure_high_high" in active:
+            # The safety layer's rule drives the condenser full open (and wins over forces and
+            # holds); the loop follows it so it takes over without a bump when it clears.
             self.output_pct = c.output_max_pct
             self.pressure_pi.track(self.output_pct, pressure)
         else:

@@ -1,11 +1,15 @@
 """The [safety] section of a node config, read with bounds into frozen dataclasses.
 
-    [safety]                          startup_s: grace before unread inputs count as BAD
+    [safety]                          startup_s: grace before unread inputs count as BAD;
+                                      state_dir: latch journal (relative to the config file;
+                                      absent: latches are not kept across restarts);
+                                      max_bypass_s: the longest any bypass may be configured
     [safety.limits."POINT"]           thresholds of points without device limits (voted ones)
     [safety.redundancy.NAME]          mode = "1oo2" | "2oo3", sensors, tolerance, delay_s, output
     [safety.inputs."POINT"]           on_bad = "substitute" (substitute = POINT) | "trip"
     [safety.outputs."POINT"]          on_comms_loss = "hold" | "zero" | "failsafe" | "trip"
     [safety.interlocks.NAME]          when, action, outputs, latch, reset_role, severity, ...
+    [safety.bypasses.NAME]            interlocks, limits, armed_by, max_s (safety/bypass.py)
 
 `when` is parsed here with anchored regular expressions, never evaluated as code:
     POINT OP NUMBER | POINT OP LEVEL | quality(POINT) ==|!= QUALITY | bit(POINT, N) ==|!= 0|1
@@ -15,9 +19,11 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -27,7 +33,16 @@ from edge_runtime.core.authority import USER_ROLES  # spec 10.2.2, one spelling
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import PointInfo
 from edge_runtime.core.points import Quality
-from edge_runtime.safety.interlocks import DEFAULT_RESET_ROLE, Action, Reaction, Rule, SafetyLayer
+from edge_runtime.safety.bypass import BypassConfig
+from edge_runtime.safety.interlocks import (
+    DEFAULT_RESET_ROLE,
+    WATCHDOG,
+    Action,
+    Reaction,
+    Rule,
+    SafetyLayer,
+)
+from edge_runtime.safety.journal import LatchJournal
 from edge_runtime.safety.limits import (
     THRESHOLDS,
     BitIs,
@@ -65,6 +80,9 @@ class SafetyConfig:
     groups: tuple[GroupConfig, ...] = ()
     substitutes: Mapping[str, str] = field(default_factory=dict)  # BAD input -> stand-in
     startup_s: float = 10.0
+    state_dir: Path | None = None  # where the latch journal lives (None: not journaled)
+    bypasses: tuple[BypassConfig, ...] = ()
+    max_bypass_s: float = 60.0
 
 
 def parse_when(text: str) -> Condition:
@@ -242,6 +260,8 @@ def load_safety(
     rd = _Reader(file, known_inputs, known_outputs, limits or {}, errors)
     top = _Section(file, "safety", dict(section or {}), errors)
     startup_s = top.get_float("startup_s", 10.0, minval=0.0, maxval=600.0)
+    state_dir = _state_dir(top, file)
+    max_bypass_s = top.get_float("max_bypass_s", 60.0, above=0.0, maxval=3600.0)
     groups = [g for n, b in top.table("redundancy").items() if (g := _group(rd, n, b))]
     for point, lim in rd.device_limits.items():
         dev, _, name = point.partition(".")
@@ -257,10 +277,73 @@ def load_safety(
         _output_policy(rd, point, body)
     # Declared interlocks first: among rules of equal priority the first declared wins.
     rules = [r for n, b in top.table("interlocks").items() if (r := _rule(rd, n, b))]
+    all_rules = (*rules, *rd.rules)
+    bypasses = [bp for n, b in top.table("bypasses").items()
+                if (bp := _bypass(rd, n, b, {r.name for r in all_rules}, max_bypass_s))]
     top.finish()
-    return SafetyConfig(rules=(*rules, *rd.rules), limits=MappingProxyType(rd.limits),
+    return SafetyConfig(rules=all_rules, limits=MappingProxyType(rd.limits),
                         groups=tuple(groups), substitutes=MappingProxyType(substitutes),
-                        startup_s=startup_s)
+                        startup_s=startup_s, state_dir=state_dir, bypasses=tuple(bypasses),
+                        max_bypass_s=max_bypass_s if isinstance(max_bypass_s, float) else 60.0)
+
+
+def _state_dir(top: _Section, file: str) -> Path | None:
+    raw = top.get_str("state_dir", None)
+    if not isinstance(raw, str):
+        return None
+    path = Path(raw)
+    if not path.is_absolute():
+        path = Path(file).resolve().parent / path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        top.error("state_dir", f"cannot create {path}: {exc.strerror or exc}")
+        return None
+    if not os.access(path, os.W_OK | os.X_OK):
+        top.error("state_dir", f"{path} is not writable")
+        return None
+    return path
+
+
+def _names(sec: _Section, key: str) -> list[str]:
+    raw = sec.get_raw(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        sec.error(key, f"must be a list of names, got {raw!r}")
+        return []
+    return list(raw)
+
+
+def _bypass(rd: _Reader, name: str, body: Any, rules: set[str],
+            max_bypass_s: Any) -> BypassConfig | None:
+    errors_before = len(rd.errors.lines)
+    sec = rd.section("bypasses", name, body)
+    interlocks = _names(sec, "interlocks")
+    limits = _names(sec, "limits")
+    armed_by = _names(sec, "armed_by")
+    max_s = sec.get_float("max_s", above=0.0, maxval=3600.0)
+    sec.finish()
+    for rule in interlocks:
+        if rule not in rules or rule == WATCHDOG:
+            sec.error("interlocks", f"unknown interlock {rule!r}")
+    for point in limits:
+        if point not in rd.limits:
+            sec.error("limits", f"{point!r} has no limits to bypass")
+    if not interlocks and not limits:
+        sec.error("interlocks", "a bypass covers at least one interlock or limit")
+    if not armed_by:
+        sec.error("armed_by", "required: the outputs whose start command arms the bypass")
+    for point in armed_by:
+        if point not in rd.outputs:
+            sec.error("armed_by", f"unknown output {point!r}")
+    if (isinstance(max_s, float) and isinstance(max_bypass_s, float)
+            and max_s > max_bypass_s):
+        sec.error("max_s", f"{max_s:g} s is longer than [safety] max_bypass_s = "
+                           f"{max_bypass_s:g} s")
+    if len(rd.errors.lines) > errors_before or not isinstance(max_s, float):
+        return None
+    return BypassConfig(name, tuple(interlocks), tuple(limits), tuple(armed_by), max_s)
 
 
 def _group(rd: _Reader, name: str, body: Any) -> GroupConfig | None:
@@ -413,9 +496,12 @@ def _rule(rd: _Reader, name: str, body: Any) -> Rule | None:
 
 
 def build_safety_layer(cfg: SafetyConfig, events: EventLog, *,
-                       wall: Callable[[], float] | None = None) -> SafetyLayer:
-    """The node's safety layer (an interlock for the scan engine) from its config."""
+                       wall: Callable[[], float] | None = None,
+                       protections: Iterable[Rule] = ()) -> SafetyLayer:
+    """The node's safety layer (an interlock for the scan engine) from its config, with the
+    protections the role's control config generates (safety/protections.py)."""
     groups = [RedundancyGroup(g, events, wall) for g in cfg.groups]
-    return SafetyLayer(cfg.rules, limits=cfg.limits, groups=groups,
+    journal = LatchJournal(cfg.state_dir) if cfg.state_dir is not None else None
+    return SafetyLayer((*cfg.rules, *protections), limits=cfg.limits, groups=groups,
                        substitutes=cfg.substitutes, events=events, wall=wall,
-                       startup_s=cfg.startup_s)
+                       startup_s=cfg.startup_s, journal=journal, bypasses=cfg.bypasses)

@@ -6,6 +6,13 @@ technician forces -> hold -> override -> trip -> isolate. Trips and isolations l
 stay after their condition clears until an authorised role resets them, and a reset is
 refused while the condition is still present or cannot be evaluated. Each raise, clear,
 engagement and reset attempt is one event; nothing is logged per scan.
+
+Every scan it also derives the safe image (safety/safe_image.py: failsafes overlaid by the
+engaged trips and isolations) and publishes it to the process image, the watchdog thread and
+the drivers, so every path that drives outputs safe writes the same values. Latches are kept
+in the latch journal (safety/journal.py) and re-engaged at start before the first write; the
+watchdog latch is reset through reset("watchdog") like any latched rule. Start-up bypasses
+(safety/bypass.py) hold covered interlocks and limit events back for a bounded time.
 """
 
 from __future__ import annotations
@@ -19,10 +26,25 @@ from edge_runtime.config.schema import Limits
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import OutOfRange, ProcessImage, UnknownPoint
 from edge_runtime.core.points import NEVER_READ, Quality, Sample
-from edge_runtime.safety.limits import EPS, CommsLost, Condition, Level, LimitMonitor
+from edge_runtime.safety.bypass import Bypass, BypassConfig
+from edge_runtime.safety.journal import LatchJournal, Restored
+from edge_runtime.safety.limits import (
+    EPS,
+    CommsLost,
+    Condition,
+    Level,
+    LimitMonitor,
+    LimitTransition,
+)
 from edge_runtime.safety.redundancy import RedundancyGroup
+from edge_runtime.safety.safe_image import OutputRules, SafeImage, SafeImageCell, compute
+from edge_runtime.safety.watchdog import Watchdog
 
 DEFAULT_RESET_ROLE = "infrastructure_manager"
+WATCHDOG = "watchdog"  # the name ResetTrip uses for the scan watchdog's latch
+WATCHDOG_RESET_ROLES = (DEFAULT_RESET_ROLE,)
+SAFE_IMAGE_OWNER = "safe_image"  # owner of comms-loss registers kept at the safe image
+_RESTORED_AT = -1e9  # engaged_at of a latch restored at start: every graceful step is due
 # What a point still unread after the start-up grace reads as: BAD, and no longer start-up.
 NEVER_ANSWERED = Sample.bad("never read since start-up", 0.0)
 
@@ -112,10 +134,14 @@ class SafetyLayer:
         events: EventLog | None = None,
         wall: Callable[[], float] | None = None,
         startup_s: float = 10.0,
+        journal: LatchJournal | None = None,
+        bypasses: Sequence[BypassConfig] = (),
     ) -> None:
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate interlock names in {names}")
+        if WATCHDOG in names:
+            raise ValueError(f"{WATCHDOG!r} names the scan watchdog's latch, not a rule")
         self.rules = list(rules)
         self.states = {r.name: RuleState() for r in rules}
         self.monitors = {p: LimitMonitor(p, lim) for p, lim in (limits or {}).items()}
@@ -143,6 +169,85 @@ class SafetyLayer:
         self._faults: set[str] = set()
         self._last_out: dict[str, float] = {}
         self.counts = {"raised": 0, "engaged": 0, "resets": 0, "refused_resets": 0}
+        # Safe image, latch journal, watchdog latch, operator holds, bypasses.
+        self.safe = SafeImageCell()
+        self._out_rules: OutputRules | None = None
+        self.journal = journal
+        self.restored: Restored | None = None
+        self.watchdog: Watchdog | None = None
+        self.held: Mapping[str, float] = {}  # operator holds (ManualOutputs.manual)
+        self._hold_overridden: set[str] = set()
+        self.bypasses = [Bypass(c) for c in bypasses]
+        self._bypassed_rules: set[str] = set()
+        self._bypassed_limits: set[str] = set()
+        self._held_back: dict[tuple[str, Level], LimitTransition] = {}
+        # Every reset attempt: (rule or "watchdog", role, accepted), for the invariant checker.
+        self.reset_log: list[tuple[str, str, bool]] = []
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self, image: ProcessImage, watchdog: Watchdog | None = None,
+              drivers: Mapping[str, object] | None = None) -> Restored | None:
+        """Before the first scan: re-engage journaled latches, publish the first safe image,
+        stage it as the outputs, hand it to the drivers' hold expiry. Returns the journal's
+        verdict (None without a journal)."""
+        self.watchdog = watchdog
+        self.prepare(image)
+        if self.journal is not None:
+            self.restored = self.journal.load()
+            self._restore(self.restored)
+        self._publish(image)
+        image.stage_failsafe()  # the output stage starts from the safe image
+        for driver in (drivers or {}).values():
+            if hasattr(driver, "safe_source"):  # max-hold expiry writes the safe image
+                setattr(driver, "safe_source", image.safe_values)  # noqa: B010
+        if watchdog is not None and self.journal is not None:
+            watchdog.listeners.append(lambda _tripped: self._persist())
+        self._persist()
+        return self.restored
+
+    def prepare(self, image: ProcessImage) -> None:
+        """Learn the outputs' failsafes, safe directions and comms-loss registers."""
+        self._image = image
+        self._out_rules = OutputRules.from_specs(
+            {n: i.spec for n, i in image.outputs_info.items()})
+
+    def _restore(self, restored: Restored) -> None:
+        latching = [r for r in self.rules if r.latch and r.acts]
+        if restored.fail_safe:
+            names = {r.name for r in latching}
+            self._emit("safety.journal", Severity.CRITICAL,
+                       f"latch journal {restored.status} ({restored.detail}): every latch "
+                       f"assumed engaged until reset: {', '.join(sorted(names)) or 'none'}"
+                       f"{' and the watchdog' if self.watchdog is not None else ''}",
+                       "journal_fail_safe")
+            watchdog = True
+        else:
+            names, watchdog = set(restored.latched), restored.watchdog
+            for gone in sorted(names - {r.name for r in latching}):
+                self._emit("safety.journal", Severity.WARNING,
+                           f"journaled latch {gone!r} is no longer a latching rule: dropped",
+                           "journal_unknown_latch")
+        for rule in latching:
+            if rule.name in names:
+                st = self.states[rule.name]
+                st.engaged = st.latched = True
+                st.engaged_at = _RESTORED_AT
+                self._emit(f"interlock.{rule.name}", rule.severity,
+                           f"{rule.action} re-engaged at start (latched before the restart): "
+                           + ", ".join(rule.outputs), "latch_restored")
+        if watchdog and self.watchdog is not None:
+            self.watchdog.restore("latched before the restart" if not restored.fail_safe
+                                  else f"latch journal {restored.status}")
+            self._emit(WATCHDOG, Severity.CRITICAL, "watchdog latch re-engaged at start: "
+                       "outputs held at the safe image until reset", "latch_restored")
+
+    def _persist(self) -> None:
+        if self.journal is None:
+            return
+        latched = [n for n, st in self.states.items() if st.latched]
+        tripped = self.watchdog is not None and self.watchdog.tripped
+        if not self.journal.save(latched, tripped):
+            self._fault("safety.journal", f"latch journal not written: {self.journal.last_error}")
 
     # -- the scan ---------------------------------------------------------------------------
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
@@ -150,8 +255,12 @@ class SafetyLayer:
         try:
             self._step(image, now)
         except Exception:
-            # Safety that cannot judge the plant must not leave control's outputs standing.
-            image.stage_failsafe()
+            # Safety that cannot judge the plant must not leave control's outputs standing:
+            # the safe image of this scan if it can still be derived, else the last one.
+            try:
+                self._publish(image)
+            finally:
+                image.stage_failsafe()
             raise  # the scan engine reports it (once) and runs on
 
     def _step(self, image: ProcessImage, now: float) -> None:
@@ -159,6 +268,10 @@ class SafetyLayer:
         if self._t0 is None:
             self._t0 = now
         self.starting = now - self._t0 < self.startup_s - EPS
+        if self._out_rules is None:
+            self.prepare(image)
+        self._begin_bypasses(image, now)
+        self._check_holds(image)
         if self._devices is None:
             self._devices = {d: [] for d in self._watched}
             for name, info in image.inputs_info.items():
@@ -177,6 +290,12 @@ class SafetyLayer:
                 self._fault(f"limit.{point}", str(exc))
                 continue
             for t in transitions:
+                if point in self._bypassed_limits:  # held back; raised when the bypass ends
+                    if t.raised:
+                        self._held_back[(point, t.level)] = t
+                    else:
+                        self._held_back.pop((point, t.level), None)
+                    continue
                 self._emit(f"limit.{point}", t.severity, t.message,
                            "limit" if t.raised else "limit_clear")
         self._update_comms(image)
@@ -188,8 +307,76 @@ class SafetyLayer:
                 self._fault(f"rule.{rule.name}", str(exc))
                 value = None
             self._update_rule(rule, value, now)
-        self._apply(image, now)
+        safe = self._publish(image)
+        self._apply(image, now, safe)
         self._last_out = dict(image.outputs)
+        self._confirm_bypasses(now)
+
+    def _publish(self, image: ProcessImage) -> SafeImage:
+        """Derive this scan's safe image and hand it over (process image, watchdog, drivers)."""
+        rules = self._out_rules
+        if rules is None:
+            self.prepare(image)
+            rules = self._out_rules
+            assert rules is not None
+        overlays = []
+        for rule in self.rules:
+            if (self.states[rule.name].engaged
+                    and rule.action in (Action.TRIP, Action.ISOLATE)):
+                overlays.append((rule.name, {p: rules.failsafe.get(p, 0.0) if v is None else v
+                                             for p, v in rule.outputs.items()}))
+        prev = self.safe.get()
+        safe = compute(rules, overlays)
+        if prev.seq == 0 or safe.values != prev.values or safe.engaged != prev.engaged:
+            prev = SafeImage(safe.values, safe.engaged, prev.seq + 1)
+            self.safe.publish(prev)
+        if image.safe_values() is not prev.values:
+            image.publish_safe(prev.values)
+        return prev
+
+    def _begin_bypasses(self, image: ProcessImage, now: float) -> None:
+        if not self.bypasses:
+            return
+        for bp in self.bypasses:
+            bp.begin(image.outputs, self._last_out, now)
+        self._covered()
+
+    def _confirm_bypasses(self, now: float) -> None:
+        if not self.bypasses:
+            return
+        for bp in self.bypasses:
+            what = bp.confirm(self._last_out, now)
+            c = bp.config
+            covered = ", ".join((*c.interlocks, *c.limits))
+            if what == "armed":
+                self._emit(f"bypass.{c.name}", Severity.WARNING,
+                           f"bypassed: {covered} for at most {c.max_s:g} s "
+                           f"(armed by the start of {bp.armed_by})", "bypass")
+            elif what == "ended":
+                self._emit(f"bypass.{c.name}", Severity.INFO,
+                           f"bypass of {covered} ended: {bp.end_reason}; the interlock acts "
+                           "again", "bypass_end")
+        self._covered()
+
+    def _covered(self) -> None:
+        active = [bp.config for bp in self.bypasses if bp.active]
+        self._bypassed_rules = {n for c in active for n in c.interlocks}
+        limits = {p for c in active for p in c.limits}
+        for key in [k for k in self._held_back if k[0] not in limits]:
+            t = self._held_back.pop(key)  # bypass over: raise what it held back
+            self._emit(f"limit.{t.point}", t.severity, f"{t.message} (held back by a "
+                       "bypass, still present at its end)", "limit")
+        self._bypassed_limits = limits
+
+    def _check_holds(self, image: ProcessImage) -> None:
+        # Control ran after the operator's hold was written: a block that overwrote it says so.
+        out = image.outputs
+        overridden = {p for p, v in self.held.items() if p in out and abs(out[p] - v) > 1e-9}
+        for point in sorted(overridden - self._hold_overridden):
+            self._emit(f"hold.{point}", Severity.WARNING,
+                       f"operator hold {self.held[point]:g} overridden by a control block "
+                       f"({out[point]:g})", "hold_overridden")
+        self._hold_overridden = overridden
 
     def _update_comms(self, image: ProcessImage) -> None:
         for device, names in (self._devices or {}).items():
@@ -220,7 +407,8 @@ class SafetyLayer:
             if value:
                 if st.since is None:
                     st.since = now
-                if not st.asserted and now - st.since >= rule.delay_s - EPS:
+                if (not st.asserted and now - st.since >= rule.delay_s - EPS
+                        and rule.name not in self._bypassed_rules):
                     st.asserted, st.asserted_at = True, now
                     st.raised += 1
                     self.counts["raised"] += 1
@@ -244,11 +432,14 @@ class SafetyLayer:
             how = " (graceful)" if rule.reaction is Reaction.GRACEFUL_SHUTDOWN else ""
             self._emit(src, rule.severity, f"{rule.action}{how}: " + ", ".join(rule.outputs),
                        rule.action.value)
+            if rule.latch:
+                self._persist()
         if st.engaged and not st.asserted and not st.latched:
             st.engaged = False
 
-    def _apply(self, image: ProcessImage, now: float) -> None:
+    def _apply(self, image: ProcessImage, now: float, safe: SafeImage) -> None:
         self.owner.clear()
+        values = safe.values
         for point, value in list(self.forces.items()):
             try:
                 image.write(point, value)
@@ -268,9 +459,9 @@ class SafetyLayer:
                     break
                 if rule.action is Action.HOLD:
                     target = st.held[point]
-                elif given is None:
-                    info = image.outputs_info.get(point)
-                    target = float(info.spec.failsafe or 0.0) if info else 0.0
+                elif rule.action in (Action.TRIP, Action.ISOLATE) or given is None:
+                    # the safe image: the most restrictive of every engaged trip / isolation
+                    target = values.get(point, 0.0 if given is None else given)
                 else:
                     target = given
                 writes.append((_PRIORITY[rule.action], -idx, point, target, rule))
@@ -283,6 +474,15 @@ class SafetyLayer:
                 self._fault(f"rule.{rule.name}.{point}", str(exc))
                 continue
             self.owner[point] = f"{rule.action}:{rule.name}"
+        rules = self._out_rules
+        for register in rules.mirrors if rules is not None else ():
+            # device comms-loss registers always hold the safe image: no force or hold beats it
+            try:
+                image.write(register, values[register])
+            except (KeyError, UnknownPoint, OutOfRange, TypeError) as exc:
+                self._fault(f"safe_image.{register}", str(exc))
+                continue
+            self.owner[register] = SAFE_IMAGE_OWNER
         self._mark_forces(image)
 
     def _mark_forces(self, image: ProcessImage) -> None:
@@ -353,21 +553,44 @@ class SafetyLayer:
 
     def reset(self, role: str, name: str | None = None, *,
               source: str = "local") -> list[ResetOutcome]:
-        """Reset latched rules (all, or `name`) for `role`; every attempt is audited."""
-        if name is not None and name not in self.states:
+        """Reset latched rules (all, or `name`; "watchdog" is the scan watchdog's latch) for
+        `role`; every attempt is audited."""
+        tripped = self.watchdog is not None and self.watchdog.tripped
+        if name == WATCHDOG or (name is None and tripped):
+            outcomes = [self._reset_watchdog(role)]
+        else:
+            outcomes = []
+        if name == WATCHDOG:
+            pass
+        elif name is not None and name not in self.states:
             outcomes = [ResetOutcome(name, False, "no such interlock")]
         else:
-            outcomes = [self._reset_one(r, role) for r in self.rules
-                        if r.name == name or (name is None and self.states[r.name].latched)]
+            outcomes += [self._reset_one(r, role) for r in self.rules
+                         if r.name == name or (name is None and self.states[r.name].latched)]
             if not outcomes:
                 outcomes = [ResetOutcome(name or "*", False, "nothing latched")]
         for o in outcomes:
+            self.reset_log.append((o.rule, role, o.accepted))
             self.counts["resets" if o.accepted else "refused_resets"] += 1
             verdict = "accepted" if o.accepted else f"refused: {o.reason}"
             self._emit(f"interlock.{o.rule}", Severity.INFO if o.accepted else Severity.WARNING,
                        f"reset by {role} via {source} {verdict}",
                        "trip_reset" if o.accepted else "trip_reset_refused")
+        if any(o.accepted for o in outcomes):
+            self._persist()
         return outcomes
+
+    def _reset_watchdog(self, role: str) -> ResetOutcome:
+        wd = self.watchdog
+        if wd is None:
+            return ResetOutcome(WATCHDOG, False, "no watchdog on this node")
+        if not wd.tripped:
+            return ResetOutcome(WATCHDOG, False, "not latched")
+        if role not in WATCHDOG_RESET_ROLES:
+            return ResetOutcome(WATCHDOG, False, f"role {role!r} may not reset it "
+                                f"(needs {' or '.join(WATCHDOG_RESET_ROLES)})")
+        wd.reset(self._now)  # the scan applying this command is alive: start kicking afresh
+        return ResetOutcome(WATCHDOG, True)
 
     def _reset_one(self, rule: Rule, role: str) -> ResetOutcome:
         st = self.states[rule.name]
@@ -402,6 +625,7 @@ class SafetyLayer:
             "latched": [n for n, s in st.items() if s.latched],
             "unknown": [n for n, s in st.items() if s.unknown],
             "rules": {r.name: {"when": str(r.when), "action": r.action.value,
+                               "bypassed": r.name in self._bypassed_rules,
                                **asdict(st[r.name])} for r in self.rules},
             "limits": {p: m.level.value for p, m in self.monitors.items()},
             "forces": dict(self.forces),
@@ -411,4 +635,13 @@ class SafetyLayer:
             "substituted": sorted(self._substituting),
             "redundancy": {g.name: g.get_status() for g in self.groups.values()},
             "counts": dict(self.counts),
+            "bypassed": {bp.config.name: bp.get_status(self._now) for bp in self.bypasses},
+            "bypassed_now": sorted(self._bypassed_rules | self._bypassed_limits),
+            "safe_image": {"seq": self.safe.get().seq, "engaged": list(self.safe.get().engaged),
+                           "values": dict(self.safe.get().values)},
+            "holds_overridden": sorted(self._hold_overridden),
+            "journal": None if self.journal is None else {
+                "path": str(self.journal.path), "writes": self.journal.writes,
+                "errors": self.journal.errors, "last_error": self.journal.last_error,
+                "at_start": self.restored.status if self.restored else None},
         }

@@ -4,7 +4,9 @@ Two checkers share one Watchdog: a task in the event loop (catches a scan task t
 dies while the loop lives) and a thread (catches the loop itself frozen, e.g. a blocking call
 in a control block). The thread writes failsafe values over its own Modbus connections because
 the drivers live in the frozen loop. A trip latches until reset: a controller that just lost
-its scan is not trusted to resume on its own.
+its scan is not trusted to resume on its own. The outputs go to the safety layer's safe image
+(failsafe overlaid by engaged trips), never the bare io_map failsafe; the latch is journaled and
+reset through SafetyLayer.reset("watchdog") like any latched trip.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Watchdog:
         self.tripped = False
         self.trips = 0
         self.last_reason = ""
+        # Called with the new latched state after every trip and reset (the latch journal).
+        self.listeners: list[Callable[[bool], None]] = []
 
     def kick(self, now: float) -> None:
         """The scan completed at `now`."""
@@ -46,14 +50,30 @@ class Watchdog:
             self.trips += 1
             self.last_reason = (f"scan silent for {(now - last) * 1000:.0f} ms "
                                 f"(timeout {self.timeout_s * 1000:.0f} ms)")
-        self._on_expire(self.last_reason, from_thread)
+        self._on_expire(self.last_reason, from_thread)  # outputs safe first, then the journal
+        self._notify()
         return True
 
+    def restore(self, reason: str) -> None:
+        """Start latched (the latch journal says it was, or cannot say it was not)."""
+        with self._lock:
+            self.tripped = True
+            self.last_reason = reason
+        self._notify()
+
     def reset(self, now: float) -> None:
-        """Clear a latched trip (an operator action)."""
+        """Clear a latched trip (routed through SafetyLayer.reset: role-checked, audited)."""
         with self._lock:
             self.tripped = False
             self._last_kick = now
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener(self.tripped)
+            except Exception:  # a journal failure must not stop the trip itself
+                log.exception("watchdog listener failed")
 
     def get_status(self) -> dict[str, Any]:
         """Tripped state and counters."""

@@ -4,7 +4,11 @@ Holds the holding and input tables over the span the io_map uses (gaps read as 0
 real devices, so a client may bridge them), checks client writes the way a strict device
 does (only output registers, values within min..max), remembers when each output was last
 written, and enforces the io_map's `max_hold_s` on the device side: an output not written
-for longer than that falls back to its `failsafe` value (Klipper's `max_duration`).
+for longer than that falls back to its `failsafe` value (Klipper's `max_duration`), or, when
+the io_map declares the device's own comms-loss register for it (`mirrors = "<output>"`: a
+drive's fieldbus-loss action and preset speed, a positioner's fail position), to the value
+that register holds: whatever the controller last set there, the factory default until then.
+Comms-loss registers are device parameters: they never fall back themselves.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from edge_runtime.config.schema import IoMap, PointSpec, Table
 from edge_runtime.config.codec import CodecError, Encoding, decode, encode
+from edge_runtime.config.schema import IoMap, PointSpec, Table
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,9 @@ class RegisterBank:
             for a in range(p.address, p.end):
                 self._writable[a] = p
         self._points = {p.name: p for p in io_map.points}
+        # output -> the comms-loss register whose value it takes when its hold expires
+        self.loss_register: dict[str, PointSpec] = {
+            p.mirrors: p for p in io_map.outputs if p.mirrors}
         self.written_at: dict[str, float] = {}
         self.client_words: dict[str, list[int]] = {}
         self.failsafe_active: set[str] = set()
@@ -172,10 +179,13 @@ class RegisterBank:
             if p.name in self.failsafe_active or p.max_hold_s is None or p.failsafe is None:
                 continue
             if t - self.written_at[p.name] > p.max_hold_s:
-                self._put(p, encode_saturating(p.failsafe, p.encoding))
+                loss = self.loss_register.get(p.name)
+                value = p.failsafe if loss is None else self.get(loss.name)
+                self._put(p, encode_saturating(value, p.encoding))
                 self.failsafe_active.add(p.name)
                 changed.append(p.name)
-                log.warning("%s: %s not written for %.1f s (max_hold_s %g): failsafe %g",
+                log.warning("%s: %s not written for %.1f s (max_hold_s %g): %s %g",
                             self.name, p.name, t - self.written_at[p.name], p.max_hold_s,
-                            p.failsafe)
+                            "failsafe" if loss is None else f"comms-loss value ({loss.name})",
+                            value)
         return changed
