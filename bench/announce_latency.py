@@ -162,7 +162,7 @@ def serve_coordinator(port: int, instance: int = 1) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
         status = coord.get_status()
-        print(json.dumps({"counts": status["counts"]}), flush=True)
+        print(json.dumps({"counts": status["counts"]}, allow_nan=False), flush=True)
         await coord.stop()
         await plant.stop()
 

@@ -19,7 +19,7 @@ The transmitter is polled at the scan period (poll_ms = scan period for supply_t
 p99 <= 2 scans. Figures taken while other processes load the CPU are indicative.
 
 Percentiles are nearest-rank: p99 is the ceil(0.99 n)-th smallest of the n latencies, a value
-that was measured. With n <= 100 that is the largest, so a p99 needs n > 100 to say anything
+that was measured. With n < 100 that is the largest, so a p99 needs n >= 100 to say anything
 the maximum does not: the default run has 300 trials per case (3 above its p99), --quick
 120 (1 above); each case reports n and how many trials lie above its p99.
 
@@ -235,7 +235,7 @@ async def measure(sim: SimProcess, config: NodeConfig, *, baseline: bool,
 
 def nearest_rank(sorted_values: Sequence[float], pct: float) -> float:
     """The ceil(pct/100 * n)-th smallest value (nearest-rank percentile: a measured value)."""
-    return sorted_values[max(1, math.ceil(pct / 100 * len(sorted_values))) - 1]
+    return sorted_values[max(1, math.ceil(pct * len(sorted_values) / 100)) - 1]
 
 
 def figures(latencies: list[float], period_s: float) -> dict[str, Any]:
@@ -245,7 +245,7 @@ def figures(latencies: list[float], period_s: float) -> dict[str, Any]:
     period_ms = period_s * 1000
     out.update({k.replace("_ms", "_scans"): v / period_ms for k, v in list(out.items())})
     return {k: round(v, 3) for k, v in out.items()} | {
-        "n": len(ms), "above_p99": len(ms) - math.ceil(0.99 * len(ms)),
+        "n": len(ms), "above_p99": len(ms) - math.ceil(99 * len(ms) / 100),
         "mean_ms": round(statistics.fmean(ms), 3)}
 
 
@@ -288,7 +288,7 @@ def main() -> None:
         serve(json.loads(args.serve))
         return
     trials = 120 if args.quick else args.trials
-    if trials <= 100:
+    if trials < 100:
         print(f"note: with {trials} trials the nearest-rank p99 is the maximum")
     periods = [int(p) for p in args.periods.split(",")]
     print(f"safety latency: sensor past high-high in the simulator -> safe valve command on the "

@@ -454,7 +454,7 @@ def ingest_worker(args: dict[str, Any]) -> None:
         await asyncio.sleep(max(0.0, window[1] - time.time()))
         cpu = time.process_time() - cpu0
         await asyncio.sleep(0.2)
-        print(json.dumps({**counts, "cpu_s": round(cpu, 2)}), flush=True)
+        print(json.dumps({**counts, "cpu_s": round(cpu, 2)}, allow_nan=False), flush=True)
         await client.stop()
 
     asyncio.run(main())
