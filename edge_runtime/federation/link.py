@@ -40,8 +40,8 @@ of it awaiting the broker:
 Link-loss watchdog (`[mqtt] link_loss_s`, `on_link_loss`): see link_loss.py; NodeLink
 feeds it the link's state and adds it to the scan's observers.
 
-Telemetry takes the outbox on every batch, link up or down (one SQLite put of ~12 kB per
-1,000 samples), rather than only while the link is down: a batch written to the socket just
+Telemetry takes the outbox on every batch, link up or down (one SQLite put of ~6 kB per
+500 samples), rather than only while the link is down: a batch written to the socket just
 before the broker dies is then not lost, and order is kept without a second path.
 """
 

@@ -6,10 +6,12 @@ and each output whose value or quality changed (stamped with the scan's wall tim
 takes what it recorded every telemetry period and encodes it with encode_batches.
 
 Cost, so a 10 ms scan holds 5,000 points and more with telemetry on (bench/scaling.py): in
-the scan, one identity check per input and one compare per output, and an append per change;
-nothing is copied or rebuilt per scan. Off the scan, between scans: encode_batches makes one
-batch per step (at most MAX_BATCH_SAMPLES samples, sorted and encoded in 0.2-0.4 ms), so
-the link can yield to the loop between batches and a scan waits for one slice at most.
+the scan, two sweeps in C (each latched input against the last scan's by identity, each
+output against its last value) and the changed names and samples kept as two lists; aliases
+are looked up and output Samples made only when the link iterates what it took. Off the
+scan: encode_batches makes one batch per step (at most MAX_BATCH_SAMPLES samples, sorted and
+encoded in 0.2-0.4 ms), so the link yields to the loop between batches and a scan waits for
+one short slice at most.
 """
 
 from __future__ import annotations

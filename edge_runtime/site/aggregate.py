@@ -328,9 +328,14 @@ class SiteAggregate:
         def fresh(name: str) -> float | None:
             nonlocal until
             s = state.points.get(name)
-            if s is None or s.value is None or s.quality not in _FRESH or now - s.ts > max_age:
+            if s is None or s.value is None or s.quality not in _FRESH:
                 return None
-            until = min(until, s.ts + max_age)
+            # the very expression the stale heap is keyed on: a share redone at `now` never
+            # holds a reading already due (or _advance would redo it forever)
+            stale_after = s.ts + max_age
+            if stale_after < now:
+                return None
+            until = min(until, stale_after)
             return s.value
 
         if state.role == "rack":
