@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,57 @@ def test_rate_limited_log_counts_what_it_holds_back(caplog: pytest.LogCaptureFix
         "node: other kind",
         "node: invalid message 1000 (999 more since the last line, 1001 in all)",
     ]
+
+
+async def test_a_flood_of_invalid_messages_logs_one_line_per_category(
+        mosquitto: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.test_link_state import make_node, running, topics
+
+    cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state")
+    caplog.set_level(logging.WARNING, logger="edge_runtime.federation.link")
+    async with running(make_node(tmp_path), cfg) as link:
+        sender = MqttClient(cfg, client_id="flooder")
+        sender.start()
+        try:
+            await sender.wait_connected(5)
+            await Inbox().wait_until(lambda _: link.get_status()["online"], what="online")
+            for _ in range(299):
+                sender.publish(topics().cmd("grid_signal"), b"garbage", qos=1)
+            await sender.publish_acked(topics().cmd("grid_signal"), b'{"value": NaN}')
+            await Inbox().wait_until(lambda _: link.invalid["malformed"] == 300,
+                                     what="300 counted")
+        finally:
+            await sender.stop()
+    lines = [r.getMessage() for r in caplog.records if "invalid message on" in r.getMessage()]
+    assert len(lines) == 1, lines  # was 300: one WARNING per message
+    assert link.get_status()["invalid"]["malformed"] == 300  # every one still counted
+
+
+@pytest.mark.timeout(60)
+async def test_pswd_edge_run_and_announce_name_a_port_that_is_not_mqtt(tmp_path: Path) -> None:
+    from tests.test_cli_errors import SCRIPT, dump_toml, example
+
+    async with tcp_peer(http_server) as port:
+        doc = example("rack.toml", port)  # devices and broker on the HTTP-speaking port
+        config = tmp_path / "rack.toml"
+        config.write_text(dump_toml({**doc, "mqtt": {"host": "127.0.0.1", "port": port}}))
+        run = await asyncio.create_subprocess_exec(
+            str(SCRIPT), "run", "--config", str(config), "--duration", "3",
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(run.communicate(), 40)
+        assert run.returncode == 0
+        log = err.decode()
+        assert f"127.0.0.1:{port} is not an MQTT 5 broker: its first packet is not a CONNACK" \
+            in log, log
+        assert "Traceback" not in log
+        a1 = tmp_path / "a1.json"
+        a1.write_text((Path(__file__).parent / "vectors" / "annex_a" /
+                       "valid_workload_announcement_minimal.json").read_text())
+        started = time.monotonic()
+        announce = await asyncio.create_subprocess_exec(
+            str(SCRIPT), "announce", str(a1), "--port", str(port), "--timeout", "1",
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(announce.communicate(), 40)
+        assert announce.returncode == 4
+        assert "is not an MQTT 5 broker: its first packet is not a CONNACK" in err.decode()
+        assert time.monotonic() - started < 15

@@ -114,7 +114,8 @@ async def send_command(mqtt: MqttConfig, topics: NodeTopics, kind: str,
     client.start()
     try:
         try:
-            await client.wait_connected(5.0)  # its TimeoutError says why (refused, not MQTT)
+            # past the connect timeout: its TimeoutError then says why (refused, not MQTT)
+            await client.wait_connected(client.connect_timeout_s + 1.0)
             await client.wait_subscribed(5.0)
             await client.publish_acked(cmd_topic, json.dumps(doc).encode(), 1,
                                        correlation_data=corr, timeout=5.0)

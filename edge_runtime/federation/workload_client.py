@@ -291,7 +291,8 @@ async def _announce(mqtt: MqttConfig, site: str, msg: WorkloadAnnouncement,
                     timeout_s: float) -> int:
     wc = WorkloadClient(mqtt, site=site, client_id=f"announce-{uuid.uuid4().hex[:10]}")
     try:
-        await wc.start(timeout_s=max(timeout_s, 5.0))
+        # past the client's connect timeout, so a port that is not MQTT is named as such
+        await wc.start(timeout_s=max(timeout_s, wc.client.connect_timeout_s + 1.0))
         t0 = time.perf_counter()
         resp = await wc.announce(msg, timeout_s)
         latency_ms = (time.perf_counter() - t0) * 1000.0
