@@ -217,3 +217,14 @@ async def test_the_coordinator_signs_what_it_publishes_on_prepare(mosquitto: Bro
     other_site = CommandVerifier({"infrastructure_manager": infra}, node="cdu-01", site="x",
                                  wall=time.time)
     assert (other_site("prepare", dict(doc)) or "").startswith("signature: does not match")
+
+
+async def test_prepare_is_taken_only_on_the_sites_topic(mosquitto: Broker,
+                                                        tmp_path: Path) -> None:
+    cfg = mosquitto.mqtt_config(state_dir=tmp_path / "state", require_coordinator=False)
+    node = wall_node(tmp_path)
+    async with watching(cfg, T.error) as inbox, running(node, cfg) as link:
+        await online(inbox, link)
+        await link.client.publish_acked(f"{T.base}/cmd/prepare", VECTOR.read_bytes())
+        (err,) = [json.loads(m.payload) for m in await inbox.wait_for(1, T.error)]
+        assert (err["category"], err["field"]) == ("unknown_topic", "topic")

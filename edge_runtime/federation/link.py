@@ -24,17 +24,17 @@ of it awaiting the broker:
   the telemetry topic) declaring the aliases. Death: the MQTT will (federation/state.py).
 - Commands on `cmd/{kind}` (parsed in inbound.py): JSON, at most max_message_bytes.
   thermal_control, battery_control and grid_signal carry {"PSWD_version": "1.0",
-  "timestamp": RFC 3339, "action": "set_output" | "release_output", "point":
-  "device.point", "value": number}; each is screened at once against the rights table
-  and the holds (ManualOutputs.screen: a refusal is audited and answered here, naming the
-  rule), then goes to node.commands (checked again, applied and audited at the next
-  scan). With [mqtt] command_keys every kind but rebirth is signed, workload and prepare
-  included, and acts with the signer's role; unsigned, with `channel_role`. rebirth: any JSON object (or empty). workload: an Annex A.1
-  announcement, recorded as an event and posted as AnnounceWorkload for the role's
-  predictive blocks. The site publishes admitted ones once on `pswd/v1/{site}/workload/
-  prepare`, which every node also subscribes to; a node whose role is not in the
-  message's `site_decision.roles` ignores it. Every invalid message is answered on
-  `.../error` with the reason and the field, and counted by category (at most
+  "timestamp": RFC 3339, "action": "set_output" | "release_output", "point": "device.point",
+  "value": number}; each is screened at once against the rights table and the holds
+  (ManualOutputs.screen: a refusal is audited and answered here, naming the rule), then goes
+  to node.commands (checked again, applied and audited at the next scan). With [mqtt]
+  command_keys every kind but rebirth is signed, workload and prepare included, and acts
+  with the signer's role; unsigned, with `channel_role`. rebirth: any JSON object (or
+  empty). workload: an Annex A.1 announcement, recorded as an event and posted as
+  AnnounceWorkload for the role's predictive blocks. The site publishes admitted ones once
+  on `pswd/v1/{site}/workload/prepare`, which every node also subscribes to; a node whose
+  role is not in the message's `site_decision.roles` ignores it. Every invalid message is
+  answered on `.../error` with the reason and the field, and counted by category (at most
   ERROR_ANSWERS_PER_S answers a second; the rest are only counted).
 
 Link-loss watchdog (`[mqtt] link_loss_s`, `on_link_loss`): see link_loss.py; NodeLink
@@ -410,6 +410,8 @@ class NodeLink:
     def _handle(self, msg: Message) -> None:
         kind = ("prepare" if msg.topic == self.prepare_topic
                 else msg.topic.removeprefix(f"{self.topics.base}/cmd/"))
+        if kind == "prepare" and msg.topic != self.prepare_topic:
+            kind = "cmd/prepare"  # prepare comes on the site's topic only: unknown here
         request = parse_command(kind, msg.payload, retain=msg.retain,
                                 max_bytes=self.cfg.max_message_bytes, image=self.node.image,
                                 verify=self._verify, role=self.channel_role)
