@@ -261,7 +261,8 @@ class ManualOutputs:
                    point: str = "") -> str:
         """The role `cmd` acts with, or Refused naming the rights rule; the MQTT channel a
         command came on ("mqtt.<kind>") must allow the class too."""
-        if cmd.source in SYSTEM_SOURCES and getattr(cmd, "held_by", ""):
+        if (cmd.source in SYSTEM_SOURCES and isinstance(cmd, SetOutput | ReleaseOutput)
+                and cmd.held_by):
             return ""  # the node's own link-loss watchdog, acting only on remote holds
         role = resolve_role(getattr(cmd, "role", ""), cmd.source)
         point = point or getattr(cmd, "point", "")
