@@ -11,12 +11,12 @@ from tests.scenario_runner import Harness, Scenario
 ISOLATED = ("pump1.control_word", "pump2.control_word", "valve.position_cmd")
 
 
-def harness(tmp_path: Path, extra: str = "") -> Harness:
+def harness(tmp_path: Path, extra: str = "", *, state_dir: Path | None = None) -> Harness:
     """A Harness (not entered yet) for the example CDU; `extra` adds scenario tables."""
     path = tmp_path / "rig.toml"
     path.write_text('[scenario]\nname = "rig"\nnode = "examples/cdu.toml"\n'
                     'plant = "examples/plant.toml"\nduration_s = 1.0\n' + extra)
-    return Harness(Scenario(path))
+    return Harness(Scenario(path), state_dir=state_dir)
 
 
 async def isolate(h: Harness) -> None:

@@ -204,7 +204,7 @@ class Scenario:
 class Harness:
     """A Node and a Simulator wired over loopback Modbus TCP, stepped one scan at a time."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, *, state_dir: Path | None = None) -> None:
         self.scenario = scenario
         with scenario.plant_path.open("rb") as fh:
             plant = _merge(tomllib.load(fh), scenario.plant_overrides)
@@ -229,7 +229,8 @@ class Harness:
                 # and that must not turn into a BAD input (and a different scenario).
                 devices[name]["timeout_ms"] = max(float(dev.get("timeout_ms", 250.0)), 5000.0)
         # Latches journaled where this run alone sees them (never the example's own folder).
-        self.state_dir = Path(tempfile.mkdtemp(prefix="pswd-scenario-"))
+        self._own_state = state_dir is None  # a test passing its own keeps it for a restart
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="pswd-scenario-"))
         overrides = _merge(overrides, {"devices": devices,
                                        "safety": {"state_dir": str(self.state_dir)}})
         self.config = load_node_config(scenario.node_path, overrides=overrides)
@@ -255,7 +256,17 @@ class Harness:
         for ep in self.node._endpoints:
             ep.close()
         await self.sim.stop()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._own_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def restart(self) -> None:
+        """A new node from the same config (latch journal included), as after a power cycle;
+        the old one is dropped without a shutdown. Nothing is written before the next tick."""
+        for ep in self.node._endpoints:
+            ep.close()
+        self.node = assemble(self.config, clock=self.clock, watchdog_thread=False)
+        self.invariants = InvariantChecker(self.node.safety, self.node.image,
+                                           period_s=self.period, wire=self.wire)
 
     def wire(self, point: str) -> float | None:
         """The value the simulated device last received for an output (None: never written)."""

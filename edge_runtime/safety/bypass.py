@@ -56,16 +56,22 @@ class Bypass:
         return [p for p in self.config.armed_by if outputs.get(p, 0.0) != 0.0]
 
     def begin(self, commanded: Mapping[str, float], last_sent: Mapping[str, float],
-              now: float) -> None:
-        """Arm tentatively on a start command: commanded on now, none of ours on last scan."""
+              now: float) -> str:
+        """Before the rules: "ended" when the time limit is reached (so the covered interlock
+        acts in this very scan); else arm tentatively on a start command (commanded on now,
+        none of ours on last scan) and return ""."""
+        if self.active and now - self.started_at >= self.config.max_s - 1e-9:
+            self.active, self.end_reason = False, f"time limit {self.config.max_s:g} s reached"
+            return "ended"
         on_now = self._on(commanded)
         if not self.active and on_now and not self._on(last_sent):
             self.active, self.tentative, self.started_at = True, True, now
             self.armed_by = on_now[0]
+        return ""
 
     def confirm(self, sent: Mapping[str, float], now: float) -> str:
-        """"armed" (the start went out), "ended" (time limit, or every arming output off
-        again), or "" (nothing new, or a tentative start an interlock blocked)."""
+        """"armed" (the start went out), "ended" (every arming output off again), or ""
+        (nothing new, or a tentative start an interlock blocked)."""
         on = self._on(sent)
         if self.tentative:
             self.tentative = False
@@ -76,9 +82,6 @@ class Bypass:
             return ""
         if not self.active:
             return ""
-        if now - self.started_at >= self.config.max_s - 1e-9:
-            self.active, self.end_reason = False, f"time limit {self.config.max_s:g} s reached"
-            return "ended"
         if not on:
             self.active, self.end_reason = False, "every arming output is off"
             return "ended"

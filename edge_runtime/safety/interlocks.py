@@ -338,25 +338,27 @@ class SafetyLayer:
         if not self.bypasses:
             return
         for bp in self.bypasses:
-            bp.begin(image.outputs, self._last_out, now)
+            self._announce(bp, bp.begin(image.outputs, self._last_out, now))
         self._covered()
 
     def _confirm_bypasses(self, now: float) -> None:
         if not self.bypasses:
             return
         for bp in self.bypasses:
-            what = bp.confirm(self._last_out, now)
-            c = bp.config
-            covered = ", ".join((*c.interlocks, *c.limits))
-            if what == "armed":
-                self._emit(f"bypass.{c.name}", Severity.WARNING,
-                           f"bypassed: {covered} for at most {c.max_s:g} s "
-                           f"(armed by the start of {bp.armed_by})", "bypass")
-            elif what == "ended":
-                self._emit(f"bypass.{c.name}", Severity.INFO,
-                           f"bypass of {covered} ended: {bp.end_reason}; the interlock acts "
-                           "again", "bypass_end")
+            self._announce(bp, bp.confirm(self._last_out, now))
         self._covered()
+
+    def _announce(self, bp: Bypass, what: str) -> None:
+        c = bp.config
+        covered = ", ".join((*c.interlocks, *c.limits))
+        if what == "armed":
+            self._emit(f"bypass.{c.name}", Severity.WARNING,
+                       f"bypassed: {covered} for at most {c.max_s:g} s "
+                       f"(armed by the start of {bp.armed_by})", "bypass")
+        elif what == "ended":
+            self._emit(f"bypass.{c.name}", Severity.INFO,
+                       f"bypass of {covered} ended: {bp.end_reason}; the interlock acts "
+                       "again", "bypass_end")
 
     def _covered(self) -> None:
         active = [bp.config for bp in self.bypasses if bp.active]
