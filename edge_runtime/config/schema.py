@@ -74,6 +74,13 @@ class PointSpec:
         """One past the last register address."""
         return self.address + self.encoding.count
 
+    @property
+    def integral(self) -> bool:
+        """Whole numbers only: an integer register taken as is (bit field, enumeration,
+        counter), where rounding 2.5 to 2 would write a word nobody asked for."""
+        enc = self.encoding
+        return enc.dtype.is_integer and enc.scale == 1.0 and enc.offset == 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class IoMap:

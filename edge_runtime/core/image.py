@@ -131,13 +131,11 @@ class ProcessImage:
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             raise TypeError(f"{name}: value must be a number, got {value!r}")
         spec = info.spec
-        enc = spec.encoding
-        if (enc.dtype.is_integer and enc.scale == 1.0 and enc.offset == 0.0
-                and not float(value).is_integer()):
-            # a bit field, enumeration or counter: rounding 2.5 to 2 would write a word
-            # nobody asked for (run bit cleared: the pump stops)
+        if spec.integral and not float(value).is_integer():
+            # a bit field, enumeration or counter: 2.5 rounded to 2 clears a run bit
             raise TypeError(f"{name}: {value!r} is not a whole number; "
-                            f"{enc.dtype.name.lower()} register with scale 1 takes integers")
+                            f"{spec.encoding.dtype.name.lower()} register with scale 1 takes "
+                            f"integers")
         if (spec.minimum is not None and value < spec.minimum) or (
             spec.maximum is not None and value > spec.maximum
         ):
