@@ -129,6 +129,12 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    if cfg.mqtt is not None:
+        from edge_runtime.federation.preflight import state_dir_in_use
+
+        if (busy := state_dir_in_use(cfg.mqtt)) is not None:
+            print(f"{args.config}: [mqtt] state_dir: {busy}", file=sys.stderr)
+            return EXIT_INTERNAL
     return _run_until_signal(_run_node(cfg, args.config, args.duration, args.status_every))
 
 

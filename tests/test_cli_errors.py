@@ -243,3 +243,24 @@ def test_no_traceback_from_the_console_script(tmp_path: Path, argv: list[str]) -
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     assert proc.returncode in (1, 2), (proc.returncode, proc.stderr)
     assert proc.stderr.strip(), "says why"
+
+
+def test_run_refuses_a_state_dir_another_node_holds(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_runtime.federation.sqlite_wal import lock_file
+
+    doc = example("rack.toml", free_port())
+    doc["mqtt"] = {"host": "127.0.0.1", "port": free_port(), "state_dir": "state"}
+    config = tmp_path / "node.toml"
+    config.write_text(dump_toml(doc))
+    (tmp_path / "state").mkdir()
+    held = lock_file(tmp_path / "state" / "outbox.sqlite")  # as a running node holds it
+    try:
+        code, said = cli(capsys, "run", "--config", str(config), "--duration", "0.1")
+    finally:
+        held.close()
+    assert code == 1  # not a config error: the same file runs once the other node stops
+    assert said.strip() == (f"{config}: [mqtt] state_dir: {tmp_path / 'state'} is in use by "
+                            "another running node (its outbox is locked): give each node its "
+                            "own [mqtt] state_dir")
+    assert cli(capsys, "run", "--config", str(config), "--duration", "0.1")[0] == 0

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from edge_runtime.config.reader import ErrorLog
 from edge_runtime.federation.config import MqttConfig
+from edge_runtime.federation.sqlite_wal import FileInUse, lock_file
+
+OUTBOX_FILE = "outbox.sqlite"  # as federation/link.py names it in state_dir
 
 
 def check_mqtt_runtime(cfg: MqttConfig, file: str, errors: ErrorLog) -> None:
@@ -53,3 +56,17 @@ def _check_tls(cfg: MqttConfig, file: str, errors: ErrorLog) -> None:
     except (ssl.SSLError, OSError, ValueError) as exc:
         errors.add(file, "mqtt.tls", "cert", f"{tls.cert} with key {tls.key} does not load: "
                                              f"{exc}")
+
+
+def state_dir_in_use(cfg: MqttConfig) -> str | None:
+    """Why the node's outbox cannot be taken now (another running node holds its lock), or
+    None. A runtime condition, not a config error: `run` checks it, `check-config` does not.
+    Without it a second node on the same state_dir ran on without its MQTT link."""
+    try:
+        lock_file(cfg.state_dir / OUTBOX_FILE).close()  # taken and dropped at once
+    except FileInUse:
+        return (f"{cfg.state_dir} is in use by another running node (its outbox is locked): "
+                "give each node its own [mqtt] state_dir")
+    except OSError:
+        return None  # unreadable: load_for_run's state_dir check reports it
+    return None
