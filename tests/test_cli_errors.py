@@ -264,3 +264,18 @@ def test_run_refuses_a_state_dir_another_node_holds(tmp_path: Path,
                             "another running node (its outbox is locked): give each node its "
                             "own [mqtt] state_dir")
     assert cli(capsys, "run", "--config", str(config), "--duration", "0.1")[0] == 0
+
+
+def test_announce_and_command_report_tls_files_that_do_not_load(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "operator.toml"
+    config.write_text(dump_toml({"node": {"site": "s"}, "mqtt": {
+        "host": "127.0.0.1", "port": free_port(),
+        "tls": {"ca": "ca.crt", "cert": "op.crt", "key": "op.key"}}}))
+    a1 = REPO / "tests" / "vectors" / "annex_a" / "valid_workload_announcement_minimal.json"
+    code, said = cli(capsys, "announce", str(a1), "--config", str(config))
+    assert code == 2 and f"{config}: [mqtt.tls] ca: {tmp_path / 'ca.crt'}: no such file" in said
+    code, said = cli(capsys, "command", "--config", str(config), "--node", "n", "--kind",
+                     "grid_signal", "--point", "p", "--release", "--role", "grid_operator",
+                     "--keys", str(tmp_path))
+    assert code == 2 and "[mqtt.tls] cert: " in said and "Traceback" not in said

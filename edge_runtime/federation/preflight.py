@@ -23,8 +23,7 @@ OUTBOX_FILE = "outbox.sqlite"  # as federation/link.py names it in state_dir
 def check_mqtt_runtime(cfg: MqttConfig, file: str, errors: ErrorLog) -> None:
     """Record, as `file: [mqtt] key: reason`, what would keep a node's link from starting."""
     _check_state_dir(cfg.state_dir, file, errors)
-    if cfg.tls is not None:
-        _check_tls(cfg, file, errors)
+    check_tls(cfg, file, errors)
 
 
 def _check_state_dir(state_dir: Path, file: str, errors: ErrorLog) -> None:
@@ -37,9 +36,11 @@ def _check_state_dir(state_dir: Path, file: str, errors: ErrorLog) -> None:
                                               f"{exc.strerror or exc}")
 
 
-def _check_tls(cfg: MqttConfig, file: str, errors: ErrorLog) -> None:
+def check_tls(cfg: MqttConfig, file: str, errors: ErrorLog) -> None:
+    """The [mqtt.tls] files exist and load as a CA and a certificate with its key."""
     tls = cfg.tls
-    assert tls is not None
+    if tls is None:
+        return
     missing = [(key, path) for key, path in (("ca", tls.ca), ("cert", tls.cert),
                                              ("key", tls.key)) if not path.is_file()]
     for key, path in missing:

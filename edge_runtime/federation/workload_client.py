@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config.reader import ConfigError
+from edge_runtime.config.reader import ConfigError, ErrorLog
 from edge_runtime.federation.config import MqttConfig, load_mqtt_config
 from edge_runtime.federation.mqtt import Message, MqttClient
+from edge_runtime.federation.preflight import check_tls
 from edge_runtime.federation.topics import SiteTopics, check_level
 from edge_runtime.messages.annex_a import (
     INFRASTRUCTURE_RESPONSE,
@@ -245,6 +246,11 @@ def broker_from_arguments(args: argparse.Namespace) -> tuple[MqttConfig, str] | 
             return None
         if loaded is None:
             print(f"{args.config}: [mqtt]: section missing", file=sys.stderr)
+            return None
+        errors = ErrorLog()
+        check_tls(loaded, str(args.config), errors)
+        if errors.lines:
+            print("\n".join(errors.lines), file=sys.stderr)
             return None
         mqtt = loaded
         site = site or _site_of(args.config)
