@@ -41,6 +41,7 @@ def test_failsafe_overlaid_by_engaged_rules_most_restrictive_wins() -> None:
     # the drive's comms-loss registers follow the safe values they stand for
     assert safe.values["pump1.loss_run"] == 0.0 and safe.values["pump1.loss_speed"] == 100.0
     assert more_restrictive(Direction.HIGH, 20.0, 100.0) == 100.0
+    assert more_restrictive(Direction.ZERO, -300.0, 50.0) == 50.0  # battery: nearer 0 kW
 
 
 def test_safe_direction_and_mirrors_are_checked_at_load(tmp_path: Path) -> None:

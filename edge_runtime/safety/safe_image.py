@@ -3,7 +3,8 @@
 Each output's io_map `failsafe`, overlaid by every engaged trip and isolation. When several
 engaged rules drive the same output, the more restrictive value wins, by the output's
 `safe_direction` in its io_map ("low": the lower value is the safer one, e.g. a pump's
-run word or a valve closing; "high": the higher one, e.g. a condenser valve opening). Device
+run word or a valve closing; "high": the higher one, e.g. a condenser valve opening; "zero":
+the one nearer 0, e.g. a battery's signed power setpoint). Device
 comms-loss registers (`mirrors = "<output>"` in the io_map: a drive's fieldbus-loss action,
 a positioner's fail position) take the safe value of the output they stand for, so a device
 that loses its controller falls to the safe image, not to its factory default.
@@ -26,8 +27,9 @@ from edge_runtime.config.schema import PointSpec
 class Direction(StrEnum):
     """Which way an output is safer."""
 
-    LOW = "low"  # stop, close, zero: the default
+    LOW = "low"  # stop, close: the default
     HIGH = "high"  # open, full: e.g. a condenser valve against over-pressure
+    ZERO = "zero"  # nearer 0: a signed setpoint (battery power: neither charge nor discharge)
 
 
 DEFAULT_DIRECTION = Direction.LOW
@@ -40,6 +42,8 @@ def direction_of(spec: PointSpec) -> Direction:
 
 def more_restrictive(direction: Direction, a: float, b: float) -> float:
     """The safer of two values for an output with this direction."""
+    if direction is Direction.ZERO:
+        return a if abs(a) <= abs(b) else b
     return min(a, b) if direction is Direction.LOW else max(a, b)
 
 
