@@ -12,7 +12,7 @@ from edge_runtime.config.schema import OUTPUT_CLASSES, Access, IoMap, PointSpec,
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPES = [t.name.lower() for t in DataType]
-_DIRECTIONS = ("low", "high")  # safe_direction: which way an output is safer (safety/safe_image)
+_DIRECTIONS = ("low", "high", "zero")  # safe_direction: which way is safer (safety/safe_image)
 
 
 def default_io_maps_dir() -> Path:
