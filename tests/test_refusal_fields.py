@@ -59,3 +59,7 @@ def test_a_valid_command_still_parses() -> None:
                             image=Image())
     assert (request.point, request.value) == ("pump1.speed_ref", 42.0)  # type: ignore[union-attr]
     assert json.loads(body("42"))["value"] == 42
+
+
+def test_a_refusal_without_a_narrower_field_names_the_whole_message() -> None:
+    assert Invalid("internal", "internal error: KeyError('x')").field == "$"

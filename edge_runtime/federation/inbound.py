@@ -45,9 +45,10 @@ Verifier = Callable[[str, dict[str, Any]], "str | None"]
 
 
 class Invalid(Exception):
-    """A message refused: category (counted), reason (for people), field (or None)."""
+    """A message refused: category (counted), reason (for people), field: the JSON path at
+    fault, "$" for the message as a whole (never None: every refusal names its field)."""
 
-    def __init__(self, category: str, reason: str, field: str | None = None) -> None:
+    def __init__(self, category: str, reason: str, field: str = "$") -> None:
         super().__init__(reason)
         self.category, self.reason, self.field = category, reason, field
 
@@ -132,7 +133,7 @@ def _workload(doc: dict[str, Any], role: str) -> WorkloadNotice:
     try:
         announcement = parse_message(json.dumps(doc))
     except MessageError as exc:
-        raise Invalid("schema", str(exc), exc.problems[0].path if exc.problems else None
+        raise Invalid("schema", str(exc), exc.problems[0].path if exc.problems else "$"
                       ) from None
     decision = doc.get("site_decision")
     status = decision.get("approval_status") if isinstance(decision, dict) else None
