@@ -1,20 +1,19 @@
-"""`pswd-edge demo`: a whole simulated site on this machine, on loopback, no broker, no root.
+"""`pswd-edge demo`: a whole simulated site on this machine, on loopback, no root needed.
 
 - The plant simulator (examples/plant.toml) serves the CDU and the rack over Modbus TCP.
 - A CDU node and a rack node (examples/cdu.toml, rack.toml) scan against it exactly as they
   would against real devices: thermal control, pump staging, battery smoothing, safety layer.
-- An embedded MQTT 3.1.1 broker (amqtt) carries their federation: births, CBOR telemetry,
-  alarms, and the site coordinator (examples/site.toml) that admits workloads.
+- The site node (examples/site.toml) runs the coordinator that admits workloads.
+- MQTT carries their federation (births, CBOR telemetry, alarms, announcements): Mosquitto
+  when it is installed, else an embedded amqtt broker in this process (MQTT 3.1.1 only).
 - Part-way through, an AI training job announces itself (Annex A.1); the coordinator answers
-  (A.2) and forwards it to the rack and the CDU, which prepare for the load.
+  (A.2) and forwards it to the rack and the CDU, which prepare for the load; the job's load
+  then arrives in the plant.
 
-The simulator and each node run in their own process (spawned, talking to this one over a
-pipe): in one process the 10 ms rack scan shared its loop and the GIL with the simulator's
-10 ms steps, the broker and the view, and overran on a 2-core machine. This process keeps the
-broker, the coordinator, the workload and the view.
-
-The demo ends with a table of the spec's targets, scaled to the demo (its ~120 kW rack stands
-for the spec's 200 MW swing), against what this run measured; every row says met or not.
+The simulator and each node run in a process of their own (demo_processes.py); this one keeps
+the broker, the workload and the view. The demo ends with a table of the spec's targets, scaled
+to the demo (its 120 kW rack stands for the spec's 200 MW swing), against what this run
+measured (demo_targets.py); every row says met, NOT MET or not measured.
 """
 
 from __future__ import annotations
@@ -22,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import getpass
 import logging
+import os
+import socket
 import sys
 import tempfile
 import time
@@ -101,24 +103,19 @@ async def run_demo(duration_s: float = 60.0, ui: bool = True,
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
-    from edge_runtime.federation.embedded_broker import EmbeddedBroker
-
     rec = Record()
     children = Children()
     names = [c.name for c in configs]
     stack = contextlib.AsyncExitStack()
     try:
         state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pswd-demo-")))
-        broker = await stack.enter_async_context(EmbeddedBroker(port=0))
-        # amqtt speaks MQTT 3.1.1 only: no shared subscription, one coordinator instance.
-        mqtt = MqttConfig(host=broker.host, port=broker.port, protocol="3.1.1",
-                          state_dir=state_dir)
-        children.start("sim", sim_process, EXAMPLES / "plant.toml")
-        for cfg, file in zip(configs, NODE_FILES, strict=True):
-            children.start(cfg.name, node_process, EXAMPLES / file, cfg.role, mqtt)
         try:
+            mqtt = await _broker(stack, state_dir)
+            children.start("sim", sim_process, EXAMPLES / "plant.toml")
+            for cfg, file in zip(configs, NODE_FILES, strict=True):
+                children.start(cfg.name, node_process, EXAMPLES / file, cfg.role, mqtt)
             sim_info = (await children.wait_ready(["sim", *names], 30.0))["sim"]
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # EmbeddedBrokerError is one
             print(str(exc), file=sys.stderr)
             return 1
         rec.t0 = time.monotonic()
@@ -138,6 +135,47 @@ async def run_demo(duration_s: float = 60.0, ui: bool = True,
     for line in summary_lines(rec, duration_s, sim_info["rack_kw"], setpoint):
         print_line(line)
     return 0
+
+
+async def _broker(stack: contextlib.AsyncExitStack, state_dir: Path) -> MqttConfig:
+    """The site's broker: Mosquitto when installed (a C process of its own, MQTT 5), else
+    amqtt inside this process (MQTT 3.1.1 only: no shared subscription, one coordinator)."""
+    from edge_runtime.federation.embedded_broker import EmbeddedBroker, find_mosquitto
+
+    exe = find_mosquitto()
+    if exe is None:
+        broker = await stack.enter_async_context(EmbeddedBroker(port=0))
+        return MqttConfig(host=broker.host, port=broker.port, protocol="3.1.1",
+                          state_dir=state_dir)
+    with socket.socket() as sock:  # a free port (mosquitto cannot be given port 0)
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    conf = state_dir / "mosquitto.conf"
+    lines = ["allow_anonymous true", f"listener {port} 127.0.0.1", "log_dest none"]
+    if os.geteuid() == 0:  # else it drops to user 'mosquitto'
+        lines.append(f"user {getpass.getuser()}")
+    conf.write_text("\n".join(lines) + "\n")
+    proc = await asyncio.create_subprocess_exec(exe, "-c", str(conf),
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    stack.push_async_callback(_terminate, proc)
+    deadline = time.monotonic() + 5.0
+    while True:  # mosquitto says it listens in no other way than by accepting
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"demo: {exe} did not listen on port {port}") from None
+            await asyncio.sleep(0.02)
+    return MqttConfig(host="127.0.0.1", port=port, protocol="5", state_dir=state_dir)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await proc.wait()
 
 
 def _drain(children: Children, rec: Record) -> dict[str, Any]:
