@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,8 @@ async def realtime_run(points: int, seconds: float, workdir: Path,
 
 # --- 2. admission -------------------------------------------------------------------------------
 
+# simulated time starts at the A.1 template's timestamp (the coordinator refuses skewed ones)
+A1_T0 = datetime.fromisoformat(json.loads(A1)["timestamp"].replace("Z", "+00:00")).timestamp()
 RACK = ("rack_meter.power_kw", "battery.soc_pct", "battery.w_dis_cha_max_kw")
 CDU = ("flow.flow", "supply_temp.temperature", "return_temp.temperature", "leak.leak_state")
 
@@ -311,7 +314,7 @@ def admission_case(nodes: int, rate: float, announcements: int,
     agg.snapshot = timed_snapshot  # type: ignore[method-assign]
     roles = ["cdu" if i % 10 == 0 else "rack" for i in range(nodes)]
     names = [f"{r}-{i}" for i, r in enumerate(roles)]
-    now = T0
+    now = A1_T0
     for i, name in enumerate(names):
         agg.node_online(name, roles[i], now)
         agg.update_points(name, reading(i, roles[i], now))
