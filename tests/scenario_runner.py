@@ -14,6 +14,9 @@ examples, with optional overrides merged in), then scripts what happens and what
                    link = "up" | "down"           the site link, as the node's link-loss
                                                   guard sees it (needs [mqtt] in the node
                                                   config; up from the start)
+                   node = "restart" | "watchdog"  a power cycle (a new node from the same
+                                                  config and latch journal, no shutdown) or
+                                                  a scan watchdog trip (the scan fell silent)
     [[expect]]     t (and `until`: checked at every scan from t to until) and one of
                    output = POINT   value the node handed its driver at the end of the scan
                    wire = POINT     value the simulated device last received over Modbus
@@ -171,8 +174,10 @@ class Scenario:
             if not isinstance(body, dict) or not isinstance(body.get("t"), int | float):
                 raise ScenarioError(f"{where} t: required, a number of seconds")
             actions = [k for k in body if k != "t"]
-            if len(actions) != 1 or actions[0] not in ("inject", "clear", "command", "link"):
-                raise ScenarioError(f"{where}: exactly one of inject, clear, command, link")
+            if len(actions) != 1 or actions[0] not in ("inject", "clear", "command", "link",
+                                                       "node"):
+                raise ScenarioError(f"{where}: exactly one of inject, clear, command, link, "
+                                    "node")
             what = actions[0]
             value = body[what]
             if what == "command":
@@ -180,6 +185,9 @@ class Scenario:
             elif what == "link":
                 if value not in ("up", "down"):
                     raise ScenarioError(f"{where} link: \"up\" or \"down\"")
+            elif what == "node":
+                if value not in ("restart", "watchdog"):
+                    raise ScenarioError(f"{where} node: \"restart\" or \"watchdog\"")
             elif not isinstance(value, dict) or "device" not in value:
                 raise ScenarioError(f"{where} {what}: a table with at least `device`")
             self.steps.append((float(body["t"]), what, value))
@@ -239,6 +247,8 @@ class Harness:
         self.period = self.config.scan_period_s
         self.invariants = InvariantChecker(self.node.safety, self.node.image,
                                            period_s=self.period, wire=self.wire)
+        self.events_before = 0
+        self._carried: list[Event] = []
         # [mqtt] in the node config: its link-loss guard, link up until a `link` step
         self.link: LinkLossGuard | None = None
         if self.config.mqtt is not None:
@@ -264,9 +274,22 @@ class Harness:
         the old one is dropped without a shutdown. Nothing is written before the next tick."""
         for ep in self.node._endpoints:
             ep.close()
+        self._carried += self.node.events.since(self.events_before)
+        self.events_before = 0
+        violations = self.invariants.violations
         self.node = assemble(self.config, clock=self.clock, watchdog_thread=False)
         self.invariants = InvariantChecker(self.node.safety, self.node.image,
                                            period_s=self.period, wire=self.wire)
+        self.invariants.violations = violations
+        if self.link is not None and self.config.mqtt is not None:
+            self.link = LinkLossGuard(self.node, self.config.mqtt.link_loss_s,
+                                      self.config.mqtt.on_link_loss)
+            self.node.engine.observers.append(self.link)
+            self.link.link(True)
+
+    def events(self) -> list[Event]:
+        """Every event since `events_before` (across restarts)."""
+        return self._carried + self.node.events.since(self.events_before)
 
     def wire(self, point: str) -> float | None:
         """The value the simulated device last received for an output (None: never written)."""
@@ -295,7 +318,7 @@ async def run_scenario(path: Path) -> Result:
     async with Harness(sc) as h:
         for _ in range(round(sc.warmup_s / h.period)):
             await h.tick()
-        events_before = h.node.events.total
+        h.events_before = h.node.events.total
         steps = list(sc.steps)
         n = round(sc.duration_s / h.period)
         for k in range(n + 1):
@@ -304,7 +327,7 @@ async def run_scenario(path: Path) -> Result:
                 _, what, value = steps.pop(0)
                 _apply(h, what, value)
             await h.tick()
-            events = h.node.events.since(events_before)
+            events = h.events()
             for check in sc.checks:
                 if check.t - _EPS <= t <= check.until + _EPS:
                     problem = _check(h, check, events)
@@ -312,7 +335,7 @@ async def run_scenario(path: Path) -> Result:
                     result.checks += 1
                     if problem:
                         result.failures.append(f"t={t:.2f} s: {check.label()}: {problem}")
-        result.events = h.node.events.since(events_before)
+        result.events = h.events()
         result.scans = h.scans
         result.failures += [f"invariant: {v}" for v in h.invariants.violations]
     for check in sc.checks:
@@ -324,6 +347,13 @@ async def run_scenario(path: Path) -> Result:
 def _apply(h: Harness, what: str, value: Any) -> None:
     if what == "command":
         h.node.commands.submit(value)
+    elif what == "node":
+        if value == "restart":
+            h.restart()
+        else:
+            now = h.clock.monotonic()
+            h.node.watchdog.kick(now)
+            h.node.watchdog.check(now + 2 * h.node.watchdog.timeout_s)
     elif what == "link":
         if h.link is None:
             raise ScenarioError("a link step needs [mqtt] in the node config (node_overrides)")
