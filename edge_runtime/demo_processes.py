@@ -165,12 +165,16 @@ async def _node_main(path: Path, role: str, mqtt: MqttConfig, conn: Connection) 
     # the GIL, enough to make the scan overrun when it happens mid-run. Paid here, at start.
     training_job(datetime.now(UTC), 60.0, 100.0)
     points = VIEW_POINTS.get(config.name, ())
-    out = _Outbox(conn)
-    out.put(("ready", config.name))
+    conn.send(("ready", config.name))
     msg = await inbox.get()
     if msg[0] != "go":
         return
     task = asyncio.create_task(node.run(msg[1]), name=f"node-{config.name}")
+    await asyncio.sleep(0)  # node.run applies its real-time priority before its first await
+    # The sending thread starts only now, so it inherits that priority: a thread at normal
+    # priority holding the GIL while other processes take the CPU kept the SCHED_FIFO scan
+    # waiting for the GIL for 600 ms (priority inversion) on a busy machine.
+    out = _Outbox(conn)
     stop = asyncio.create_task(inbox.get())
     while not task.done():
         done, _ = await asyncio.wait({task, stop}, timeout=SNAPSHOT_S)
