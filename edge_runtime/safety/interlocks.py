@@ -17,6 +17,7 @@ watchdog latch is reset through reset("watchdog") like any latched rule. Start-u
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -39,6 +40,8 @@ from edge_runtime.safety.limits import (
 from edge_runtime.safety.redundancy import RedundancyGroup
 from edge_runtime.safety.safe_image import OutputRules, SafeImage, SafeImageCell, compute
 from edge_runtime.safety.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RESET_ROLE = "infrastructure_manager"
 WATCHDOG = "watchdog"  # the name ResetTrip uses for the scan watchdog's latch
@@ -195,6 +198,9 @@ class SafetyLayer:
         if self.journal is not None:
             self.restored = self.journal.load()
             self._restore(self.restored)
+        elif any(r.latch and r.acts for r in self.rules):
+            log.warning("latched trips are not journaled (no [safety] state_dir): a restart "
+                        "would forget them")
         self._publish(image)
         image.stage_failsafe()  # the output stage starts from the safe image
         for driver in (drivers or {}).values():
