@@ -216,6 +216,7 @@ class SafetyLayer:
         self._image = image
         self._out_rules = OutputRules.from_specs(
             {n: i.spec for n, i in image.outputs_info.items()})
+        self.safe.publish(SafeImage(seq=self.safe.get().seq))  # derive afresh on these outputs
 
     def _restore(self, restored: Restored) -> None:
         latching = [r for r in self.rules if r.latch and r.acts]
@@ -325,15 +326,14 @@ class SafetyLayer:
             self.prepare(image)
             rules = self._out_rules
             assert rules is not None
-        overlays = []
-        for rule in self.rules:
-            if (self.states[rule.name].engaged
-                    and rule.action in (Action.TRIP, Action.ISOLATE)):
-                overlays.append((rule.name, {p: rules.failsafe.get(p, 0.0) if v is None else v
-                                             for p, v in rule.outputs.items()}))
+        engaged = tuple(r for r in self.rules if self.states[r.name].engaged
+                        and r.action in (Action.TRIP, Action.ISOLATE))
         prev = self.safe.get()
-        safe = compute(rules, overlays)
-        if prev.seq == 0 or safe.values != prev.values or safe.engaged != prev.engaged:
+        # Rules' outputs are static: the image only changes when the engaged set does.
+        if not prev.values or prev.engaged != tuple(r.name for r in engaged):
+            overlays = [(r.name, {p: rules.failsafe.get(p, 0.0) if v is None else v
+                                  for p, v in r.outputs.items()}) for r in engaged]
+            safe = compute(rules, overlays)
             prev = SafeImage(safe.values, safe.engaged, prev.seq + 1)
             self.safe.publish(prev)
         if image.safe_values() is not prev.values:
