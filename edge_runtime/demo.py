@@ -96,14 +96,15 @@ def summary_lines(rec: Record, duration_s: float, rack_kw: float,
 
 async def run_demo(duration_s: float = 60.0, ui: bool = True,
                    print_line: Callable[[str], None] = print) -> int:
-    """Run the demo site for duration_s; returns the exit code (0, 1 if it could not start,
-    2 on a bad example config)."""
+    """Run the demo site for duration_s; returns the exit code (0; 1 if it could not start;
+    2 on a bad example config; 130 when interrupted, after the table of what ran)."""
     try:
         configs = [load_node_config(EXAMPLES / f) for f in NODE_FILES]
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
     rec = Record()
+    interrupted = False
     children = Children()
     names = [c.name for c in configs]
     stack = contextlib.AsyncExitStack()
@@ -123,18 +124,25 @@ async def run_demo(duration_s: float = 60.0, ui: bool = True,
             children.send(name, "go", duration_s)
         try:
             await _play(children, mqtt, rec, duration_s, ui, print_line, sim_info["rack_kw"])
+        except asyncio.CancelledError:  # Ctrl-C: stop in order, and still say what was measured
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            interrupted = True
         finally:
             # Nodes first: they write failsafe while the simulator still serves.
             await children.stop(names, 10.0)
             await children.stop(["sim"], 5.0)
             _drain(children, rec)
+            rec.nodes = {n: rec.nodes[n] for n in names if n in rec.nodes}  # file order
     finally:
         children.close()
         await stack.aclose()
     setpoint = next((supply_setpoint(c) for c in configs if c.role == "cdu"), None)
-    for line in summary_lines(rec, duration_s, sim_info["rack_kw"], setpoint):
+    ran_s = round(min(duration_s, time.monotonic() - rec.t0), 1)
+    for line in summary_lines(rec, ran_s, sim_info["rack_kw"], setpoint):
         print_line(line)
-    return 0
+    return 130 if interrupted else 0
 
 
 async def _broker(stack: contextlib.AsyncExitStack, state_dir: Path) -> MqttConfig:
@@ -214,7 +222,7 @@ async def _play(children: Children, mqtt: MqttConfig, rec: Record, duration_s: f
                 announcer = asyncio.create_task(
                     _announce(mqtt, rec, t, START_AFTER_FRAC * duration_s, rack_kw,
                               lambda at, kw, ramp: children.send("sim", "job", at, kw, ramp)))
-            views = list(rec.nodes.values())
+            views = sorted(rec.nodes.values(), key=lambda v: v.name)
             if live is not None:
                 live.update(render(views,
                                    f"PSWD Edge demo  t={t:5.1f}/{duration_s:g} s  (Ctrl-C stops)",
