@@ -130,6 +130,16 @@ class Node:
             raise ValueError(f"a service named {name!r} is already attached")
         self.services[name] = service
 
+    def _service_ended(self, task: asyncio.Task[Any]) -> None:
+        # A service that dies while the node runs (a bug in the link, say) is an alarm now,
+        # not a surprise at shutdown; the scan and its safety layer carry on without it.
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        log.error("service %s stopped: %r", task.get_name(), exc, exc_info=exc)
+        self.events.raise_event(self.clock.wall(), f"service.{task.get_name()}", Severity.ALARM,
+                                f"stopped with {exc!r}; the node runs on without it",
+                                "service_failed")
+
     def _on_watchdog(self, reason: str, from_thread: bool) -> None:
         self.events.raise_event(self.clock.wall(), "watchdog", Severity.CRITICAL,
                                 f"scan watchdog tripped: {reason}; outputs to the safe image",
@@ -173,6 +183,8 @@ class Node:
         tasks.append(asyncio.create_task(
             monitor(self.watchdog, self.clock, self.config.watchdog_s / 4), name="watchdog"))
         services = [asyncio.create_task(s.run(), name=n) for n, s in self.services.items()]
+        for task in services:
+            task.add_done_callback(self._service_ended)
         thread = WatchdogThread(self.watchdog, self.config.watchdog_s / 4)
         if self._use_thread:
             thread.start()

@@ -93,3 +93,22 @@ def test_the_loader_refuses_what_the_assembler_could_not_run(tmp_path: Path, nod
     with pytest.raises(ConfigError) as info:
         load_node_config(path)
     assert any(e.startswith(f"{path}: {line}") for e in info.value.lines), info.value.lines
+
+
+@pytest.mark.anyio
+async def test_a_service_that_dies_raises_an_alarm_and_the_scan_runs_on() -> None:
+    class Broken:
+        async def run(self) -> None:
+            raise RuntimeError("link bug")
+
+        def get_status(self) -> dict[str, object]:
+            return {}
+
+    node = assemble(load_node_config(EXAMPLES / "cdu.toml"), driver_factory=fakes,
+                    watchdog_thread=False)
+    node.attach("broken", Broken())
+    await node.run(0.5)
+    failed = [e for e in node.events.recent(500) if e.code == "service_failed"]
+    assert [e.source for e in failed] == ["service.broken"]
+    assert "link bug" in failed[0].message
+    assert node.engine.stats.cycles >= 3  # the scan kept its period meanwhile
