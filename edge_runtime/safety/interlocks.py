@@ -564,15 +564,12 @@ class SafetyLayer:
         """Reset latched rules (all, or `name`; "watchdog" is the scan watchdog's latch) for
         `role`; every attempt is audited."""
         tripped = self.watchdog is not None and self.watchdog.tripped
-        if name == WATCHDOG or (name is None and tripped):
-            outcomes = [self._reset_watchdog(role)]
-        else:
-            outcomes = []
         if name == WATCHDOG:
-            pass
+            outcomes = [self._reset_watchdog(role)]
         elif name is not None and name not in self.states:
             outcomes = [ResetOutcome(name, False, "no such interlock")]
-        else:
+        else:  # one rule, or every latch (the watchdog's included)
+            outcomes = [self._reset_watchdog(role)] if name is None and tripped else []
             outcomes += [self._reset_one(r, role) for r in self.rules
                          if r.name == name or (name is None and self.states[r.name].latched)]
             if not outcomes:
@@ -581,7 +578,8 @@ class SafetyLayer:
             self.reset_log.append((o.rule, role, o.accepted))
             self.counts["resets" if o.accepted else "refused_resets"] += 1
             verdict = "accepted" if o.accepted else f"refused: {o.reason}"
-            self._emit(f"interlock.{o.rule}", Severity.INFO if o.accepted else Severity.WARNING,
+            where = WATCHDOG if o.rule == WATCHDOG else f"interlock.{o.rule}"
+            self._emit(where, Severity.INFO if o.accepted else Severity.WARNING,
                        f"reset by {role} via {source} {verdict}",
                        "trip_reset" if o.accepted else "trip_reset_refused")
         if any(o.accepted for o in outcomes):
