@@ -176,6 +176,7 @@ class SafetyLayer:
         self.safe = SafeImageCell()
         self._out_rules: OutputRules | None = None
         self.journal = journal
+        self._journal_due = False
         self.restored: Restored | None = None
         self.watchdog: Watchdog | None = None
         self.held: Mapping[str, float] = {}  # operator holds (ManualOutputs.manual)
@@ -318,6 +319,9 @@ class SafetyLayer:
         self._apply(image, now, safe)
         self._last_out = dict(image.outputs)
         self._confirm_bypasses(now)
+        if self._journal_due:  # new latches: durable before the scan hands its outputs over
+            self._journal_due = False
+            self._persist()
 
     def _publish(self, image: ProcessImage) -> SafeImage:
         """Derive this scan's safe image and hand it over (process image, watchdog, drivers)."""
@@ -441,7 +445,7 @@ class SafetyLayer:
             self._emit(src, rule.severity, f"{rule.action}{how}: " + ", ".join(rule.outputs),
                        rule.action.value)
             if rule.latch:
-                self._persist()
+                self._journal_due = True  # written once this scan's outputs are decided
         if st.engaged and not st.asserted and not st.latched:
             st.engaged = False
 
