@@ -279,10 +279,11 @@ async def _sim_main(path: Path, conn: Connection) -> None:
 
 @dataclass
 class Child:
+    """One child process and the parent's end of its pipe."""
+
     name: str
     process: Any  # multiprocessing.Process (its type depends on the context)
     conn: Connection
-    final: Any = None
 
 
 class Children:
@@ -309,10 +310,7 @@ class Children:
     def _read(self, c: Child) -> None:
         try:
             while c.conn.poll():
-                msg = c.conn.recv()
-                if msg[0] == "final":
-                    c.final = msg
-                self.messages.put_nowait((c.name, msg))
+                self.messages.put_nowait((c.name, c.conn.recv()))
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(c.conn.fileno())
             self.messages.put_nowait((c.name, ("exit",)))
@@ -322,7 +320,8 @@ class Children:
             self.children[name].conn.send(msg)
 
     async def wait_ready(self, names: Sequence[str], timeout_s: float) -> dict[str, Any]:
-        """Each child's `ready` payload; ConfigError-like RuntimeError on `error` or exit."""
+        """Each child's `ready` payload; RuntimeError with the child's `error` line (or its
+        exit, or the timeout)."""
         ready: dict[str, Any] = {}
         deadline = time.monotonic() + timeout_s
         while len(ready) < len(names):

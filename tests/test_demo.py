@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,21 @@ def test_demo_ends_with_the_spec_targets_and_meets_the_grid_one() -> None:
     assert re.match(r"[\d.]+ ms \('approved", a2[3]), a2  # the site answered through MQTT
     assert re.match(r"max \d+ ms, p50 \d+ ms, \d+ edges", rows["battery response"][3])
     assert re.fullmatch(r"\d+ / \d+ / \d+", rows["scan overruns"][3])  # cdu, rack, site
+
+
+@pytest.mark.timeout(60)
+def test_demo_says_in_one_line_when_the_simulator_ports_are_taken() -> None:
+    exe = [str(BIN / "pswd-edge")] if (BIN / "pswd-edge").exists() else \
+        [sys.executable, "-m", "edge_runtime.cli"]
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 15503))  # the rack's endpoint in examples/plant.toml
+        taken.listen()
+        out = subprocess.run([*exe, "demo", "--duration", "5", "--no-ui"], capture_output=True,
+                             text=True, timeout=50, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "cannot open the simulator's Modbus ports" in out.stderr
+    assert "Traceback" not in out.stderr and "Spec targets" not in out.stdout
 
 
 # -- the measurements, on samples with a known answer ------------------------------------------
