@@ -9,6 +9,7 @@ position) at its safe image, so they stop and close on their own."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,11 @@ async def test_killed_node_leaves_the_isolation_on_the_plant(tmp_path: Path) -> 
             await h.tick()
         assert h.wire("pump1.loss_run") == 0.0 and h.wire("valve.fail_position") == 0.0
         # kill -9: from here on nothing of the node runs, the plant goes on alone
-        for _ in range(50):  # 5 s of plant time, well past the devices' 2 s comms-loss hold
-            h.sim.step(h.period)
+        valve = [h.sim.state.valve_pct]
+        for _ in range(250):  # 25 s of plant time, well past the devices' 2 s comms-loss hold
+            h.sim.step(h.period)  # (and the valve's full stroke at 5 %/s)
+            valve.append(h.sim.state.valve_pct)
+        assert all(b <= a for a, b in itertools.pairwise(valve))  # never reopens
         units = h.sim.rig.units
         assert units["pump1"].bank.failsafe_active >= {"control_word", "speed_ref"}
         assert units["pump1"].bank.get("control_word") == 0.0
