@@ -32,7 +32,7 @@ test: $(STAMP) peers lint typecheck
 	$(BIN)/pytest
 
 bench-quick: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from edge_runtime.demo_processes import VIEW_POINTS
-from edge_runtime.demo_targets import (
+from edge_runtime.demo.processes import VIEW_POINTS
+from edge_runtime.demo.targets import (
     GRID_WARMUP_S,
     MET,
     NOT_MEASURED,
@@ -35,7 +35,7 @@ from edge_runtime.demo_targets import (
     means_100ms,
     target_rows,
 )
-from edge_runtime.view import EventView, NodeView, PointView, render
+from edge_runtime.demo.view import EventView, NodeView, PointView, render
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

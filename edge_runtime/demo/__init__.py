@@ -10,10 +10,10 @@
   (A.2) and forwards it to the rack and the CDU, which prepare for the load; the job's load
   then arrives in the plant.
 
-The simulator and each node run in a process of their own (demo_processes.py); this one keeps
+The simulator and each node run in a process of their own (processes.py); this one keeps
 the broker, the workload and the view. The demo ends with a table of the spec's targets, scaled
 to the demo (its 120 kW rack stands for the spec's 200 MW swing), against what this run
-measured (demo_targets.py); every row says met, NOT MET or not measured.
+measured (targets.py); every row says met, NOT MET or not measured.
 """
 
 from __future__ import annotations
@@ -35,20 +35,20 @@ from typing import Any
 
 from edge_runtime.assembly import NodeConfig, load_node_config
 from edge_runtime.config.reader import ConfigError
-from edge_runtime.demo_processes import Children, node_process, sim_process, training_job
-from edge_runtime.demo_targets import (
+from edge_runtime.demo.processes import Children, node_process, sim_process, training_job
+from edge_runtime.demo.targets import (
     SPEC_SWING_MW,
     Announcement,
     Record,
     format_table,
     target_rows,
 )
+from edge_runtime.demo.view import NodeView, render
 from edge_runtime.federation.config import MqttConfig
-from edge_runtime.view import NodeView, render
 
 log = logging.getLogger(__name__)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SITE = "demo"
 NODE_FILES = ("site.toml", "cdu.toml", "rack.toml")
 ANNOUNCE_AT_FRAC = 0.3  # the training job announces itself at this share of the run

@@ -30,10 +30,10 @@ from typing import Any
 
 from edge_runtime.assembly import NodeConfig, assemble, load_node_config
 from edge_runtime.config.reader import ConfigError
+from edge_runtime.demo.view import NodeView, snapshot
 from edge_runtime.federation.config import MqttConfig
 from edge_runtime.messages.annex_a import parse_message
 from edge_runtime.node import Node
-from edge_runtime.view import NodeView, snapshot
 
 log = logging.getLogger(__name__)
 

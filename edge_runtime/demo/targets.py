@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_runtime.view import NodeView
+from edge_runtime.demo.view import NodeView
 
 # -- the spec's targets and how the demo scales them -----------------------------------------
 SPEC_SWING_MW = 200.0  # clause 1: AI training swings exceeding 200 MW within 40 ms
