@@ -67,7 +67,7 @@ def kw(text: str) -> float:
 
 
 @pytest.mark.timeout(60)
-def test_demo_ends_with_the_spec_targets_and_meets_the_grid_one() -> None:
+def test_demo_ends_with_the_spec_targets_and_an_honest_grid_verdict() -> None:
     exe = [str(BIN / "pswd-edge")] if (BIN / "pswd-edge").exists() else \
         [sys.executable, "-m", "edge_runtime.cli"]
     # 12 s: the A.1 goes at 30 % of the run, the grid is measured over ~10 s of 0.5-2 Hz
@@ -83,7 +83,14 @@ def test_demo_ends_with_the_spec_targets_and_meets_the_grid_one() -> None:
     grid = rows["grid:"]
     target, measured = kw(grid[2]), kw(grid[3])
     assert target == pytest.approx(120.0 * 50 / 200)  # the 120 kW rack standing for 200 MW
-    assert measured < target and grid[-1] == MET, out.stdout
+    # The verdict must follow the numbers. Whether a 12 s run on a shared CI machine meets the
+    # scaled 30 kW is not asserted: a whole-machine stall landing on a 40 ms load edge lets it
+    # through (see README); the smoothing itself is held to the spec in simulated time
+    # (tests/test_grid_steps.py). What must hold on any machine: the battery takes most of it.
+    assert (grid[-1] == MET) == (measured < target), out.stdout
+    without = re.search(r"\(([\d.]+) kW without battery\)", grid[3])
+    assert without is not None, grid
+    assert measured < 0.6 * float(without.group(1)), out.stdout
     assert rows["supply temperature"][-1] == NOT_MEASURED  # 12 s < the warm-up, said so
     assert "warm-up" in rows["supply temperature"][3]
     a2 = rows["A.2 answer"]
