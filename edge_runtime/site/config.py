@@ -3,9 +3,8 @@
     [site]
     power_limit_kw = 2000.0          # the site's connection limit (grid/status may lower it)
     ramp_limit_kw_per_s = 200.0      # fastest total load ramp the connection agreement allows
-    telemetry_max_age_s = 5.0        # older power readings make the site state unknown
-    refresh_s = 0.1                  # the node-telemetry sums are reused this long (at
-                                     # most one telemetry period late; O(nodes) to redo)
+    telemetry_max_age_s = 5.0        # older readings stop counting (a dead node is
+                                     # forgotten this long after its death)
     reservation_hold_s = 120.0       # an admitted workload is reserved until start + this
     battery_min_soc_pct = 20.0       # below this a rack battery is not counted as available
     cooling_system_type = "single_phase_liquid"
@@ -66,7 +65,6 @@ class SiteConfig:
     power_limit_kw: float = 2000.0
     ramp_limit_kw_per_s: float = 200.0
     telemetry_max_age_s: float = 5.0
-    refresh_s: float = 0.1
     reservation_hold_s: float = 120.0
     battery_min_soc_pct: float = 20.0
     cooling_capacity_kw: dict[str, float] = field(default_factory=dict)
@@ -92,7 +90,6 @@ def read_site_section(sec: Section, base_dir: Path | None = None) -> SiteConfig:
     ramp = sec.get_float("ramp_limit_kw_per_s", d.ramp_limit_kw_per_s, above=0.0)
     max_age = sec.get_float("telemetry_max_age_s", d.telemetry_max_age_s, above=0.0,
                             maxval=3600.0)
-    refresh = sec.get_float("refresh_s", d.refresh_s, minval=0.0, maxval=10.0)
     hold = sec.get_float("reservation_hold_s", d.reservation_hold_s, minval=0.0,
                          maxval=86_400.0)
     soc = sec.get_float("battery_min_soc_pct", d.battery_min_soc_pct, minval=0.0, maxval=100.0)
@@ -138,7 +135,7 @@ def read_site_section(sec: Section, base_dir: Path | None = None) -> SiteConfig:
     sec.finish()
     return SiteConfig(
         power_limit_kw=power, ramp_limit_kw_per_s=ramp, telemetry_max_age_s=max_age,
-        refresh_s=refresh, reservation_hold_s=hold, battery_min_soc_pct=soc,
+        reservation_hold_s=hold, battery_min_soc_pct=soc,
         cooling_capacity_kw=cooling, default_cooling_capacity_kw=default_cool,
         cooling_system_type=CoolingSystemType(cooling_type) if cooling_type in
         [c.value for c in CoolingSystemType] else d.cooling_system_type,
