@@ -163,6 +163,18 @@ def test_encode_batches_round_trip_bounded_and_in_order_per_point() -> None:
         assert mine == [s.value for a, s in samples if a == alias]
 
 
+def test_a_sample_the_codec_refuses_is_dropped_not_its_batch(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A driver's bad value (a bool here) costs that sample and one error line; the batch
+    with the other samples is still encoded, so the link never loses a whole batch to it."""
+    good = [(i, Sample(float(i), Quality.GOOD, 1.7e9 + i)) for i in range(5)]
+    bad = (9, Sample(True, Quality.GOOD, 1.7e9 + 2.5))  # type: ignore[arg-type]
+    [batch] = encode_batches([*good[:3], bad, *good[3:]], session=1, first_seq=0)
+    assert batch.samples == 5
+    assert [s.alias for s in decode_batch(batch.payload).samples] == [0, 1, 2, 3, 4]
+    assert "alias 9 dropped" in caplog.text and "value must be a number" in caplog.text
+
+
 IMAGE_ARGS = {"max_bytes": 1024}
 
 
