@@ -37,7 +37,7 @@ from edge_runtime.site.admission import Decision, GridState, Ramp, SiteSnapshot
 from edge_runtime.site.config import SiteConfig
 
 WATER_KJ_PER_KG_K = 4.186
-_FRESH = (Quality.GOOD, Quality.SUBSTITUTED, Quality.FORCED)
+_FRESH = frozenset((Quality.GOOD, Quality.SUBSTITUTED, Quality.FORCED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +261,11 @@ class SiteAggregate:
         self._now = -math.inf  # the latest time the shares are known to hold at
         self._stale: list[tuple[float, int, str]] = []  # heap of (share until, version, node)
         self._gone: list[tuple[float, str]] = []  # heap of (forget at, node) of offline nodes
+        pts = config.points  # the readings a node's share is made of, by role
+        self._role_points = {
+            "rack": (pts.rack_power_kw, pts.battery_soc_pct, pts.battery_discharge_max_kw),
+            "cdu": (pts.cdu_leak_state, pts.cdu_flow_lpm, pts.cdu_supply_temp_c,
+                    pts.cdu_return_temp_c)}
 
     # --- feeding ------------------------------------------------------------------------------
 
@@ -291,7 +296,7 @@ class SiteAggregate:
             old = points.get(name)
             if old is None or sample.ts >= old.ts:
                 points[name] = sample
-        if state.online and state.role in ("rack", "cdu"):
+        if state.online and state.role in self._role_points:
             self._reshare(node, state)
             self._tidy()
 
@@ -321,40 +326,34 @@ class SiteAggregate:
             heapq.heappush(self._stale, (share.until, state.version, node))
 
     def _share(self, node: str, state: NodeState, now: float) -> _Share:
-        cfg, pts = self.config, self.config.points
-        max_age = cfg.telemetry_max_age_s
-        until = math.inf
-
-        def fresh(name: str) -> float | None:
-            nonlocal until
-            s = state.points.get(name)
-            if s is None or s.value is None or s.quality not in _FRESH:
-                return None
-            # the very expression the stale heap is keyed on: a share redone at `now` never
-            # holds a reading already due (or _advance would redo it forever)
-            stale_after = s.ts + max_age
-            if stale_after < now:
-                return None
+        names = self._role_points.get(state.role)
+        if names is None:
+            return _NOTHING
+        cfg, get = self.config, state.points.get
+        max_age, until = cfg.telemetry_max_age_s, math.inf
+        fresh: list[float | None] = []
+        for name in names:
+            s = get(name)
+            # stale_after is the very expression the stale heap is keyed on: a share redone
+            # at `now` never holds a reading already due (or _advance would redo it forever)
+            if s is None or s.value is None or s.quality not in _FRESH or \
+                    (stale_after := s.ts + max_age) < now:
+                fresh.append(None)
+                continue
             until = min(until, stale_after)
-            return s.value
-
+            fresh.append(s.value)
         if state.role == "rack":
-            soc = fresh(pts.battery_soc_pct)
+            load, soc, discharge = fresh
             battery = soc is not None and soc > cfg.battery_min_soc_pct
-            battery_kw = (fresh(pts.battery_discharge_max_kw) or 0.0) if battery else 0.0
-            return _Share(1, fresh(pts.rack_power_kw), battery, battery_kw, until=until)
-        if state.role == "cdu":
-            cooling = 0.0
-            if not fresh(pts.cdu_leak_state):  # a leaking CDU (1) or cable fault (2): no heat
-                cooling = cfg.cooling_capacity_kw.get(node, cfg.default_cooling_capacity_kw)
-            flow = fresh(pts.cdu_flow_lpm)
-            t_sup = fresh(pts.cdu_supply_temp_c)
-            t_ret = fresh(pts.cdu_return_temp_c)
-            heat = None
-            if flow is not None and t_sup is not None and t_ret is not None:
-                heat = max(0.0, flow / 60.0 * WATER_KJ_PER_KG_K * (t_ret - t_sup))
-            return _Share(cooling_kw=cooling, heat_kw=heat, until=until)
-        return _NOTHING
+            return _Share(1, load, battery, (discharge or 0.0) if battery else 0.0, until=until)
+        leak, flow, t_sup, t_ret = fresh
+        cooling = 0.0
+        if not leak:  # a leaking CDU (1) or cable fault (2) takes no new heat
+            cooling = cfg.cooling_capacity_kw.get(node, cfg.default_cooling_capacity_kw)
+        heat = None
+        if flow is not None and t_sup is not None and t_ret is not None:
+            heat = max(0.0, flow / 60.0 * WATER_KJ_PER_KG_K * (t_ret - t_sup))
+        return _Share(cooling_kw=cooling, heat_kw=heat, until=until)
 
     def _tidy(self) -> None:
         """Drop superseded entries from the top of the stale-time heap. Every reshare pushes
