@@ -225,6 +225,20 @@ def scan_case(points: int, telemetry: bool, scans: int, workdir: Path) -> dict[s
     return r
 
 
+class StallProbe:
+    """Last observer: wall and thread CPU time at the end of every scan, so a scan that
+    started late can be told apart: this thread busy (its CPU time ran on) or not running
+    (another process had the core)."""
+
+    name = "stall_probe"
+
+    def __init__(self) -> None:
+        self.ends: list[tuple[float, float]] = []
+
+    def step(self, image: ProcessImage, now: float, dt: float) -> None:
+        self.ends.append((time.monotonic(), time.thread_time()))
+
+
 async def realtime_run(points: int, seconds: float, workdir: Path,
                        telemetry: bool) -> dict[str, Any]:
     """The engine on the wall clock at 10 ms, the polls as a driver task and, with telemetry,
@@ -254,11 +268,14 @@ async def realtime_run(points: int, seconds: float, workdir: Path,
                 seq += 1
                 await asyncio.sleep(0)  # the link awaits the outbox thread after each batch
 
+    probe = StallProbe()
+    engine.observers.append(probe)
     tasks = [asyncio.create_task(driver()), asyncio.create_task(link())]
     runner = asyncio.create_task(engine.run())
     try:
         await asyncio.sleep(1.0)  # warm-up
         engine.stats.reset()
+        probe.ends.clear()
         encoded = 0
         t0 = time.perf_counter()
         await asyncio.sleep(seconds)
@@ -269,11 +286,17 @@ async def realtime_run(points: int, seconds: float, workdir: Path,
             t.cancel()
             await asyncio.gather(t, return_exceptions=True)
     ex, ji = status["exec_ms"], status["jitter_ms"]
+    # scans that started over 5 ms late: how late, and the CPU this thread used from the end
+    # of the scan before to the end of this one (the late start plus this scan's execution)
+    late = [(round(j * 1000, 1), round((c1 - c0) * 1000, 1))
+            for j, (_, c0), (_, c1) in zip(list(engine.stats.jitter_recent)[1:], probe.ends,
+                                           probe.ends[1:], strict=False) if j > 0.005]
     return {"points": points, "seconds": round(wall, 1), "cycles": status["cycles"],
             "overruns": status["overruns"], "exec_p99_ms": round(ex["p99"], 3),
             "exec_max_ms": round(ex["max"], 3), "jitter_p99_ms": round(ji["p99"], 3),
             "jitter_max_ms": round(ji["max"], 3),
-            "samples_encoded_per_s": round(encoded / wall)}
+            "samples_encoded_per_s": round(encoded / wall),
+            "late_starts_ms_and_own_cpu_ms": late[:20]}
 
 
 # --- 2. admission -------------------------------------------------------------------------------
@@ -420,6 +443,9 @@ def run_scan(quick: bool, realtime: int) -> dict[str, Any]:
               f"{r['exec_p99_ms']}/{r['exec_max_ms']} ms, start late p99/max "
               f"{r['jitter_p99_ms']}/{r['jitter_max_ms']} ms, "
               f"{r['samples_encoded_per_s']:,} samples encoded/s ({sched})", flush=True)
+        for late_ms, cpu_ms in r["late_starts_ms_and_own_cpu_ms"]:
+            print(f"    a scan started {late_ms} ms late; this thread used {cpu_ms} ms of CPU "
+                  f"since the scan before ended", flush=True)
     return {"scan": rows, "scan_realtime_5000_points": rt,
             "realtime_priority": realtime if fifo else 0}
 
