@@ -64,6 +64,13 @@ async def test_a_start_an_interlock_blocks_arms_nothing(tmp_path: Path) -> None:
         for _ in range(80):  # control keeps asking for the pump, the isolation keeps it off
             await h.tick()
         assert not [e for e in h.node.events.since(before) if e.code == "bypass"]
+        # ... and the blocked start does not cover the interlock either (the safety search
+        # found it once bypassed for one scan at a time, in every scan): the loop stopped,
+        # so low-low flow is raised after its 2 s delay.
+        raised = [e for e in h.node.events.since(before)
+                  if (e.source, e.code) == ("interlock.flow_low_low", "interlock")]
+        assert len(raised) == 1
+        assert not h.node.safety.get_status()["bypassed_now"]
 
 
 def _node(tmp_path: Path, bypass: str) -> Path:

@@ -21,7 +21,7 @@ interlock whose condition persisted acts at once and a held-back limit is raised
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +56,16 @@ class Bypass:
         return [p for p in self.config.armed_by if outputs.get(p, 0.0) != 0.0]
 
     def begin(self, commanded: Mapping[str, float], last_sent: Mapping[str, float],
-              now: float) -> str:
+              now: float, blocked: Collection[str] = ()) -> str:
         """Before the rules: "ended" when the time limit is reached (so the covered interlock
         acts in this very scan); else arm tentatively on a start command (commanded on now,
-        none of ours on last scan) and return ""."""
+        none of ours on last scan) and return "". A start of an output an engaged rule holds
+        off (`blocked`) cannot go out: it arms nothing, so a pump that control keeps asking
+        for under an isolation never keeps its interlock bypassed."""
         if self.active and now - self.started_at >= self.config.max_s - 1e-9:
             self.active, self.end_reason = False, f"time limit {self.config.max_s:g} s reached"
             return "ended"
-        on_now = self._on(commanded)
+        on_now = [p for p in self._on(commanded) if p not in blocked]
         if not self.active and on_now and not self._on(last_sent):
             self.active, self.tentative, self.started_at = True, True, now
             self.armed_by = on_now[0]

@@ -347,9 +347,29 @@ class SafetyLayer:
     def _begin_bypasses(self, image: ProcessImage, now: float) -> None:
         if not self.bypasses:
             return
+        blocked = self._held_off()
         for bp in self.bypasses:
-            self._announce(bp, bp.begin(image.outputs, self._last_out, now))
+            self._announce(bp, bp.begin(image.outputs, self._last_out, now, blocked))
         self._covered()
+
+    def _held_off(self) -> set[str]:
+        """Outputs an engaged rule drives to 0 (as of the last scan): a start cannot go out."""
+        safe = self.safe.get().values
+        off: set[str] = set()
+        for rule in self.rules:
+            st = self.states[rule.name]
+            if not st.engaged or not rule.acts:
+                continue
+            for point, given in rule.outputs.items():
+                if rule.action is Action.HOLD:
+                    value = st.held.get(point, 0.0)
+                elif rule.action in (Action.TRIP, Action.ISOLATE) or given is None:
+                    value = safe.get(point, 0.0)
+                else:
+                    value = given
+                if value == 0.0:
+                    off.add(point)
+        return off
 
     def _confirm_bypasses(self, now: float) -> None:
         if not self.bypasses:
