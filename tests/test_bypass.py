@@ -12,6 +12,7 @@ import pytest
 
 from edge_runtime.assembly import load_node_config
 from edge_runtime.config.reader import ConfigError
+from edge_runtime.core.commands import ForceOutput
 from edge_runtime.core.events import Severity
 from tests.cdu_rig import harness, isolate
 
@@ -71,6 +72,22 @@ async def test_a_start_an_interlock_blocks_arms_nothing(tmp_path: Path) -> None:
                   if (e.source, e.code) == ("interlock.flow_low_low", "interlock")]
         assert len(raised) == 1
         assert not h.node.safety.get_status()["bypassed_now"]
+
+
+async def test_a_start_a_force_holds_off_arms_nothing(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        for _ in range(60):
+            await h.tick()
+        before = h.node.events.total
+        for pump in ("pump1", "pump2"):
+            h.node.commands.submit(ForceOutput(f"{pump}.control_word", 0,
+                                               role="infrastructure_manager"))
+        for _ in range(80):  # control keeps starting a pump, the forces keep both off
+            await h.tick()
+        events = h.node.events.since(before)
+        assert not [e for e in events if e.code == "bypass"]
+        assert [e for e in events
+                if (e.source, e.code) == ("interlock.flow_low_low", "interlock")]
 
 
 def _node(tmp_path: Path, bypass: str) -> Path:

@@ -353,9 +353,10 @@ class SafetyLayer:
         self._covered()
 
     def _held_off(self) -> set[str]:
-        """Outputs an engaged rule drives to 0 (as of the last scan): a start cannot go out."""
+        """Outputs a force or an engaged rule (as of the last scan) holds at 0: written after
+        control by this layer, so a start control commands there cannot go out."""
         safe = self.safe.get().values
-        off: set[str] = set()
+        off = {p for p, v in self.forces.items() if v == 0.0}
         for rule in self.rules:
             st = self.states[rule.name]
             if not st.engaged or not rule.acts:
