@@ -564,3 +564,10 @@ def test_config_range_checked_when_output_specs_are_known(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"pump1.speed_ref = 150 is outside 0.0..100.0"):
         Plant(tmp_path, '[safety.interlocks.x]\nwhen = "leak.leak_state == 1"\n'
                         'action = "override"\noutputs = {pump1.speed_ref = 150}')
+
+
+def test_config_refuses_a_fraction_for_an_integer_register(tmp_path: Path) -> None:
+    """The scan never rounds an integer register, so neither may an interlock's value."""
+    with pytest.raises(ConfigError, match=r"pump1.control_word = 0.5: an integer register"):
+        Plant(tmp_path, '[safety.interlocks.x]\nwhen = "leak.leak_state == 1"\n'
+                        'action = "isolate"\noutputs = {pump1.control_word = 0.5}')

@@ -164,6 +164,10 @@ class _Reader:
                 or (spec.maximum is not None and value > spec.maximum)):
             sec.error(key, f"{point} = {value:g} is outside {spec.minimum}..{spec.maximum}")
             return False
+        if value is not None and spec is not None and spec.integral and value != int(value):
+            # The scan would refuse it (an integer register is never rounded): refuse it now.
+            sec.error(key, f"{point} = {value:g}: an integer register takes whole numbers only")
+            return False
         return True
 
     def outputs_of(self, sec: _Section, action: Action) -> dict[str, float | None]:
