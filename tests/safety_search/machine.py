@@ -46,7 +46,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import hypothesis.strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -105,15 +105,6 @@ RESET_TARGETS = ("leak_isolate", "flow_low_low", "supply_blind", "inverter_fault
                  "bad.return_temp.temperature", "comms.battery.w_set_kw", "watchdog", None)
 
 
-# Known bug (issue 8, deliverable 5): a pump start that an interlock blocks (control commands
-# the pump on, a leak isolation holds it off) arms the start-up bypass tentatively in every
-# scan, and the tentative arm already covers the low-low flow interlock of that scan: the
-# interlock never trips while the pumps are held stopped. Stepped around by treating every
-# scan with every arming output off as a possible bypass start.
-BLOCKED_START = "bypass_armed_by_a_blocked_start"
-KNOWN_BUGS = frozenset({BLOCKED_START})
-
-
 class Violation(AssertionError):
     """A safety invariant that did not hold in a scan."""
 
@@ -167,10 +158,6 @@ STATS = Stats()
 
 class SafetySearch(RuleBasedStateMachine):
     """See the module docstring."""
-
-    # Bugs of the code under test the search knows of and steps around (KNOWN_BUGS), so a long
-    # run can look for others; each has its own failing test in tests/test_safety_search.py.
-    known_bugs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()
@@ -447,8 +434,7 @@ class SafetySearch(RuleBasedStateMachine):
                            f"condition was absent")
         armed_by = self.rules.bypass_armed_by
         on = any(wire.get(a, 0.0) for a in armed_by)
-        if self.wd or (on and not any(self.prev_wire.get(a, 0.0) for a in armed_by)) or (
-                not on and BLOCKED_START in self.known_bugs):
+        if self.wd or (on and not any(self.prev_wire.get(a, 0.0) for a in armed_by)):
             self.last_start = now  # a start-up bypass may have been armed in this scan
         for name in self.rules.latching:
             if name not in self.latched and self._must_raise(name, now):
@@ -705,7 +691,9 @@ class SafetySearch(RuleBasedStateMachine):
         """A command over MQTT, through NodeLink's own handler (parse, signature and nonce
         journal, rights screen, queue)."""
         topic = NodeTopics(self.config.site, self.config.name).cmd(kind)
-        if how == "replay" and self.sent_docs:
+        if how == "replay" and not self.sent_docs:
+            how = "signed"  # nothing accepted yet to replay
+        if how == "replay":
             topic, payload = self.sent_docs[pick % len(self.sent_docs)]
             doc = json.loads(payload)
             accept = False
@@ -758,6 +746,21 @@ class SafetySearch(RuleBasedStateMachine):
     def nothing_pending(self) -> None:
         """Every command was applied (and judged) by the scan after it."""
         assert not self.pending
+
+
+def reproduce_blocked_start() -> str | None:
+    """The first unsafe path the search found (fixed in ba45c80): a leak isolates the loop
+    and time passes, the low-low flow trip must engage. The violation raised, or None."""
+    state = SafetySearch()
+    try:
+        state.warm_up()
+        state.leak(state=1, n=12)
+        state.wait(n=70)
+    except Violation as exc:
+        return str(exc)
+    finally:
+        state.teardown()
+    return None
 
 
 class _Endpoint:
