@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _jsonline import print_json_line  # noqa: E402
 from announce_latency import TEMPLATE as A1  # noqa: E402
 
 from edge_runtime.config.iomap import load_io_map  # noqa: E402
@@ -536,7 +537,7 @@ def main() -> None:
           f"cpus, Python {platform.python_version()}, load average "
           f"{os.getloadavg()[0]:.1f}: other work shares these cores)")
     result["run_s"] = round(time.monotonic() - started, 1)
-    print(json.dumps(result, allow_nan=False))
+    print_json_line(result)
 
 
 if __name__ == "__main__":
