@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from edge_runtime.config.devices import read_points
 from edge_runtime.config.reader import ErrorLog, Section
 from edge_runtime.control.smoother import (
     Announced,
@@ -242,15 +243,7 @@ def load_smoothing(sec: Section, file: str, errors: ErrorLog) -> SmoothingConfig
             sec.error("soc_max_pct", f"must be above soc_min_pct ({lo:g}), got {hi:g}")
         elif not lo <= target <= hi:
             sec.error("soc_target_pct", f"must lie within {lo:g}..{hi:g}, got {target:g}")
-    pts = sec.sub("points")
-    names: dict[str, Any] = {}
-    for key in SmoothingPoints.__dataclass_fields__:
-        value = pts.get_str(key, getattr(SmoothingPoints(), key))
-        if isinstance(value, str) and not (value == "" and key in OPTIONAL_POINTS) \
-                and value.count(".") != 1:
-            pts.error(key, f"must name a point as 'device.point', got {value!r}")
-        names[key] = value
-    pts.finish()
+    names = read_points(sec, SmoothingPoints(), OPTIONAL_POINTS)
     sec.finish()
     if len(errors.lines) > before:
         return d  # the caller raises; defaults keep the types honest meanwhile

@@ -66,6 +66,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from edge_runtime.config.devices import read_points
 from edge_runtime.config.reader import ErrorLog, Section
 from edge_runtime.control.pid import Pid, PidConfig
 from edge_runtime.control.refrigerants import FLUIDS, OutOfTable, SaturationTable, table
@@ -307,15 +308,7 @@ def load_two_phase(sec: Section, file: str, errors: ErrorLog) -> TwoPhaseConfig:
     if (isinstance(v["output_min_pct"], float) and isinstance(v["output_max_pct"], float)
             and v["output_min_pct"] >= v["output_max_pct"]):
         sec.error("output_max_pct", "must be above output_min_pct")
-    pts = sec.sub("points")
-    names: dict[str, Any] = {}
-    for key in TwoPhasePoints.__dataclass_fields__:
-        value = pts.get_str(key, getattr(TwoPhasePoints(), key))
-        if isinstance(value, str) and not (value == "" and key == "pump") \
-                and value.count(".") != 1:
-            pts.error(key, f"must name a point as 'device.point', got {value!r}")
-        names[key] = value
-    pts.finish()
+    names = read_points(sec, TwoPhasePoints(), ("pump",))
     sec.finish()
     if len(errors.lines) > before:
         return d

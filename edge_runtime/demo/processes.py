@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.assembly import NodeConfig, assemble, load_node_config
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.demo.view import NodeView, snapshot
@@ -69,7 +70,7 @@ def training_job(now: datetime, start_in_s: float, rack_kw: float) -> Any:
     stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     start = (now + timedelta(seconds=start_in_s)).isoformat(timespec="seconds")
     doc = {
-        "PSWD_version": "1.0", "message_type": "workload_announcement", "timestamp": stamp,
+        "PSWD_version": PSWD_VERSION, "message_type": "workload_announcement", "timestamp": stamp,
         "workload_id": f"demo-train-{int(now.timestamp())}", "workload_type": "ai_training",
         "power_profile": {"peak_power_mw": rack_kw * 0.25 / 1000,
                           "baseline_power_mw": rack_kw * 0.1 / 1000,

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import NodeTopics
@@ -81,7 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
     if key is None:
         print(f"pswd-edge command: {args.keys}: no {args.role}.key", file=sys.stderr)
         return EXIT_CONFIG
-    doc: dict[str, Any] = {"PSWD_version": "1.0", "command_id": uuid.uuid4().hex,
+    doc: dict[str, Any] = {"PSWD_version": PSWD_VERSION, "command_id": uuid.uuid4().hex,
                            "action": "release_output" if args.release else "set_output",
                            "point": args.point}
     if not args.release:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.messages.models import parse_datetime
 
 
 def state_json(site: str, instance: str, *, online: bool, timestamp: str,
                reason: str = "") -> bytes:
     """The retained state (online) or the will / clean-stop body (offline)."""
-    doc: dict[str, object] = {"PSWD_version": "1.0", "timestamp": timestamp, "site": site,
+    doc: dict[str, object] = {"PSWD_version": PSWD_VERSION, "timestamp": timestamp, "site": site,
                               "instance": instance, "online": online}
     if reason:
         doc["reason"] = reason

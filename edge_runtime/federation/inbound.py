@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.core.commands import ReleaseOutput, SetOutput
 from edge_runtime.core.image import OutOfRange, UnknownPoint
 from edge_runtime.federation.topics import COMMAND_KINDS
@@ -151,7 +152,7 @@ def _check_envelope(doc: dict[str, Any]) -> None:
     for key in ("PSWD_version", "timestamp", "action", "point"):
         if not isinstance(doc.get(key), str):
             raise Invalid("schema", f"{key}: required text, got {doc.get(key)!r}"[:200], key)
-    if doc["PSWD_version"] != "1.0":
+    if doc["PSWD_version"] != PSWD_VERSION:
         raise Invalid("schema", f"PSWD_version: expected '1.0', got {doc['PSWD_version']!r}",
                       "PSWD_version")
     try:

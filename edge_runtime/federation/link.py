@@ -61,7 +61,7 @@ from typing import Any, Protocol, TypeVar
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_runtime import __version__
+from edge_runtime import PSWD_VERSION, __version__
 from edge_runtime.core.authority import DEFAULT_RIGHTS, Refused
 from edge_runtime.core.commands import AnnounceWorkload, ReleaseOutput, SetOutput
 from edge_runtime.core.events import Severity
@@ -308,7 +308,7 @@ class NodeLink:
         for ev in new:
             if ev.source == "outbox":
                 continue  # about the outbox itself: storing it there could recurse when full
-            doc = {"PSWD_version": "1.0", "timestamp": state.timestamp(ev.ts),
+            doc = {"PSWD_version": PSWD_VERSION, "timestamp": state.timestamp(ev.ts),
                    "site": self.who.site, "node": self.who.node, "source": ev.source,
                    "severity": ev.severity.value, "message": ev.message, "code": ev.code}
             try:
@@ -450,7 +450,7 @@ class NodeLink:
         if used >= ERROR_ANSWERS_PER_S:
             self.invalid["unanswered"] += 1
             return
-        doc = {"PSWD_version": "1.0", "timestamp": state.timestamp(self.node.clock.wall()),
+        doc = {"PSWD_version": PSWD_VERSION, "timestamp": state.timestamp(self.node.clock.wall()),
                "node": self.who.node, "topic": msg.topic, "error": bad.reason,
                "field": bad.field, "category": bad.category,
                "invalid_total": sum(v for k, v in self.invalid.items() if k != "unanswered")}

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.federation.mqtt import Message, MqttClient
 from edge_runtime.federation.topics import NodeTopics, SiteTopics
 
@@ -206,7 +207,7 @@ class OffsetEstimator:
 
 def time_request(node: str, t1: float) -> bytes:
     """A round-trip request body."""
-    return json.dumps({"PSWD_version": "1.0", "node": node, "t1": t1}).encode()
+    return json.dumps({"PSWD_version": PSWD_VERSION, "node": node, "t1": t1}).encode()
 
 
 def parse_time_request(raw: bytes) -> tuple[str, float]:
@@ -220,7 +221,7 @@ def parse_time_request(raw: bytes) -> tuple[str, float]:
 
 def time_reply(t1: float, t2: float, t3: float) -> bytes:
     """The coordinator's answer: t1 echoed, t2 and t3 on its clock."""
-    return json.dumps({"PSWD_version": "1.0", "t1": t1, "t2": t2, "t3": t3}).encode()
+    return json.dumps({"PSWD_version": PSWD_VERSION, "t1": t1, "t2": t2, "t3": t3}).encode()
 
 
 def parse_time_reply(raw: bytes, t4: float) -> RoundTrip:

@@ -24,8 +24,8 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edge_runtime.config.schema import PointSpec, Table
 from edge_runtime.config.codec import CodecError, encode
+from edge_runtime.config.schema import PointSpec, Table
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.messages.annex_a import MessageError, decode_json
 from edge_runtime.messages.models import (
     FlexibilityParameters,
@@ -91,7 +92,7 @@ def _obj(doc: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def _build(doc: Any) -> WorkloadAnnouncement:
-    if type(doc) is not dict or doc.get("PSWD_version") != "1.0" \
+    if type(doc) is not dict or doc.get("PSWD_version") != PSWD_VERSION \
             or doc.get("message_type") != "workload_announcement":
         raise _Unsure
     wid, wtype = doc.get("workload_id"), doc.get("workload_type")

@@ -36,6 +36,7 @@ from collections import Counter, OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+from edge_runtime import PSWD_VERSION
 from edge_runtime.messages.models import ApprovalStatus, format_datetime, parse_datetime
 from edge_runtime.security.signing import mac, sign
 from edge_runtime.site.admission import Decision
@@ -56,7 +57,7 @@ def decision_body(site: str, instance: str, workload_id: str, d: Decision, now: 
                   key: bytes | None) -> bytes:
     """What an instance publishes about one admission (signed when it holds the key)."""
     doc: dict[str, Any] = {
-        "PSWD_version": "1.0", "workload_id": workload_id, "approval_status": d.status.value,
+        "PSWD_version": PSWD_VERSION, "workload_id": workload_id, "approval_status": d.status.value,
         "approved_power_kw": d.approved_kw, "heat_kw": d.heat_kw, "start_time": _iso(d.start),
         "ramp_kw_per_s": d.ramp_kw_per_s, "instance": instance}
     if key is not None:
