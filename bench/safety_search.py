@@ -110,7 +110,9 @@ def main() -> None:
           f"{main_run['scans']} ({main_run['scans'] * 0.1 / 3600:.1f} h of plant time), "
           f"violations {main_run['violations']} (target 0), {main_run['seconds']} s")
     print(f"  restarts {STATS.restarts}, watchdog trips {STATS.watchdog_trips}, latches "
-          f"engaged {STATS.latches}, commands {STATS.commands} ({STATS.refused} refused)")
+          f"engaged {STATS.latches}, commands {STATS.commands} ({STATS.refused} refused), "
+          f"site link losses {STATS.link_losses} ({STATS.site_holds_released} site holds "
+          "released)")
 
     print("regression, the unsafe path found in the search's first run:")
     again = reproduce_blocked_start()

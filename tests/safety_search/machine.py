@@ -13,9 +13,10 @@ Driven (each action is followed by 1..n scans; `wait` lets time pass):
   commands   from every role: set / release output, force / release force, trip reset
              (named, watchdog, all) on the local panel (command queue); set / release over the
              MQTT command path (NodeLink's own message handler) on every channel, signed,
-             unsigned, with a wrong key and replayed; site link down and up (link-loss guard)
+             unsigned, with a wrong key and replayed; broker link down and up, the site
+             coordinator offline (its will) and online (link-loss guard, liveness)
 
-Checked after every scan (Invariants.after_scan):
+Checked after every scan (SafetySearch._check):
   I1 an engaged latch the config implies (condition present, its delay and any start-up
      bypass over) is engaged in that scan, and latched until an accepted reset;
   I2 a latch clears only in a scan that applied a reset from a role the rule names, while its
@@ -45,6 +46,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,11 @@ from edge_runtime.core.commands import (
     ResetTrip,
     SetOutput,
 )
+from edge_runtime.federation.coordinator_state import state_json
 from edge_runtime.federation.link import NodeLink
 from edge_runtime.federation.mqtt import Message
-from edge_runtime.federation.topics import NodeTopics
+from edge_runtime.federation.topics import NodeTopics, SiteTopics
+from edge_runtime.messages.models import format_datetime
 from edge_runtime.node import Node
 from edge_runtime.safety.invariants import InvariantChecker
 from edge_runtime.security.signing import generate_key, sign
@@ -72,6 +76,7 @@ from tests.safety_search import plant as plant_mod
 from tests.safety_search.model import (
     CHANNEL_ROLES,
     CHANNELS,
+    GO,
     IM,
     ROLES,
     ConfigRules,
@@ -101,6 +106,11 @@ ROLE_CHOICES = ("", IM, *ROLES)
 # Rules whose condition the model cannot always tell (the vote's timing; comms loss during a
 # restart's start-up grace): None means "cannot say", not "input BAD".
 UNCERTAIN = ("supply_blind", "comms.")
+# (channel, role, point) a site command may rightly move (core/authority.py defaults)
+SITE_ORDERS = (("thermal_control", IM, "pump1.speed_ref"), ("thermal_control", IM,
+               "valve.position_cmd"), ("thermal_control", IM, "heat.hp_cmd"),
+               ("battery_control", GO, "battery.w_set_kw"), ("grid_signal", GO,
+               "battery.w_set_kw"), ("grid_signal", IM, "battery.w_set_ena"))
 RESET_TARGETS = ("leak_isolate", "flow_low_low", "supply_blind", "inverter_fault",
                  "bad.return_temp.temperature", "comms.battery.w_set_kw", "watchdog", None)
 
@@ -150,6 +160,8 @@ class Stats:
     latches: int = 0
     commands: int = 0
     refused: int = 0
+    link_losses: int = 0
+    site_holds_released: int = 0
     violations: list[str] = field(default_factory=list)
 
 
@@ -180,7 +192,9 @@ class SafetySearch(RuleBasedStateMachine):
         self.wd = False  # the watchdog latch
         self.holds: dict[str, tuple[float, str, str]] = {}  # point -> value, source, role
         self.forces: dict[str, float] = {}
-        self.link_up = True
+        self.broker_up = True
+        self.coord_online = True  # the site coordinator's retained state
+        self.coord_ts = format_datetime(datetime.fromtimestamp(self.clock.wall(), UTC))
         self.down_since: float | None = None
         self.loss_declared = False
         self.pending_release: list[str] = []
@@ -216,8 +230,11 @@ class SafetySearch(RuleBasedStateMachine):
         self.node.engine.observers.append(link.link_loss)  # as NodeLink.run() does
         self.started = self.clock.monotonic()
         self.last_start = self.started  # a fresh node may start a pump: a bypass may arm
-        if self.link_up:
+        if self.broker_up:
             link.link_loss.link(True)
+            self._deliver_coordinator_state()  # retained: arrives at every connect
+        if self.link_up:
+            self.down_since = None
         else:
             self.down_since, self.loss_declared = self.started, False
         checker = InvariantChecker(self.node.safety, self.node.image, period_s=self.period)
@@ -312,6 +329,8 @@ class SafetySearch(RuleBasedStateMachine):
             self.loss_declared = True  # the guard queued releases of every site hold
             self.pending_release = [p for p, (_, src, _) in self.holds.items()
                                     if src.startswith("mqtt.")]
+            STATS.link_losses += 1
+            STATS.site_holds_released += len(self.pending_release)
 
     def _scans(self, n: int) -> None:
         for _ in range(n):
@@ -681,7 +700,18 @@ class SafetySearch(RuleBasedStateMachine):
         self.pending.append(Pending(cmd, False))
         self._step(n)
 
-    @precondition(lambda self: self.link_up)
+    @precondition(lambda self: self.broker_up)
+    @rule(order=st.sampled_from(SITE_ORDERS), release=st.booleans(),
+          value=st.sampled_from([0.0, 1.0, 40.0, 100.0]), pick=st.integers(0, 255),
+          n=st.integers(1, 12))
+    def site_order(self, order: tuple[str, str, str], release: bool, value: float, pick: int,
+                   n: int) -> None:
+        """The common case of `remote`: a correctly signed command from a role the channel
+        and the point's class allow (its own remote holds are what a link loss releases)."""
+        kind, role, point = order
+        self.remote(kind, release, point, value, role, "signed", pick, n)
+
+    @precondition(lambda self: self.broker_up)
     @rule(kind=st.sampled_from(CHANNELS), release=st.booleans(), point=st.sampled_from(POINTS),
           value=st.sampled_from(VALUES), role=st.sampled_from((IM, *ROLES)),
           how=st.sampled_from(["signed", "signed", "unsigned", "wrong_key", "replay"]),
@@ -726,16 +756,47 @@ class SafetySearch(RuleBasedStateMachine):
         self.pending.append(Pending(cmd, accept, remote=True, invalid_before=invalid_before))
         self._step(n)
 
+    @property
+    def link_up(self) -> bool:
+        """The site link as the link-loss guard must see it: broker and a coordinator."""
+        return self.broker_up and self.coord_online
+
+    def _deliver_coordinator_state(self) -> None:
+        topic = f"{SiteTopics(self.config.site).coordinator_prefix}site-01/state"
+        self.link._on_message(Message(topic, state_json(
+            self.config.site, "site-01", online=self.coord_online, timestamp=self.coord_ts,
+            reason="" if self.coord_online else "connection lost"), 1, True))
+
+    def _link_changed(self, was_up: bool) -> None:
+        if was_up and not self.link_up:
+            self.down_since = self.clock.monotonic()
+        elif self.link_up and not was_up:
+            self.down_since, self.loss_declared = None, False
+
     @rule(up=st.booleans(), n=st.integers(1, 40))
     def site_link(self, up: bool, n: int) -> None:
-        """The site link (broker) goes down or comes back."""
-        if up != self.link_up:
-            self.link_up = up
-            if up:
-                self.down_since, self.loss_declared = None, False
-            else:
-                self.down_since = self.clock.monotonic()
+        """The broker link goes down or comes back (with the coordinator's retained state)."""
+        if up != self.broker_up:
+            was_up = self.link_up
+            self.broker_up = up
             self.link.link_loss.link(up)
+            if up:
+                self._deliver_coordinator_state()
+            self._link_changed(was_up)
+        self._step(n)
+
+    @rule(online=st.booleans(), n=st.integers(1, 40))
+    def coordinator(self, online: bool, n: int) -> None:
+        """The site coordinator dies (its will: offline) or comes back (online, retained),
+        through NodeLink's own handler of pswd/v1/{site}/coordinator/+/state."""
+        if online != self.coord_online:
+            was_up = self.link_up
+            self.coord_online = online
+            if online:  # a new connection: a later timestamp
+                self.coord_ts = format_datetime(datetime.fromtimestamp(self.clock.wall(), UTC))
+            if self.broker_up:
+                self._deliver_coordinator_state()
+            self._link_changed(was_up)
         self._step(n)
 
     def _step(self, n: int) -> None:
