@@ -106,6 +106,10 @@ ROLE_CHOICES = ("", IM, *ROLES)
 # Rules whose condition the model cannot always tell (the vote's timing; comms loss during a
 # restart's start-up grace): None means "cannot say", not "input BAD".
 UNCERTAIN = ("supply_blind", "comms.")
+# Outputs a trip, isolation or override of the config drives (what a force must never beat).
+PROTECTED = ("pump1.control_word", "pump2.control_word", "pump1.speed_ref", "valve.position_cmd",
+             "heat.hp_cmd", "battery.w_set_kw", "battery.w_set_ena",
+             "condenser_valve.position_cmd")
 # (channel, role, point) a site command may rightly move (core/authority.py defaults)
 SITE_ORDERS = (("thermal_control", IM, "pump1.speed_ref"), ("thermal_control", IM,
                "valve.position_cmd"), ("thermal_control", IM, "heat.hp_cmd"),
@@ -496,6 +500,8 @@ class SafetySearch(RuleBasedStateMachine):
                 why, want = "watchdog latched: safe image", safe[point]
             elif point in covered:
                 why, want = "trip / isolation: safe image", safe[point]
+                if owners.get(point) == "force":
+                    self._fail(f"I3 {point}: a force beats a trip / isolation")
             elif point in overrides:
                 vals = overrides[point]
                 if max(vals) - min(vals) <= TOL:
@@ -690,6 +696,13 @@ class SafetySearch(RuleBasedStateMachine):
         self.node.commands.submit(cmd)
         self.pending.append(Pending(cmd, False))
         self._step(n)
+
+    @rule(point=st.sampled_from(PROTECTED), value=st.sampled_from([0.0, 1.0, 100.0]),
+          release=st.booleans(), n=st.integers(1, 12))
+    def technician(self, point: str, value: float, release: bool, n: int) -> None:
+        """The common case of `local` forces: the commissioning technician (infrastructure
+        manager) forces, or releases, an output some trip, isolation or override drives."""
+        self.local("release_force" if release else "force", point, value, IM, n)
 
     @rule(latch=st.sampled_from(RESET_TARGETS), role=st.sampled_from(ROLE_CHOICES),
           n=st.integers(1, 12))
