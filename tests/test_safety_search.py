@@ -58,7 +58,7 @@ CAUGHT_BY = {
     "bare_failsafe": ("I3", "I7", "I8"),  # finding 1: watchdog / start write io_map failsafes
     "forces_beat_trips": ("I3", "I8"),  # finding 3: a force written after the interlocks
     "latches_forgotten_at_restart": ("I1", "I6", "I7"),  # finding 1: journal read as empty
-    "rights_unchecked": ("I5",),  # finding 2: any role moves any output
+    "rights_unchecked": ("I3", "I5"),  # finding 2: any role moves any output
     "latch_clears_by_itself": ("I2", "I8"),  # a trip unlatching without a reset
 }
 

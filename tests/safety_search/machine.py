@@ -241,7 +241,8 @@ class SafetySearch(RuleBasedStateMachine):
             self.down_since = None
         else:
             self.down_since, self.loss_declared = self.started, False
-        checker = InvariantChecker(self.node.safety, self.node.image, period_s=self.period)
+        checker = InvariantChecker(self.node.safety, self.node.image, period_s=self.period,
+                                   wire=self._on_wire)
         if not first:
             checker.violations = self.checker.violations
         self.checker = checker
@@ -257,6 +258,12 @@ class SafetySearch(RuleBasedStateMachine):
             for point, value in (d.last or {}).items():
                 out[f"{name}.{point}"] = value
         return out
+
+    def _on_wire(self, point: str) -> float | None:
+        """What the device last received (the InvariantChecker's wire)."""
+        device, name = point.split(".", 1)
+        last = self.node.drivers[device].last  # type: ignore[attr-defined]
+        return None if last is None else last.get(name)
 
     def _safe(self) -> dict[str, float]:
         s = self.node.safety
