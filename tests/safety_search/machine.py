@@ -9,7 +9,7 @@ Driven (each action is followed by 1..n scans; `wait` lets time pass):
   controller loop freeze past the watchdog timeout (in-loop check or the watchdog thread),
              SIGSTOP-like pause and resume (watchdog or scan first), kill and restart (a new
              node from the same config and state dirs: plain kill, clean shutdown, or a
-             corrupt latch journal)
+             torn or lost latch journal)
   commands   from every role: set / release output, force / release force, trip reset
              (named, watchdog, all) on the local panel (command queue); set / release over the
              MQTT command path (NodeLink's own message handler) on every channel, signed,
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -99,7 +100,7 @@ STICKY = frozenset({"heat.hp_cmd", "heat.net_pump_pct", "battery.w_set_kw",
 POINTS = ("pump1.control_word", "pump1.speed_ref", "pump2.control_word", "valve.position_cmd",
           "condenser_valve.position_cmd", "battery.w_set_kw", "battery.w_set_ena",
           "heat.hp_cmd", "heat.net_pump_pct", "pump1.loss_run", "battery.ctrl_hb")
-VALUES = (0.0, 1.0, 1.0, 40.0, 100.0, 2.5, -200.0, 700.0)
+VALUES = (0.0, 1.0, 1.0, 40.0, 100.0, 2.5, -200.0, 700.0, float("nan"), float("inf"))
 # Every role, the infrastructure manager (the one with most rights) twice as often; "" is a
 # local command that names no role (the panel's: the infrastructure manager's).
 ROLE_CHOICES = ("", IM, *ROLES)
@@ -647,11 +648,12 @@ class SafetySearch(RuleBasedStateMachine):
                 STATS.watchdog_trips += 1
         self._step(n)
 
-    @rule(how=st.sampled_from(["kill", "shutdown", "corrupt_journal"]), down_s=st.sampled_from(
+    @rule(how=st.sampled_from(["kill", "shutdown", "corrupt_journal", "lost_journal"]),
+          down_s=st.sampled_from(
         [0.1, 2.0]), n=st.integers(1, 12))
     def restart(self, how: str, down_s: float, n: int) -> None:
-        """The node dies (kill -9, a clean shutdown, or a kill that leaves a torn journal) and
-        a new one starts from the same config and state dirs."""
+        """The node dies (kill -9, a clean shutdown, or a kill that leaves a torn or no latch
+        journal) and a new one starts from the same config and state dirs."""
         if how == "shutdown":
             self.written.clear()
             self.node._endpoints = [_Endpoint()]  # the path that writes over fresh sockets
@@ -661,8 +663,11 @@ class SafetySearch(RuleBasedStateMachine):
             if not self.written:
                 self._fail("I7 shutdown wrote nothing")
         journal = self.tmp / "safety" / "safety.journal"
+        if how == "lost_journal":
+            journal.unlink(missing_ok=True)  # its marker says it existed
         if how == "corrupt_journal":
             journal.write_bytes(journal.read_bytes()[:-7] if journal.exists() else b"{")
+        if how in ("corrupt_journal", "lost_journal"):
             self.latched = set(self.rules.latching)  # fails safe: every latch assumed engaged
             self.wd = True
         self.clock.advance(down_s)
@@ -743,6 +748,8 @@ class SafetySearch(RuleBasedStateMachine):
         topic = NodeTopics(self.config.site, self.config.name).cmd(kind)
         if how == "replay" and not self.sent_docs:
             how = "signed"  # nothing accepted yet to replay
+        if not math.isfinite(value) and not release:
+            how = "unsigned"  # no signer writes NaN (JSON has none): a forged one, refused
         if how == "replay":
             topic, payload = self.sent_docs[pick % len(self.sent_docs)]
             doc = json.loads(payload)
