@@ -6,10 +6,11 @@ against expectations computed from the config (model.py), not from the safety la
 Driven (each action is followed by 1..n scans; `wait` lets time pass):
   plant      leak on / cable fault / off, sensor BAD / good, device comms lost / back,
              supply temperature high-high, two-phase loop pressure high-high, inverter fault
-  controller loop freeze past the watchdog timeout (in-loop check or the watchdog thread),
-             SIGSTOP-like pause and resume (watchdog or scan first), kill and restart (a new
-             node from the same config and state dirs: plain kill, clean shutdown, or a
-             torn or lost latch journal)
+  controller safety-layer fault (an exception in the layer for some scans), loop freeze
+             past the watchdog timeout (in-loop check or the watchdog thread), SIGSTOP-like
+             pause and resume (watchdog or scan first), kill and restart (a new node from the
+             same config and state dirs: plain kill, clean shutdown, or a torn or lost latch
+             journal)
   commands   from every role: set / release output, force / release force, trip reset
              (named, watchdog, all) on the local panel (command queue); set / release over the
              MQTT command path (NodeLink's own message handler) on every channel, signed,
@@ -23,8 +24,9 @@ Checked after every scan (SafetySearch._check):
      condition was not present;
   I3 every output handed to the drivers is what the rules say: the safe image (failsafe
      overlaid by engaged trips and isolations, most restrictive wins) where a trip or isolation
-     covers it or the watchdog is latched; an override's value; a force's, a hold's; and an
-     output nobody commands keeps its value; comms-loss registers hold the safe image;
+     covers it, the watchdog is latched or the safety layer faulted; an override's value; a
+     force's, a hold's; and an output nobody commands keeps its value; comms-loss registers
+     hold the safe image;
   I4 the safety layer's published safe image is the one computed from the config;
   I5 holds and forces are exactly those of the commands the documented rights accept (a
      command from a role without the right moves nothing), and every command's audit verdict
@@ -166,6 +168,7 @@ class Stats:
     commands: int = 0
     refused: int = 0
     link_losses: int = 0
+    safety_faults: int = 0
     site_holds_released: int = 0
     violations: list[str] = field(default_factory=list)
 
@@ -210,6 +213,7 @@ class SafetySearch(RuleBasedStateMachine):
         self.prev_wire: dict[str, float] = {}
         self.sent_docs: list[tuple[str, bytes]] = []
         self.violations: list[str] = []
+        self.faulty = False  # the safety layer fails in every scan (safety_fault)
         self._build(first=True)
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -467,7 +471,7 @@ class SafetySearch(RuleBasedStateMachine):
         on = any(wire.get(a, 0.0) for a in armed_by)
         if self.wd or (on and not any(self.prev_wire.get(a, 0.0) for a in armed_by)):
             self.last_start = now  # a start-up bypass may have been armed in this scan
-        for name in self.rules.latching:
+        for name in self.rules.latching if not self.faulty else ():  # it cannot judge
             if name not in self.latched and self._must_raise(name, now):
                 self.latched.add(name)
                 STATS.latches += 1
@@ -506,6 +510,8 @@ class SafetySearch(RuleBasedStateMachine):
                 why, want = "comms-loss register at the safe image", safe[point]
             elif self.wd:
                 why, want = "watchdog latched: safe image", safe[point]
+            elif self.faulty:
+                why, want = "safety layer faulted: safe image", safe[point]
             elif point in covered:
                 why, want = "trip / isolation: safe image", safe[point]
                 if owners.get(point) == "force":
@@ -601,6 +607,23 @@ class SafetySearch(RuleBasedStateMachine):
         self._step(n)
 
     # -- rules: the controller ------------------------------------------------------------------
+    @rule(n=st.integers(1, 5))
+    def safety_fault(self, n: int) -> None:
+        """The safety layer itself fails (an exception out of a limit monitor, as a bug would
+        raise) for n scans: its exception handler must leave the safe image on the outputs."""
+        monitor = self.node.safety.monitors["flow.flow"]
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("injected safety-layer fault")
+        monitor.update = broken  # type: ignore[method-assign]
+        self.faulty = True
+        STATS.safety_faults += 1
+        try:
+            self._step(n)
+        finally:
+            del monitor.update  # the class's method again
+            self.faulty = False
+
     @rule(silent_s=st.sampled_from([0.3, 0.7, 2.5]), thread=st.booleans(), n=st.integers(1, 5))
     def freeze(self, silent_s: float, thread: bool, n: int) -> None:
         """The scan stops past (or within) the watchdog timeout; the in-loop monitor or the

@@ -53,7 +53,13 @@ def _self_clearing(self: SafetyLayer, rule: Rule, value: bool | None, now: float
         st.latched = st.engaged = False
 
 
+def _no_fault_handler(self: SafetyLayer, image: ProcessImage, now: float, dt: float) -> None:
+    """A safety layer that fails leaves control's outputs standing (no safe image)."""
+    self._step(image, now)
+
+
 MUTANTS: dict[str, tuple[Any, str, Any]] = {
+    "fault_leaves_control_outputs": (SafetyLayer, "step", _no_fault_handler),
     "bare_failsafe": (ProcessImage, "stage_failsafe", _bare_failsafe),
     "forces_beat_trips": (SafetyLayer, "_apply", _forces_last),
     "latches_forgotten_at_restart": (LatchJournal, "load", _forget),
