@@ -107,7 +107,8 @@ VALUES = (0.0, 1.0, 1.0, 40.0, 100.0, 2.5, -200.0, 700.0, float("nan"), float("i
 # local command that names no role (the panel's: the infrastructure manager's).
 ROLE_CHOICES = ("", IM, *ROLES)
 # Rules whose condition the model cannot always tell (the vote's timing; comms loss during a
-# restart's start-up grace): None means "cannot say", not "input BAD".
+# restart's start-up grace, where the safety layer reads "not lost" and takes a reset: a gap,
+# tests/test_safety_search.py xfails on it): None means "cannot say", not "input BAD".
 UNCERTAIN = ("supply_blind", "comms.")
 # Outputs a trip, isolation or override of the config drives (what a force must never beat).
 PROTECTED = ("pump1.control_word", "pump2.control_word", "pump1.speed_ref", "valve.position_cmd",
