@@ -22,7 +22,11 @@ from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Sample
 from edge_runtime.core.ports import FieldDevice
-from edge_runtime.core.realtime import apply_realtime_priority
+from edge_runtime.core.realtime import (
+    apply_realtime_priority,
+    current_scheduling,
+    restore_scheduling,
+)
 from edge_runtime.core.scan import ControlBlock, ScanEngine
 from edge_runtime.io.failsafe import write_failsafe_blocking
 from edge_runtime.io.modbus import ModbusEndpoint
@@ -165,6 +169,7 @@ class Node:
         """Run drivers and scan until cancelled or for `duration_s`; outputs to failsafe at exit."""
         log.info("node %s (%s) starting: %d devices, scan %.0f ms", self.config.name,
                  self.config.role, len(self.drivers), self.config.scan_period_s * 1000)
+        saved_scheduling = current_scheduling()
         if self.config.realtime_priority:
             why = apply_realtime_priority(self.config.realtime_priority)
             self.events.raise_event(
@@ -204,6 +209,9 @@ class Node:
             for t in services:
                 t.cancel()
             await asyncio.gather(*services, return_exceptions=True)
+            # The thread goes back to how it ran before: a node run inside a longer-lived
+            # process (a test session, a tool) must not leave it real-time behind.
+            restore_scheduling(saved_scheduling)
 
     async def _run_driver(self, driver: FieldDevice, first_poll: float) -> None:
         # Phase only matters in real time; a virtual clock must not be moved by a driver.

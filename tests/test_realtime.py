@@ -42,3 +42,31 @@ def test_zero_means_normal_scheduling() -> None:
 
     assert apply_realtime_priority(0) == ""
     assert os.sched_getscheduler(0) != os.SCHED_FIFO
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_node_run_in_process_gives_the_thread_back_its_scheduling(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A node with realtime_priority run inside a longer-lived process (a test session, a tool)
+    must not leave that process's thread SCHED_FIFO when it returns."""
+    from edge_runtime.assembly import assemble, load_node_config
+
+    path = tmp_path / "rt.toml"
+    path.write_text('[node]\nname = "rt"\nrole = "rack"\nscan_period_ms = 20\n'
+                    'realtime_priority = 10\n')
+    node = assemble(load_node_config(path), watchdog_thread=False)
+    seen: list[int] = []
+
+    class Probe:
+        name = "probe"
+
+        def step(self, image, now, dt) -> None:  # type: ignore[no-untyped-def]
+            seen.append(os.sched_getscheduler(0))
+
+    node.engine.blocks.append(Probe())
+    before = os.sched_getscheduler(0)
+    await node.run(0.2)
+    assert seen, "the scan never ran"
+    if may_set_realtime():
+        assert seen[-1] == os.SCHED_FIFO  # it did run real-time
+    assert os.sched_getscheduler(0) == before

@@ -10,6 +10,7 @@ a runaway node from locking the machine up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -27,3 +28,19 @@ def apply_realtime_priority(priority: int) -> str:
     except OSError as exc:
         return str(exc)
     return ""
+
+
+def current_scheduling() -> tuple[int, int] | None:
+    """(policy, priority) of the calling thread, to restore later; None where unsupported."""
+    if not hasattr(os, "sched_getscheduler"):
+        return None
+    return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+
+
+def restore_scheduling(saved: tuple[int, int] | None) -> None:
+    """Put the calling thread back to what current_scheduling() saw (errors ignored: lowering
+    one's own priority is always permitted, and a failure leaves the thread as it was)."""
+    if saved is None:
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, saved[0], os.sched_param(saved[1]))
