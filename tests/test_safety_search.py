@@ -86,10 +86,6 @@ def test_low_low_flow_trips_while_an_isolation_holds_the_pumps_stopped() -> None
     assert reproduce_blocked_start() is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap: during a restart's start-up grace comms_lost(device) reads false for a device that "
-    "has not answered yet, so its latched comms-loss trip can be reset (re-trips startup_s "
-    "later)"))
 def test_a_comms_loss_trip_is_not_reset_before_the_device_answered_after_a_restart() -> None:
     """Found while modelling the search's resets. The battery stops answering: the latched
     trip comms.battery.w_set_kw engages. The node restarts (the journal re-engages it) and, in
@@ -99,8 +95,7 @@ def test_a_comms_loss_trip_is_not_reset_before_the_device_answered_after_a_resta
     not unknown) and _reset_one lets the reset through; startup_s later the trip engages
     again. A reset must be refused while the condition cannot be evaluated: a device not heard
     from since start-up is that case (CommsLost could evaluate to None while starting and
-    unseen). The search treats this condition as one it cannot judge
-    (machine.UNCERTAIN); strict xfail: fails the day it is fixed, then drop the marker."""
+    unseen), which is what it does now (SafetyLayer.comms_lost); this test failed before."""
     state = SafetySearch()
     try:
         state.warm_up()

@@ -568,9 +568,16 @@ class SafetyLayer:
             raise UnknownPoint(name)
         return monitor.level
 
-    def comms_lost(self, device: str) -> bool:
-        """True while the device's inputs are all BAD after it once answered."""
-        return device in self.lost
+    def comms_lost(self, device: str) -> bool | None:
+        """True while the device's inputs are all BAD after it once answered (or after the
+        start-up grace); None while starting and the device has not answered yet: nobody can
+        say then, so a latched comms-loss trip re-engaged by a restart is not reset blind."""
+        if device in self.lost:
+            return True
+        if self.starting and device not in self._seen:
+            self._read_unread = True  # start-up, not a fault: no "cannot evaluate" event
+            return None
+        return False
 
     # -- operators --------------------------------------------------------------------------
     def force(self, point: str, value: float, *, source: str = "local") -> None:

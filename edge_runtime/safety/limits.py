@@ -210,8 +210,9 @@ class PointView(Protocol):
         """Limit level of a point that has limits."""
         ...
 
-    def comms_lost(self, device: str) -> bool:
-        """True while every input of a device is BAD (after start-up)."""
+    def comms_lost(self, device: str) -> bool | None:
+        """True while every input of a device is BAD (after start-up); None before the device
+        first answered during start-up."""
         ...
 
 
