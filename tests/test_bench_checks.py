@@ -35,11 +35,6 @@ def test_json_line_writes_null_for_nan_and_infinity_at_any_depth(bench: ModuleTy
                                 "ok": True, "name": "x"}
 
 
-# Benches not yet on the shared helper (their owners' to change): strict JSON at least, but a
-# NaN there raises instead of becoming null. Remove a name once its bench calls print_json_line.
-NOT_YET_ON_THE_HELPER = {"scaling.py"}
-
-
 def test_every_benchmark_ends_with_the_strict_json_line() -> None:
     # A bare json.dumps prints NaN, which is not JSON: each bench's closing line goes through
     # print_json_line, and any other JSON it prints (to its own worker processes) is strict.
@@ -47,8 +42,7 @@ def test_every_benchmark_ends_with_the_strict_json_line() -> None:
     assert len(benches) >= 10
     for path in benches:
         source = path.read_text()
-        if path.name not in NOT_YET_ON_THE_HELPER:
-            assert "print_json_line(" in source, f"{path.name} does not use bench/_jsonline"
+        assert "print_json_line(" in source, f"{path.name} does not use bench/_jsonline"
         for call in re.findall(r"print\(json\.dumps\((.*)", source):
             assert "allow_nan=False" in call, f"{path.name}: print(json.dumps({call}"
 
