@@ -106,10 +106,9 @@ VALUES = (0.0, 1.0, 1.0, 40.0, 100.0, 2.5, -200.0, 700.0, float("nan"), float("i
 # Every role, the infrastructure manager (the one with most rights) twice as often; "" is a
 # local command that names no role (the panel's: the infrastructure manager's).
 ROLE_CHOICES = ("", IM, *ROLES)
-# Rules whose condition the model cannot always tell (the vote's timing; comms loss during a
-# restart's start-up grace, where the safety layer reads "not lost" and takes a reset: a gap,
-# tests/test_safety_search.py xfails on it): None means "cannot say", not "input BAD".
-UNCERTAIN = ("supply_blind", "comms.")
+# Rules whose condition the model cannot always tell (the vote's timing): None means "cannot
+# say", not "input BAD" (or, for comms loss, "not heard from since start-up").
+UNCERTAIN = ("supply_blind",)
 # Outputs a trip, isolation or override of the config drives (what a force must never beat).
 PROTECTED = ("pump1.control_word", "pump2.control_word", "pump1.speed_ref", "valve.position_cmd",
              "heat.hp_cmd", "battery.w_set_kw", "battery.w_set_ena",
@@ -301,9 +300,9 @@ class SafetySearch(RuleBasedStateMachine):
             "flow_low_low": (p.flow() <= r.flow_low_low) if p.good("flow.flow") else None,
             "inverter_fault": (p.inverter_fault if "battery" not in p.lost else None),
             "bad.return_temp.temperature": not p.good("return_temp.temperature"),
-            "comms.battery.w_set_kw": ("battery" in p.lost) if alive else None,
-            "comms.pump1.speed_ref": ("pump1" in p.lost) if alive else None,
-            "comms.pump2.speed_ref": ("pump2" in p.lost) if alive else None,
+            # silent since start-up: cannot be judged (True once the grace is over)
+            **{f"comms.{d}.{o}": (d in p.lost and (True if alive else None)) for d, o in (
+                ("battery", "w_set_kw"), ("pump1", "speed_ref"), ("pump2", "speed_ref"))},
             "two_phase.pressure_high_high": (p.pressure_bar > r.hh_bar)
             if p.good("loop_pressure.pressure") else None,
         }
@@ -331,12 +330,14 @@ class SafetySearch(RuleBasedStateMachine):
         was_latched = {n for n, s in node.safety.states.items() if s.latched}
         reset_ok = self._model_commands()
         cond = self._conditions(now)
-        for name, value in cond.items():
+        for name, value in cond.items() if not self.faulty else ():
+            # a faulted layer evaluates nothing: its delay timers neither start nor stop
             if value:
                 self.true_since[name] = self.true_since.get(name) or now
             else:
                 self.true_since[name] = None
-        self.cond = cond
+        if not self.faulty:
+            self.cond = cond
         node.engine.scan_once(now)
         node.watchdog.kick(now)
         STATS.scans += 1
