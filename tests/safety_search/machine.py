@@ -14,7 +14,8 @@ Driven (each action is followed by 1..n scans; `wait` lets time pass):
   commands   from every role: set / release output, force / release force, trip reset
              (named, watchdog, all) on the local panel (command queue); set / release over the
              MQTT command path (NodeLink's own message handler) on every channel, signed,
-             unsigned, with a wrong key and replayed; broker link down and up, the site
+             unsigned, with a wrong key and replayed; Annex A.1 announcements on cmd/workload
+             and the site's workload/prepare, signed or not; broker link down and up, the site
              coordinator offline (its will) and online (link-loss guard, liveness)
 
 Checked after every scan (SafetySearch._check):
@@ -82,6 +83,7 @@ from tests.safety_search.model import (
     GO,
     IM,
     ROLES,
+    WO,
     ConfigRules,
     allowed,
     output_specs,
@@ -118,6 +120,11 @@ SITE_ORDERS = (("thermal_control", IM, "pump1.speed_ref"), ("thermal_control", I
                "valve.position_cmd"), ("thermal_control", IM, "heat.hp_cmd"),
                ("battery_control", GO, "battery.w_set_kw"), ("grid_signal", GO,
                "battery.w_set_kw"), ("grid_signal", IM, "battery.w_set_ena"))
+# An Annex A.1 announcement (the minimal test vector with a rack's heat, for the preparation
+# block; id and time set per message).
+A1 = {**json.loads((ROOT / "tests" / "vectors" / "annex_a" /
+                    "valid_workload_announcement_minimal.json").read_text()),
+      "thermal_profile": {"heat_generation_kw": 60.0}}
 RESET_TARGETS = ("leak_isolate", "flow_low_low", "supply_blind", "inverter_fault",
                  "bad.return_temp.temperature", "comms.battery.w_set_kw", "watchdog", None)
 
@@ -214,6 +221,7 @@ class SafetySearch(RuleBasedStateMachine):
         self.sent_docs: list[tuple[str, bytes]] = []
         self.violations: list[str] = []
         self.faulty = False  # the safety layer fails in every scan (safety_fault)
+        self.announced = 0
         self._build(first=True)
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -824,6 +832,37 @@ class SafetySearch(RuleBasedStateMachine):
             self.down_since = self.clock.monotonic()
         elif self.link_up and not was_up:
             self.down_since, self.loss_declared = None, False
+
+    @precondition(lambda self: self.broker_up)
+    @rule(prepare=st.booleans(), how=st.sampled_from(["signed", "unsigned", "wrong_key"]),
+          role=st.sampled_from(ROLES), n=st.integers(1, 12))
+    def announce(self, prepare: bool, how: str, role: str, n: int) -> None:
+        """An Annex A.1 announcement: to this node (cmd/workload) or the site's
+        workload/prepare, signed by any role, unsigned or with a wrong key. With command keys
+        nothing unsigned may reach the command path (issue 8, finding 9)."""
+        self.announced += 1
+        wid = f"search-{self.announced}"
+        doc = {**A1, "workload_id": wid, "timestamp": format_datetime(
+            datetime.fromtimestamp(self.clock.wall(), UTC))}
+        kind = "prepare" if prepare else "workload"
+        target = f"{self.config.site}/*" if prepare else self.config.name
+        if how != "unsigned":
+            signer = role if how == "signed" else ROLES[(ROLES.index(role) + 1) % 4]
+            doc = sign(bytes.fromhex(self.keys[signer]), target, kind, doc, role=role,
+                       now=self.clock.wall())
+        topic = (SiteTopics(self.config.site).prepare if prepare
+                 else NodeTopics(self.config.site, self.config.name).cmd("workload"))
+        before = self.link.invalid.total()
+        self.link._on_message(Message(topic, json.dumps(doc).encode(), 1, False))
+        self._step(n)
+        signed_ok = how == "signed" and role in ((IM,) if prepare else (IM, WO))
+        audited = [r for r in self.node.commands.audit if f"workload_id={wid!r}" in r.command]
+        refused_at_link = self.link.invalid.total() > before
+        if not signed_ok and (audited or not refused_at_link):
+            self._fail(f"I5 {kind} signed by {role} ({how}) reached the command path: "
+                       f"{audited or 'not refused at the link'}")
+        if signed_ok and refused_at_link:
+            self._fail(f"I5 {kind} correctly signed by {role} refused at the link")
 
     @rule(up=st.booleans(), n=st.integers(1, 40))
     def site_link(self, up: bool, n: int) -> None:
