@@ -38,6 +38,9 @@ Checked after every scan (SafetySearch._check):
      staged are the safe image; the watchdog thread, the shutdown and the drivers' hold expiry
      write the safe image;
   I8 the project's own InvariantChecker (edge_runtime/safety/invariants.py) finds nothing.
+
+A violation raises Violation ("t=<s since start>: I<n> ..."); hypothesis then shrinks the
+sequence. SAFETY_SEARCH_DEBUG=1 also prints the safety layer's status and the plant at it.
 """
 
 from __future__ import annotations
