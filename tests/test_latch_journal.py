@@ -42,6 +42,28 @@ def test_first_start_is_clean_then_a_missing_journal_is_not(tmp_path: Path) -> N
     assert missing.status == "missing" and missing.fail_safe
 
 
+def test_a_journal_the_disk_refuses_leaves_a_restart_failing_safe(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """A save that fails must not leave the older journal looking current: a restart would
+    then forget the latch that could not be written."""
+    j = LatchJournal(tmp_path)
+    j.load()
+    assert j.save([], False)  # nothing latched yet, on disk
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(j, "_write", full_disk)
+    assert not j.save(["leak_isolate"], False)  # the isolation latched; the disk refused
+    assert j.errors == 1 and "No space left" in j.last_error
+    after = LatchJournal(tmp_path).load()  # the restart
+    assert after.fail_safe and after.status == "missing", after
+    monkeypatch.undo()
+    assert j.save(["leak_isolate"], False)  # the disk is back: written again
+    assert LatchJournal(tmp_path).load().latched == {"leak_isolate"}
+
+
 def test_state_dir_that_cannot_be_created_names_the_key(tmp_path: Path) -> None:
     (tmp_path / "maps").mkdir()
     (tmp_path / "blocker").write_text("a file, not a folder")

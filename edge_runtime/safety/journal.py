@@ -117,6 +117,12 @@ class LatchJournal:
                 self.errors += 1
                 self.last_error = f"{self.path}: {exc}"
                 log.error("latch journal not written: %s", self.last_error)
+                # The journal on disk no longer says what is latched: remove it, so a restart
+                # finds the marker without a journal and fails safe (every latch engaged)
+                # instead of trusting an older state. Unlinking works even on a full disk.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                self._last = None  # the next save writes again, whatever it holds
                 return False
             self._last = data
             self.writes += 1
