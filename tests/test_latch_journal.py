@@ -147,3 +147,21 @@ async def test_watchdog_latch_is_journaled_and_reset_through_reset_trip(tmp_path
         assert "trip_reset" in [e.code for e in h.node.events.recent(20)]
         assert not LatchJournal(state).load().watchdog
         assert h.invariants.violations == []
+
+
+async def test_a_panel_reset_without_a_role_acts_as_the_local_operator(tmp_path: Path) -> None:
+    """A reset typed at the node's own panel carries no role: the rights table and the safety
+    layer must both judge it as the local role (the infrastructure manager), not as ''."""
+    state = tmp_path / "state"
+    async with harness(tmp_path, state_dir=state) as h:
+        for _ in range(60):
+            await h.tick()
+        now = h.clock.monotonic()
+        h.node.watchdog.kick(now)
+        assert h.node.watchdog.check(now + 1.0)
+        await h.tick()
+        h.node.commands.submit(ResetTrip("", "watchdog"))
+        await h.tick()
+        assert not h.node.watchdog.tripped
+        audit = [a for a in h.node.commands.audit if "ResetTrip" in a.command]
+        assert [a.accepted for a in audit] == [True], audit

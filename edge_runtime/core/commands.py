@@ -347,8 +347,10 @@ class ManualOutputs:
         if isinstance(cmd, ResetTrip):
             # the table may take reset_trip from a role; each latched rule then checks its
             # own [safety] reset_role (and raises its own event when it refuses)
-            self._authorize(cmd, "reset_trip")
-            outcomes = safety.reset(cmd.role, cmd.interlock, source=cmd.source)
+            # The role the table checked (a panel's empty role acts as the local one): the
+            # safety layer judges the same role, not the empty string.
+            role = self._authorize(cmd, "reset_trip")
+            outcomes = safety.reset(role, cmd.interlock, source=cmd.source)
             refused = [f"{o.rule}: {o.reason}" for o in outcomes if not o.accepted]
             if refused:  # the safety layer has already raised its own event for each
                 raise CommandRefused("; ".join(refused))
