@@ -5,6 +5,9 @@ reconnect, see federation/link.py). A receiver that saw everything has, for ever
 (node, session), each seq from 0 to the last exactly once and in increasing order. This counts
 what differs: gaps (seqs never received, from 0 to the highest one seen), duplicates (a seq
 received again) and order breaks (a seq lower than one received before it).
+
+A helper, not a benchmark (make bench-quick skips bench/_*.py): its counts reach the closing
+json line of bench/telemetry.py through bench/_jsonline.py.
 """
 
 from __future__ import annotations
