@@ -15,6 +15,7 @@ from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.commands import ResetTrip
 from edge_runtime.safety.journal import FILE, MARKER, LatchJournal, decode, encode
 from tests.cdu_rig import ISOLATED, harness, isolate, wire_values
+from tests.scenario_runner import Harness
 
 pytestmark = pytest.mark.anyio
 
@@ -125,14 +126,19 @@ async def test_corrupt_journal_fails_safe_until_reset(tmp_path: Path) -> None:
         assert h.invariants.violations == []
 
 
+async def trip_watchdog(h: Harness) -> None:
+    """Past start-up, then a scan silent for longer than the watchdog's timeout."""
+    for _ in range(60):
+        await h.tick()
+    now = h.clock.monotonic()
+    h.node.watchdog.kick(now)
+    assert h.node.watchdog.check(now + 1.0)
+
+
 async def test_watchdog_latch_is_journaled_and_reset_through_reset_trip(tmp_path: Path) -> None:
     state = tmp_path / "state"
     async with harness(tmp_path, state_dir=state) as h:
-        for _ in range(60):
-            await h.tick()
-        now = h.clock.monotonic()
-        h.node.watchdog.kick(now)
-        assert h.node.watchdog.check(now + 1.0)
+        await trip_watchdog(h)
         assert LatchJournal(state).load().watchdog
         h.restart()
         assert h.node.watchdog.tripped  # latched across the restart
@@ -154,11 +160,7 @@ async def test_a_panel_reset_without_a_role_acts_as_the_local_operator(tmp_path:
     layer must both judge it as the local role (the infrastructure manager), not as ''."""
     state = tmp_path / "state"
     async with harness(tmp_path, state_dir=state) as h:
-        for _ in range(60):
-            await h.tick()
-        now = h.clock.monotonic()
-        h.node.watchdog.kick(now)
-        assert h.node.watchdog.check(now + 1.0)
+        await trip_watchdog(h)
         await h.tick()
         h.node.commands.submit(ResetTrip("", "watchdog"))
         await h.tick()
