@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_runtime import __version__
@@ -21,15 +21,14 @@ from edge_runtime.core.commands import CommandQueue, ManualOutputs
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Sample
-from edge_runtime.core.ports import FieldDevice
+from edge_runtime.core.ports import Endpoint, FieldDevice
 from edge_runtime.core.realtime import (
     apply_realtime_priority,
     current_scheduling,
     restore_scheduling,
 )
 from edge_runtime.core.scan import ControlBlock, ScanEngine
-from edge_runtime.io.failsafe import write_failsafe_blocking
-from edge_runtime.io.modbus import ModbusEndpoint
+from edge_runtime.io.failsafe import BlockingWriter, write_failsafe_blocking
 from edge_runtime.safety.interlocks import SafetyLayer
 from edge_runtime.safety.watchdog import Watchdog, WatchdogThread, monitor
 
@@ -73,13 +72,15 @@ class NodeParts:
     events: EventLog
     commands: CommandQueue
     drivers: dict[str, FieldDevice]
-    endpoints: Sequence[ModbusEndpoint]  # shared Modbus connections, closed at shutdown
+    endpoints: Sequence[Endpoint]  # shared connections (Modbus, OPC UA), closed at shutdown
     image: ProcessImage
     safety: SafetyLayer
     manual: ManualOutputs
     blocks: Sequence[ControlBlock]  # commands, heartbeat, estimation, the role's blocks
     role_blocks: Sequence[ControlBlock]  # the role's control blocks alone (status, commands)
     interlocks: Sequence[ControlBlock] = ()  # before the safety layer, which runs last
+    # Safe-image writers for devices that are not Modbus, by protocol (io/failsafe.py).
+    failsafe_writers: Mapping[str, BlockingWriter] = field(default_factory=dict)
 
 
 class Service(Protocol):
@@ -105,6 +106,7 @@ class Node:
         self.commands = parts.commands
         self.drivers = parts.drivers
         self._endpoints = list(parts.endpoints)
+        self._failsafe_writers = dict(parts.failsafe_writers)
         self.image = parts.image
         self.safety = parts.safety
         self.manual = parts.manual
@@ -152,7 +154,8 @@ class Node:
             # The loop is frozen: the drivers cannot act, so write over fresh connections the
             # safe image the last scan published (engaged isolations included).
             for err in write_failsafe_blocking(self.config.devices, 0.5,
-                                               self.image.safe_values()):
+                                               self.image.safe_values(),
+                                               self._failsafe_writers):
                 log.error("watchdog failsafe write: %s", err)
         else:
             self.image.stage_failsafe()  # the safe image, not the bare io_map failsafe
@@ -228,9 +231,9 @@ class Node:
                 await t
         for ep in self._endpoints:
             ep.close()
-        if self._endpoints:
+        if self._endpoints or self._failsafe_writers:
             errors = await asyncio.to_thread(write_failsafe_blocking, self.config.devices, 0.5,
-                                             self.image.safe_values())
+                                             self.image.safe_values(), self._failsafe_writers)
             for err in errors:
                 log.warning("failsafe at shutdown: %s", err)
         log.info("node %s stopped", self.config.name)

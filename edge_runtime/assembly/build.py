@@ -16,18 +16,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from edge_runtime.assembly.config import NodeConfig
 from edge_runtime.assembly.roles import ROLE_BLOCKS, RoleContext, RoleControls
+from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.control.heartbeat import Heartbeat
 from edge_runtime.core.clock import Clock, WallClock
 from edge_runtime.core.commands import CommandQueue, ManualOutputs
 from edge_runtime.core.events import EventLog
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Sample
-from edge_runtime.core.ports import FieldDevice, InputTable
+from edge_runtime.core.ports import Endpoint, FieldDevice, InputTable
 from edge_runtime.core.scan import ControlBlock
 from edge_runtime.federation.link import NodeLink
+from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
 from edge_runtime.node import Node, NodeParts
 from edge_runtime.safety.config import build_safety_layer
@@ -38,18 +41,55 @@ from edge_runtime.site.coordinator import SiteCoordinator
 # Builds a node's drivers around its input table; tests pass one that builds fakes.
 DriverFactory = Callable[[NodeConfig, InputTable, Clock], dict[str, FieldDevice]]
 
+
+@dataclass(frozen=True, slots=True)
+class Drivers:
+    """What one protocol's builder made for a node: its drivers, the connections they share
+    (closed at shutdown) and the blocking safe-image writer the watchdog thread uses."""
+
+    drivers: dict[str, FieldDevice]
+    endpoints: list[Endpoint] = field(default_factory=list)
+    failsafe_writers: dict[str, BlockingWriter] = field(default_factory=dict)  # by protocol
+
+
+# One builder per field protocol (io_map `[device] protocol`): (config, its devices of that
+# protocol, input table, clock) -> Drivers. A new protocol's driver registers here.
+ProtocolBuilder = Callable[[NodeConfig, Sequence[DeviceConfig], InputTable, Clock], Drivers]
+
+
 def build_modbus_drivers(
-    config: NodeConfig, live: InputTable, clock: Clock
-) -> tuple[dict[str, FieldDevice], list[ModbusEndpoint]]:
+    config: NodeConfig, devices: Sequence[DeviceConfig], live: InputTable, clock: Clock
+) -> Drivers:
     """One endpoint per host:port (shared by its unit ids), one driver per device."""
     endpoints: dict[tuple[str, int], ModbusEndpoint] = {}
     drivers: dict[str, FieldDevice] = {}
-    for dev in config.devices:
+    for dev in devices:
         key = (dev.host, dev.port)
         if key not in endpoints:
             endpoints[key] = ModbusEndpoint(dev.host, dev.port, timeout_s=dev.timeout_s)
         drivers[dev.name] = ModbusDevice(dev, endpoints[key], live, clock)
-    return drivers, list(endpoints.values())
+    return Drivers(drivers, list(endpoints.values()))  # io/failsafe.py writes Modbus itself
+
+
+PROTOCOL_BUILDERS: dict[str, ProtocolBuilder] = {
+    "modbus": build_modbus_drivers,
+}
+
+
+def build_drivers(config: NodeConfig, live: InputTable, clock: Clock) -> Drivers:
+    """Every device's driver, each protocol's by its builder."""
+    missing = {d.protocol for d in config.devices} - set(PROTOCOL_BUILDERS)
+    if missing:
+        raise ValueError(f"no driver for protocol(s) {sorted(missing)}")
+    out = Drivers({})
+    for protocol, builder in PROTOCOL_BUILDERS.items():
+        devices = [d for d in config.devices if d.protocol == protocol]
+        if devices:
+            built = builder(config, devices, live, clock)
+            out.drivers.update(built.drivers)
+            out.endpoints.extend(built.endpoints)
+            out.failsafe_writers.update(built.failsafe_writers)
+    return out
 
 
 def assemble(
@@ -69,11 +109,9 @@ def assemble(
     attached even when the config has [mqtt] (a test that attaches its own)."""
     clock = clock or WallClock()
     live: dict[str, Sample] = {}
-    endpoints: list[ModbusEndpoint] = []
-    if driver_factory is None:
-        drivers, endpoints = build_modbus_drivers(config, live, clock)
-    else:
-        drivers = driver_factory(config, live, clock)
+    built = (build_drivers(config, live, clock) if driver_factory is None
+             else Drivers(driver_factory(config, live, clock)))
+    drivers = built.drivers
     image = ProcessImage(config.devices, live)
     events = EventLog()
     commands = CommandQueue()
@@ -93,9 +131,9 @@ def assemble(
     estimation: list[ControlBlock] = [RedundancyBlock(groups)] if groups else []
     node = Node(NodeParts(
         config=config, clock=clock, live=live, events=events, commands=commands,
-        drivers=drivers, endpoints=endpoints, image=image, safety=safety, manual=manual,
+        drivers=drivers, endpoints=built.endpoints, image=image, safety=safety, manual=manual,
         blocks=[manual, Heartbeat(heartbeats), *estimation, *role_blocks],
-        role_blocks=role_blocks, interlocks=interlocks,
+        role_blocks=role_blocks, interlocks=interlocks, failsafe_writers=built.failsafe_writers,
     ), watchdog_thread=watchdog_thread)
     if federate:
         _attach_services(node, config)

@@ -82,14 +82,6 @@ def _read_device(
     limits_table = sec.table("limits")
     sec.finish()
 
-    host, port = "", 0
-    if isinstance(endpoint, str):
-        m = re.fullmatch(r"([^:\s]+):(\d{1,5})", endpoint)
-        if not m or not 1 <= int(m.group(2)) <= 65535:
-            sec.error("endpoint", f"must be host:port with port 1..65535, got {endpoint!r}")
-        else:
-            host, port = m.group(1), int(m.group(2))
-
     io_map: IoMap | None = None
     if isinstance(model, str):
         if model not in io_maps:
@@ -100,6 +92,11 @@ def _read_device(
             else:
                 io_maps[model] = load_io_map(map_path, errors)
         io_map = io_maps[model]
+
+    protocol = io_map.protocol if io_map is not None else "modbus"
+    host, port, url = "", 0, ""
+    if isinstance(endpoint, str):
+        host, port, url = _endpoint(sec, protocol, endpoint)
 
     limits: dict[str, Limits] = {}
     for point_name, body in limits_table.items():
@@ -122,7 +119,7 @@ def _read_device(
             if out.max_hold_s is not None and refresh_ms / 1000.0 > out.max_hold_s / 2:
                 sec.error("refresh_ms", f"{refresh_ms:g} ms is more than half the max_hold_s "
                           f"({out.max_hold_s:g} s) of output {out.name!r}")
-    if io_map is None or not host:
+    if io_map is None or not (host or url):
         return None
     return DeviceConfig(
         name=name,
@@ -135,7 +132,30 @@ def _read_device(
         refresh_s=refresh_ms / 1000.0,
         max_gap=max_gap,
         limits=MappingProxyType(limits),
+        url=url,
     )
+
+
+_ENDPOINTS = {
+    "modbus": (re.compile(r"([^:\s/]+):(\d{1,5})"), "host:port"),
+    "opcua": (re.compile(r"opc\.tcp://([^:\s/]+):(\d{1,5})(/\S*)?"),
+              "opc.tcp://host:port[/path]"),
+    "mqtt": (re.compile(r"mqtt:([A-Za-z][A-Za-z0-9_-]*)"), "mqtt:<sensor node id>"),
+}
+
+
+def _endpoint(sec: Section, protocol: str, endpoint: str) -> tuple[str, int, str]:
+    """(host, port, url) of a device endpoint in its protocol's form; errors name the form."""
+    pattern, form = _ENDPOINTS[protocol]
+    m = pattern.fullmatch(endpoint)
+    if not m or (protocol != "mqtt" and not 1 <= int(m.group(2)) <= 65535):
+        sec.error("endpoint", f"must be {form}"
+                  + (" with port 1..65535" if protocol != "mqtt" else "")
+                  + f" for a {protocol} device, got {endpoint!r}")
+        return "", 0, ""
+    if protocol == "mqtt":
+        return "", 0, endpoint
+    return m.group(1), int(m.group(2)), "" if protocol == "modbus" else endpoint
 
 
 def _read_limits(sec: Section) -> Limits | None:
@@ -160,6 +180,8 @@ def _read_limits(sec: Section) -> Limits | None:
 def _check_unit_ids(file: str, devices: list[DeviceConfig], errors: ErrorLog) -> None:
     seen: dict[tuple[str, int, int], str] = {}
     for dev in devices:
+        if dev.protocol != "modbus":
+            continue
         key = (dev.host, dev.port, dev.unit_id)
         if key in seen:
             errors.add(file, f"devices.{dev.name}", "unit_id",

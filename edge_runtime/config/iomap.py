@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_runtime.config.codec import CodecError, DataType, Encoding, encode
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
-from edge_runtime.config.schema import OUTPUT_CLASSES, Access, IoMap, PointSpec, Table
+from edge_runtime.config.schema import OUTPUT_CLASSES, PROTOCOLS, Access, IoMap, PointSpec, Table
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPES = [t.name.lower() for t in DataType]
@@ -30,7 +30,9 @@ def load_io_map(path: Path, errors: ErrorLog) -> IoMap | None:
     dev = top.sub("device", required=True)
     model = dev.get_str("model")
     description = dev.get_str("description", "")
+    protocol = dev.get_str("protocol", "modbus", choices=PROTOCOLS)
     dev.finish()
+    protocol = protocol if protocol in PROTOCOLS else "modbus"
     if isinstance(model, str) and model != path.stem:
         dev.error("model", f"must equal the file name {path.stem!r}, got {model!r}")
     points_table = top.table("points", required=True)
@@ -41,21 +43,30 @@ def load_io_map(path: Path, errors: ErrorLog) -> IoMap | None:
         sec = Section(file, f"points.{name}", body, errors)
         if not _NAME.match(name):
             sec.error("(name)", "point names are lower_snake_case")
-        point = _read_point(name, sec)
+        point = _read_point(name, sec, protocol)
         sec.finish()
         if point is not None:
             points.append(point)
     if not points:
         errors.add(file, "points", "(table)", "an io_map needs at least one point")
-    _check_overlaps(file, points, errors)
+    if protocol == "modbus":
+        _check_overlaps(file, points, errors)
+        points.sort(key=lambda p: (p.table.value, p.address))
+    else:
+        _check_refs(file, points, errors)
     _check_mirrors(file, points, errors)
-    points.sort(key=lambda p: (p.table.value, p.address))
-    return IoMap(model=str(model), description=str(description), points=tuple(points), source=path)
+    return IoMap(model=str(model), description=str(description), points=tuple(points),
+                 source=path, protocol=protocol)
 
 
-def _read_point(name: str, sec: Section) -> PointSpec | None:
-    table = sec.get_str("table", "holding", choices=[t.value for t in Table])
-    address = sec.get_int("address", minval=0, maxval=65535)
+def _read_point(name: str, sec: Section, protocol: str = "modbus") -> PointSpec | None:
+    # A Modbus point lives at a register; any other at a `ref` (an OPC UA NodeId, a sensor
+    # node's telemetry name), its `type` still deciding what values it may take.
+    modbus = protocol == "modbus"
+    table = sec.get_str("table", "holding", choices=[t.value for t in Table]) if modbus \
+        else "holding"
+    address = sec.get_int("address", minval=0, maxval=65535) if modbus else 0
+    ref = "" if modbus else sec.get_str("ref")
     type_name = sec.get_str("type", choices=_TYPES)
     access_name = sec.get_str("access", "r", choices=[a.value for a in Access])
     scale = sec.get_float("scale", 1.0)
@@ -140,6 +151,7 @@ def _read_point(name: str, sec: Section) -> PointSpec | None:
         output_class=output_class if isinstance(output_class, str) and access.writable else "",
         safe_direction=safe_direction if safe_direction in _DIRECTIONS else "low",
         mirrors=mirrors if isinstance(mirrors, str) else "",
+        ref=ref if isinstance(ref, str) else "",
     )
 
 
@@ -161,6 +173,18 @@ def _check_mirrors(file: str, points: list[PointSpec], errors: ErrorLog) -> None
                   and (target.maximum is None or target.maximum > p.maximum))):
             errors.add(file, where, "mirrors", f"range {p.minimum}..{p.maximum} cannot hold "
                        f"every value of {p.mirrors} ({target.minimum}..{target.maximum})")
+
+
+def _check_refs(file: str, points: list[PointSpec], errors: ErrorLog) -> None:
+    seen: dict[str, str] = {}
+    for p in points:
+        if not p.ref:
+            errors.add(file, f"points.{p.name}", "ref", "must not be empty")
+        elif p.ref in seen:
+            errors.add(file, f"points.{p.name}", "ref",
+                       f"{p.ref!r} is already point {seen[p.ref]!r}")
+        else:
+            seen[p.ref] = p.name
 
 
 def _check_overlaps(file: str, points: list[PointSpec], errors: ErrorLog) -> None:

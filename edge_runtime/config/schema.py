@@ -41,6 +41,10 @@ class Access(Enum):
 
 # What an output moves, declared per io_map output (`class = "pump"`): the rights table
 # (core/authority.py) grants roles per class. A closed set; unknown names fail the load.
+# Field protocols a device model may speak (io_map `[device] protocol`); the assembler picks the
+# driver by it (edge_runtime/assembly/build.py).
+PROTOCOLS = ("modbus", "opcua", "mqtt")
+
 OUTPUT_CLASSES = ("pump", "valve", "battery", "heater", "heat_recovery", "isolation",
                   "setpoint", "heartbeat", "parameter")
 
@@ -63,6 +67,10 @@ class PointSpec:
     output_class: str = ""  # outputs only: one of OUTPUT_CLASSES
     safe_direction: str = "low"  # outputs only: which way is safer when rules disagree
     mirrors: str = ""  # a device comms-loss register: the output whose safe value it holds
+    # Where the point lives on a device that is not Modbus (io_map `ref`): the NodeId on an
+    # OPC UA server ("ns=2;s=Bess.SoC"), the point name in a sensor node's MQTT telemetry.
+    # `table` and `address` then mean nothing; `type` still decides what values are valid.
+    ref: str = ""
 
     @property
     def count(self) -> int:
@@ -90,6 +98,7 @@ class IoMap:
     description: str
     points: tuple[PointSpec, ...]
     source: Path
+    protocol: str = "modbus"  # one of PROTOCOLS: which driver talks to a device of this model
 
     def point(self, name: str) -> PointSpec:
         """Point by name; KeyError names the model when unknown."""
@@ -135,8 +144,16 @@ class DeviceConfig:
     refresh_s: float  # outputs are rewritten at least this often even when unchanged
     max_gap: int  # registers a read may span over unused addresses to save a request
     limits: Mapping[str, Limits] = field(default_factory=dict)
+    # The endpoint as configured when it is not Modbus host:port: "opc.tcp://host:port/path"
+    # for OPC UA, "mqtt:<sensor node id>" for a sensor node reached through the node's broker.
+    url: str = ""
+
+    @property
+    def protocol(self) -> str:
+        """The io_map's protocol: modbus, opcua or mqtt."""
+        return self.io_map.protocol
 
     @property
     def endpoint(self) -> str:
-        """host:port."""
-        return f"{self.host}:{self.port}"
+        """host:port for Modbus, the configured URL otherwise."""
+        return self.url or f"{self.host}:{self.port}"

@@ -12,6 +12,14 @@ from edge_runtime.core.points import Sample
 InputTable = MutableMapping[str, Sample]
 
 
+class Endpoint(Protocol):
+    """A connection several drivers share (one Modbus TCP gateway, one OPC UA server)."""
+
+    def close(self) -> None:
+        """Drop the connection; called once at node shutdown, before the failsafe writes."""
+        ...
+
+
 class FieldDevice(Protocol):
     """A device driver: polls inputs into an InputTable, writes staged outputs."""
 

@@ -11,7 +11,7 @@ point missing from it falls back to its failsafe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pymodbus.client import ModbusTcpClient
@@ -21,6 +21,11 @@ from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.io.blocks import WriteItem, plan_writes
 
 log = logging.getLogger(__name__)
+
+# A blocking safe-image writer for the devices of one protocol: (devices, timeout_s, values)
+# -> error strings; never raises, never touches asyncio. Modbus is below; the assembler hands
+# the node one per protocol its drivers speak (an OPC UA device gets its own).
+BlockingWriter = Callable[[Sequence[DeviceConfig], float, Mapping[str, float]], list[str]]
 
 
 def failsafe_writes(device: DeviceConfig,
@@ -70,12 +75,26 @@ def _write_endpoint(host: str, port: int, devices: Sequence[DeviceConfig],
 
 
 def write_failsafe_blocking(devices: Sequence[DeviceConfig], timeout_s: float,
-                            values: Mapping[str, float]) -> list[str]:
-    """Write every output's safe value (`values`, the safe image) to every device; returns
-    error strings, never raises."""
+                            values: Mapping[str, float],
+                            writers: Mapping[str, BlockingWriter] | None = None) -> list[str]:
+    """Write every output's safe value (`values`, the safe image) to every device, Modbus
+    here and other protocols through `writers`; returns error strings, never raises."""
+    errors: list[str] = []
+    for protocol, writer in (writers or {}).items():
+        devs = [d for d in devices if d.protocol == protocol and d.io_map.outputs]
+        if devs and protocol != "modbus":
+            try:
+                errors.extend(writer(devs, timeout_s, values))
+            except Exception as exc:  # a writer must not raise; if it does, report it
+                errors.append(f"{protocol} failsafe writer: {exc!r}")
+    return errors + _write_modbus(devices, timeout_s, values)
+
+
+def _write_modbus(devices: Sequence[DeviceConfig], timeout_s: float,
+                  values: Mapping[str, float]) -> list[str]:
     by_endpoint: dict[tuple[str, int], list[DeviceConfig]] = {}
     for dev in devices:
-        if dev.io_map.outputs:
+        if dev.protocol == "modbus" and dev.io_map.outputs:
             by_endpoint.setdefault((dev.host, dev.port), []).append(dev)
     if not by_endpoint:
         return []
