@@ -56,7 +56,10 @@ MAP_FILES = sorted(MAPS_DIR.glob("*.toml"))
 
 
 def test_io_maps_are_exactly_the_contract_models() -> None:
-    assert sorted(p.stem for p in MAP_FILES) == sorted(CONTRACT)
+    # The Modbus maps the simulator and control code share; OPC UA and MQTT device maps are
+    # checked by their drivers' tests.
+    modbus = [p.stem for p in MAP_FILES if load(p).protocol == "modbus"]
+    assert sorted(modbus) == sorted(CONTRACT)
     assert (MAPS_DIR / "README.md").is_file()
 
 
