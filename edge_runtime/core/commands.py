@@ -67,12 +67,17 @@ class ReleaseOutput:
 
 @dataclass(frozen=True, slots=True)
 class ForceOutput:
-    """Technician force of an output: applied after control, still below every interlock."""
+    """Technician force of an output: applied after control, still below every interlock.
+
+    With `expires_s` the safety layer releases the force that many seconds of scan time after
+    it took it (audited as an event); `reason` says why it was forced (shown with the force)."""
 
     point: str
     value: float
     role: str  # as established by the authenticated channel the command came in on
     source: str = "local"
+    expires_s: float | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +133,9 @@ class CommandRefused(Exception):
 class SafetyPort(Protocol):
     """What the command path needs from the safety layer."""
 
-    def force(self, point: str, value: float, *, source: str = "local") -> None:
-        """Force an output."""
+    def force(self, point: str, value: float, *, source: str = "local",
+              expires_s: float | None = None, reason: str = "") -> None:
+        """Force an output (released by the layer after `expires_s` of scan time if given)."""
         ...
 
     def release(self, point: str, *, source: str = "local") -> None:
@@ -358,7 +364,14 @@ class ManualOutputs:
         if isinstance(cmd, ForceOutput):
             info = image.check_output(cmd.point, cmd.value)
             self._authorize(cmd, "force", info.spec.output_class)
-            safety.force(cmd.point, float(cmd.value), source=cmd.source)
+            expires = cmd.expires_s
+            if expires is not None and not (isinstance(expires, int | float)
+                                            and 0.0 < expires < 1e9):
+                raise CommandRefused(f"{cmd.point}: expires_s must be a positive number of "
+                                     f"seconds, got {expires!r}")
+            safety.force(cmd.point, float(cmd.value), source=cmd.source,
+                         expires_s=None if expires is None else float(expires),
+                         reason=cmd.reason)
         else:
             if cmd.point not in image.outputs_info:
                 raise UnknownPoint(cmd.point)

@@ -159,6 +159,11 @@ class SafetyLayer:
         self.starting = True
         self._read_unread = False  # the rule being evaluated read a not-yet-polled input
         self.forces: dict[str, float] = {}
+        # Forces with an expiry: output -> scan time it ends (its ttl until the next scan
+        # fixes the deadline on the scan clock), and why each force was made.
+        self.force_deadlines: dict[str, float] = {}
+        self._force_ttl: dict[str, float] = {}
+        self.force_reasons: dict[str, str] = {}
         self.owner: dict[str, str] = {}  # output -> what set it last this scan
         self._image: ProcessImage | None = None
         self._now = 0.0
@@ -278,6 +283,7 @@ class SafetyLayer:
         self.starting = now - self._t0 < self.startup_s - EPS
         if self._out_rules is None:
             self.prepare(image)
+        self._expire_forces(now)
         self._begin_bypasses(image, now)
         self._check_holds(image)
         if self._devices is None:
@@ -580,16 +586,41 @@ class SafetyLayer:
         return False
 
     # -- operators --------------------------------------------------------------------------
-    def force(self, point: str, value: float, *, source: str = "local") -> None:
-        """Force an output (applied after control each scan; any interlock still wins)."""
+    def force(self, point: str, value: float, *, source: str = "local",
+              expires_s: float | None = None, reason: str = "") -> None:
+        """Force an output (applied after control each scan; any interlock still wins);
+        with `expires_s`, released by this layer that long after on the scan clock."""
         self.forces[point] = float(value)
-        self._emit(f"force.{point}", Severity.WARNING, f"forced to {value:g} by {source}",
-                   "force")
+        self.force_deadlines.pop(point, None)
+        self._force_ttl.pop(point, None)
+        if expires_s is not None:
+            self._force_ttl[point] = float(expires_s)  # the next scan fixes the deadline
+        self.force_reasons[point] = reason
+        until = f" for {expires_s:g} s" if expires_s is not None else ""
+        why = f" ({reason})" if reason else ""
+        self._emit(f"force.{point}", Severity.WARNING,
+                   f"forced to {value:g} by {source}{until}{why}", "force")
 
     def release(self, point: str, *, source: str = "local") -> None:
         """Release a forced output back to control."""
+        self.force_deadlines.pop(point, None)
+        self._force_ttl.pop(point, None)
+        self.force_reasons.pop(point, None)
         if self.forces.pop(point, None) is not None:
             self._emit(f"force.{point}", Severity.INFO, f"force released by {source}", "force")
+
+    def _expire_forces(self, now: float) -> None:
+        """Release every force whose expiry has come (before this scan applies forces)."""
+        for point, ttl in self._force_ttl.items():
+            self.force_deadlines[point] = now + ttl
+        self._force_ttl.clear()
+        for point, deadline in list(self.force_deadlines.items()):
+            if now >= deadline - EPS:
+                del self.force_deadlines[point]
+                self.force_reasons.pop(point, None)
+                if self.forces.pop(point, None) is not None:
+                    self._emit(f"force.{point}", Severity.INFO,
+                               "force expired: released back to control", "force_expired")
 
     def reset(self, role: str, name: str | None = None, *,
               source: str = "local") -> list[ResetOutcome]:
@@ -667,6 +698,8 @@ class SafetyLayer:
                                **asdict(st[r.name])} for r in self.rules},
             "limits": {p: m.level.value for p, m in self.monitors.items()},
             "forces": dict(self.forces),
+            "force_expiry": {p: max(0.0, d - self._now) for p, d in self.force_deadlines.items()},
+            "force_reasons": {p: r for p, r in self.force_reasons.items() if r},
             "overruled_forces": sorted(self._overruled),
             "owners": dict(self.owner),
             "comms_lost": sorted(self.lost),
