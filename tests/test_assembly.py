@@ -63,7 +63,7 @@ def test_services_follow_the_config(tmp_path: Path) -> None:
     mqtt = MqttConfig(state_dir=tmp_path / "state")
     cfg = dataclasses.replace(load_node_config(EXAMPLES / "cdu.toml"), mqtt=mqtt)
     linked = assemble(cfg, clock=VirtualClock(), driver_factory=fakes, watchdog_thread=False)
-    assert set(linked.services) == {"mqtt"}
+    assert set(linked.services) == {"mqtt", "ids"}
     assert set(assemble(cfg, federate=False, driver_factory=fakes).services) == set()
     site = assemble(load_node_config(EXAMPLES / "site.toml"), driver_factory=fakes)
     assert set(site.services) == {"coordinator"}  # no devices: nothing of its own to publish

@@ -36,6 +36,7 @@ from edge_runtime.node import Node, NodeParts
 from edge_runtime.safety.config import build_safety_layer
 from edge_runtime.safety.protections import role_protections
 from edge_runtime.safety.redundancy import RedundancyBlock
+from edge_runtime.security.ids import IntrusionDetector
 from edge_runtime.site.coordinator import SiteCoordinator
 
 # Builds a node's drivers around its input table; tests pass one that builds fakes.
@@ -141,11 +142,16 @@ def assemble(
 
 
 def _attach_services(node: Node, config: NodeConfig) -> None:
+    # One intrusion detector per node, shared by every transport (MQTT, OPC UA, HTTPS), so a
+    # source blocked on one door is counted the same on the others.
+    ids = IntrusionDetector(node.events, node.clock.monotonic, wall=node.clock.wall)
+    coordinator_only = config.role == "site" and not config.devices
     if config.role == "site" and config.mqtt is not None and config.coordinator is not None:
         # The coordinator is the site node's MQTT presence: admission, peers, prepare.
         node.attach("coordinator", SiteCoordinator(
             config.mqtt, site=config.site, node=config.name, config=config.coordinator))
-        if not config.devices:
-            return  # a coordinator without plant of its own has no telemetry to send
-    if config.mqtt is not None:
-        node.attach("mqtt", NodeLink(node, config.mqtt))
+    # A coordinator without plant of its own has no telemetry to send.
+    if config.mqtt is not None and not (coordinator_only and config.coordinator is not None):
+        node.attach("mqtt", NodeLink(node, config.mqtt, ids=ids))
+    if "mqtt" in node.services:
+        node.attach("ids", ids)

@@ -92,6 +92,7 @@ from edge_runtime.messages.telemetry import (
     encode_birth,
 )
 from edge_runtime.node import NodeSettings
+from edge_runtime.security.ids import IntrusionDetector, offence_of
 from edge_runtime.security.signing import CommandVerifier, load_keys
 
 NONCES = "nonces.log"  # the replay journal, in [mqtt] state_dir
@@ -116,7 +117,8 @@ class NodeLink:
 
     def __init__(self, node: LinkedNode, cfg: MqttConfig, *,
                  verify: Verifier | None = None,
-                 channel_role: str = "infrastructure_manager") -> None:
+                 channel_role: str = "infrastructure_manager",
+                 ids: IntrusionDetector | None = None) -> None:
         """`verify(kind, doc)` returns None or why a command is refused; by default the
         HMAC-SHA256 envelope check of security/signing.py with the keys in [mqtt] command_keys.
         `channel_role` is the role the command channel is granted (spec 10.2.2): the broker's
@@ -147,6 +149,10 @@ class NodeLink:
                         "command_keys to require HMAC-SHA256 envelopes (spec 5.3 b)", nc.name)
         self._verify = verify
         self.channel_role = channel_role
+        # The node's intrusion detector (security/ids.py), shared with its other transports.
+        # The broker hides the publisher, so a source here is the command topic: a flood or a
+        # run of forgeries on cmd/battery_control blocks that topic for a while, not the node.
+        self.ids = ids
         self.client = MqttClient(cfg, client_id=cfg.client_id or nc.name,
                                  on_message=self._on_message, on_state=self._on_state,
                                  on_published=self._on_published,
@@ -412,6 +418,14 @@ class NodeLink:
                 else msg.topic.removeprefix(f"{self.topics.base}/cmd/"))
         if kind == "prepare" and msg.topic != self.prepare_topic:
             kind = "cmd/prepare"  # prepare comes on the site's topic only: unknown here
+        if self.ids is not None:
+            source = f"mqtt:{kind}"
+            if (left := self.ids.blocked(source)) > 0:
+                raise Invalid("blocked", f"{source} is blocked for {left:.0f} s more after "
+                              "repeated offences (intrusion detection)", "topic")
+            if kind != "rebirth" and not self.ids.command(source):
+                raise Invalid("blocked", f"{source}: commands arrive faster than "
+                              f"{self.ids.command_rate:g}/s; blocked", "topic")
         request = parse_command(kind, msg.payload, retain=msg.retain,
                                 max_bytes=self.cfg.max_message_bytes, image=self.node.image,
                                 verify=self._verify, role=self.channel_role)
@@ -440,6 +454,11 @@ class NodeLink:
 
     def _answer_error(self, msg: Message, bad: Invalid) -> None:
         self.invalid[bad.category] += 1
+        if self.ids is not None and (offence := offence_of(bad.category, bad.field,
+                                                           bad.reason)) is not None:
+            kind = msg.topic.removeprefix(f"{self.topics.base}/cmd/")
+            self.ids.record(f"mqtt:{'prepare' if msg.topic == self.prepare_topic else kind}",
+                            offence, bad.reason[:80])
         self._invalid_log.warning(bad.category, "%s: invalid message on %s: %s", self.who.node,
                                   msg.topic, bad.reason)
         now = self.node.clock.monotonic()

@@ -22,6 +22,7 @@ cannot grow memory; sources are forgotten once quiet for a window and not blocke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -155,6 +156,12 @@ class IntrusionDetector:
             for _, s in unblocked[: max(1, len(unblocked) // 10)]:
                 del self._sources[s]
 
+    async def run(self) -> None:
+        """As a node service: forget quiet sources now and then, so status stays current."""
+        while True:
+            await asyncio.sleep(60.0)
+            self._forget(self._clock())
+
     def get_status(self) -> dict[str, Any]:
         """Blocked sources with seconds left, offence totals per source (top 20)."""
         now = self._clock()
@@ -165,3 +172,25 @@ class IntrusionDetector:
                         if v.blocked_until > now},
             "offences": {s: dict(v.counts) for s, v in busiest[:20] if v.counts},
         }
+
+
+def offence_of(category: str, field: str, reason: str) -> str | None:
+    """The offence kind a transport's refusal counts as, None for honest mistakes.
+
+    `category`/`field`/`reason` as federation/inbound.py's Invalid carries them (HTTPS and
+    OPC UA map their refusals to the same words): a malformed or schema-breaking message is
+    "malformed"; a bad signature, an unknown role or a rights refusal is "auth_failure"; a
+    reused nonce or a stale or future issued-at is "replay". A value out of range is not an
+    offence: operators mistype."""
+    if category in ("malformed", "schema", "oversized", "unknown_topic", "retained"):
+        return "malformed"
+    if category == "auth":
+        return "auth_failure"
+    if category == "refused":
+        if field in ("signature", "role") or reason.startswith("rights:"):
+            return "auth_failure"
+        if field in ("nonce", "timestamp", "signed_at", "issued_at"):
+            return "replay"
+        if field == "point":
+            return "malformed"  # probing for point names
+    return None
