@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument("--role", required=True, choices=ROLES)
     keygen.add_argument("directory", type=Path, help="where <role>.key is written")
 
+    audit = add("audit", "the hash-chained audit log (security/audit.py)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_verify = audit_sub.add_parser(
+        "verify", parents=[common], help="check a log's chain and head: exit 0 intact, "
+        "1 broken (the first entry at fault named), 2 unreadable")
+    audit_verify.add_argument("file", type=Path, help="audit log ([audit] path)")
+
     demo = add("demo", "run a simulated site on this machine")
     demo.add_argument("--duration", type=positive_seconds, default=60.0, metavar="S",
                       help="seconds to run (default 60)")
@@ -168,6 +175,18 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from edge_runtime.security.audit import verify
+
+    try:
+        verdict = verify(args.file)
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.file}: {verdict}", file=sys.stdout if verdict.ok else sys.stderr)
+    return 0 if verdict.ok else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edge_runtime.demo import run_demo
 
@@ -176,7 +195,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
     "run": _run, "check-config": _check_config, "validate": _validate, "announce": _announce,
-    "command": _command, "keygen": _keygen, "demo": _demo,
+    "command": _command, "keygen": _keygen, "audit": _audit, "demo": _demo,
 }
 
 

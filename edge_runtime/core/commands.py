@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -160,11 +160,17 @@ class AuditRecord:
 
 
 class CommandQueue:
-    """Commands waiting for the next scan (deque append/popleft are thread-safe)."""
+    """Commands waiting for the next scan (deque append/popleft are thread-safe).
 
-    def __init__(self, audit_capacity: int = 1000) -> None:
+    `sink`, when set, gets every AuditRecord as it is made (the security layer's hash-chained
+    audit log, security/audit.py: core never imports it); it must not block, and an exception
+    from it is logged, never raised into the scan."""
+
+    def __init__(self, audit_capacity: int = 1000,
+                 sink: Callable[[AuditRecord], None] | None = None) -> None:
         self._pending: deque[Command] = deque()
         self.audit: deque[AuditRecord] = deque(maxlen=audit_capacity)
+        self.sink = sink
 
     def submit(self, cmd: Command) -> None:
         """Queue a command; it is checked and applied at the start of the next scan."""
@@ -181,6 +187,11 @@ class CommandQueue:
         """Append an audit record."""
         rec = AuditRecord(ts, cmd.source, repr(cmd), accepted, reason)
         self.audit.append(rec)
+        if self.sink is not None:
+            try:
+                self.sink(rec)
+            except Exception:  # the audit trail failing must not stop the scan
+                log.exception("audit sink failed on %r", rec)
         return rec
 
     def get_status(self) -> dict[str, Any]:
