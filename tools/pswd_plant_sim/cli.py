@@ -27,11 +27,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop after S seconds (default: run until Ctrl-C)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    p.add_argument("--swap-outputs", nargs=2, action="append", default=[],
+                   metavar=("DEV.POINT", "DEV.POINT"),
+                   help="cross two outputs' wiring (commissioning practice), e.g. "
+                        "pump1.speed_ref pump2.speed_ref; repeatable")
     return p
 
 
-async def _serve(config: SimConfig, duration: float | None) -> int:
+async def _serve(config: SimConfig, duration: float | None,
+                 swaps: Sequence[Sequence[str]] = ()) -> int:
     sim = Simulator(config)
+    try:
+        for first, second in swaps:
+            sim.swap_outputs(first, second)
+    except ValueError as exc:
+        print(f"pswd-plant-sim: --swap-outputs: {exc}", file=sys.stderr)
+        return 2
     try:
         await sim.start()
     except OSError as exc:
@@ -89,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(config, args.duration))
+        return asyncio.run(_serve(config, args.duration, args.swap_outputs))
     except KeyboardInterrupt:
         return 0
 

@@ -282,11 +282,13 @@ def _read_faults(raw: Any, file: str, devices: Mapping[str, DeviceSpec], cable_m
         rate = sec.get_float("rate_per_s", 0.0, minval=-1e6, maxval=1e6)
         position = sec.get_float("position_m", 0.0, minval=0.0, maxval=cable_m)
         response = sec.get_str("response", "exception", choices=("exception", "silent"))
+        factor = sec.get_float("factor", 10.0, minval=-1e6, maxval=1e6)
         sec.finish()
         if not isinstance(device, str) or kind not in _FAULT_KINDS:
             continue
         spec = FaultSpec(device, FaultKind(kind), at_s=at_s, duration_s=duration_s, point=point,
-                         rate_per_s=rate, position_m=position, response=response)
+                         rate_per_s=rate, position_m=position, response=response,
+                         factor=factor)
         problem = fault_error(spec, devices.get(device))
         if problem:
             key = "device" if device not in devices else "point" if "point" in problem else "kind"

@@ -22,6 +22,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge_runtime.config.schema import Table
+from pswd_plant_sim.faults import misorder_words
 from pswd_plant_sim.registers import RegisterBank
 from pswd_plant_sim.rig import Rig, Unit
 
@@ -77,6 +78,8 @@ class _Handler:
             data = bank.read(table, address, count)
             if data is None:
                 return ExcCodes.ILLEGAL_ADDRESS
+            if self.unit.faults:
+                data = misorder_words(data, table, address, bank, self.unit.faults)
             off = address - start_address
             registers[off:off + count] = data
             return None

@@ -21,7 +21,14 @@ from types import TracebackType
 from typing import Any
 
 from pswd_plant_sim.config import SimConfig
-from pswd_plant_sim.faults import ActiveFault, FaultKind, FaultSpec
+from pswd_plant_sim.faults import (
+    ActiveFault,
+    FaultKind,
+    FaultSpec,
+    OutputSwap,
+    outputs_swapped,
+    swap_error,
+)
 from pswd_plant_sim.model import Plant, PlantState
 from pswd_plant_sim.rig import Rig
 from pswd_plant_sim.server import EndpointSpec, ModbusEndpoints
@@ -45,6 +52,7 @@ class Simulator:
         self.steps = 0
         self.overruns = 0
         self.running = False
+        self.swaps: list[OutputSwap] = []  # crossed output wiring (swap_outputs)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -73,7 +81,13 @@ class Simulator:
     # -- time -----------------------------------------------------------------------------
     def step(self, dt: float | None = None) -> None:
         """Advance the model by dt (default: the configured step) and sync the registers."""
-        self.rig.step(self.config.step_s if dt is None else dt)
+        dt = self.config.step_s if dt is None else dt
+        if self.swaps:
+            banks = {name: unit.bank for name, unit in self.rig.units.items()}
+            with outputs_swapped(banks, self.swaps, self.rig.t):
+                self.rig.step(dt)
+        else:
+            self.rig.step(dt)
         self.steps += 1
 
     async def run_realtime(self, duration_s: float | None = None) -> None:
@@ -122,6 +136,21 @@ class Simulator:
         """End faults on a device (all, or one kind); returns how many ended."""
         return self.rig.clear(device, None if kind is None else FaultKind(kind))
 
+    def swap_outputs(self, first: str, second: str) -> None:
+        """Cross two outputs' wiring ("pump1.speed_ref", "pump2.speed_ref"): from the next
+        step each element follows the other's register; ValueError when they cannot be."""
+        swap = OutputSwap(first, second)
+        banks = {name: unit.bank for name, unit in self.rig.units.items()}
+        problem = swap_error(swap, banks, self.swaps)
+        if problem:
+            raise ValueError(f"cannot swap outputs: {problem}")
+        self.swaps.append(swap)
+        log.warning("outputs swapped (miswired): %s <-> %s", first, second)
+
+    def clear_swaps(self) -> None:
+        """Wire every output to its own element again."""
+        self.swaps.clear()
+
     # -- status ---------------------------------------------------------------------------
     @property
     def state(self) -> PlantState:
@@ -133,5 +162,6 @@ class Simulator:
         status = self.rig.get_status()
         status["sim"] = {"running": self.running, "steps": self.steps,
                          "overruns": self.overruns, "step_s": self.config.step_s,
-                         "endpoints": {e.name: e.address for e in self.endpoints}}
+                         "endpoints": {e.name: e.address for e in self.endpoints},
+                         "swapped_outputs": [[w.first, w.second] for w in self.swaps]}
         return status
