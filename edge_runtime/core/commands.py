@@ -4,9 +4,9 @@ Every command, accepted or refused, leaves an audit record saying who asked for 
 it was refused, so an operator can always reconstruct what was done to the plant.
 
 Every command is checked here, whatever its transport, like a PLC checks a write: the rights
-table (core/authority.py: role x output class x kind, plus the MQTT channel for "mqtt.<kind>"
-sources), type and range of the point (ProcessImage.check_output: an integer register
-refuses 2.5), and precedence: interlock > technician force > local operator hold > remote
+table (core/authority.py: role x output class x kind, plus the channel of "mqtt.<kind>" and
+"https.<kind>" sources), type and range of the point (ProcessImage.check_output: an integer
+register refuses 2.5), and precedence: interlock > technician force > local operator hold > remote
 command > automatic. A remote command never replaces a local hold, and a release releases
 only what its sender holds (a remote one: its own role's remote hold). A refusal names the
 rule ("rights: ...", "precedence: ...") in the audit and in the command_refused event; a
@@ -124,6 +124,11 @@ class AnnounceWorkload:
 
 Command = (SetOutput | ReleaseOutput | ForceOutput | ReleaseForce | ResetTrip | SetControlMode
            | AnnounceWorkload)
+
+
+# Transports whose sources name the channel a command came on ("<transport>.<kind>"): the
+# MQTT command topics and the HTTPS control endpoints carry the same kinds.
+CHANNEL_TRANSPORTS = ("mqtt", "https")
 
 
 class CommandRefused(Exception):
@@ -276,16 +281,16 @@ class ManualOutputs:
 
     def _authorize(self, cmd: Command, kind: str, output_class: str | None = None,
                    point: str = "") -> str:
-        """The role `cmd` acts with, or Refused naming the rights rule; the MQTT channel a
-        command came on ("mqtt.<kind>") must allow the class too."""
+        """The role `cmd` acts with, or Refused naming the rights rule; the channel a
+        command came on ("mqtt.<kind>", "https.<kind>") must allow the class too."""
         if (cmd.source in SYSTEM_SOURCES and isinstance(cmd, SetOutput | ReleaseOutput)
                 and cmd.held_by):
             return ""  # the node's own link-loss watchdog, acting only on remote holds
         role = resolve_role(getattr(cmd, "role", ""), cmd.source)
         point = point or getattr(cmd, "point", "")
         self.rights.check(role, kind, output_class, point)
-        channel = cmd.source.removeprefix("mqtt.")
-        if cmd.source.startswith("mqtt.") and channel in CHANNELS and channel != kind:
+        transport, _, channel = cmd.source.partition(".")
+        if transport in CHANNEL_TRANSPORTS and channel in CHANNELS and channel != kind:
             self.rights.check(role, channel, output_class, point)
         return role
 

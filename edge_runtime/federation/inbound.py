@@ -87,10 +87,13 @@ class Outputs(Protocol):
 
 
 def parse_command(kind: str, payload: bytes, *, retain: bool, max_bytes: int, image: Outputs,
-                  verify: Verifier | None = None, role: str = "") -> Request:
+                  verify: Verifier | None = None, role: str = "",
+                  transport: str = "mqtt") -> Request:
     """The request a `cmd/{kind}` message makes, or Invalid saying why it is refused.
 
-    `role`: what an unsigned request acts as (the channel's role; ignored with `verify`)."""
+    `role`: what an unsigned request acts as (the channel's role; ignored with `verify`).
+    `transport` prefixes the command's source ("mqtt.grid_signal"; the HTTPS server's POSTs
+    of the same envelope are "https.grid_signal"), so both are checked alike."""
     if kind not in KINDS:
         raise Invalid("unknown_topic", f"unknown command kind {kind!r}; one of "
                       f"{', '.join(COMMAND_KINDS)}", "topic")
@@ -115,7 +118,7 @@ def parse_command(kind: str, payload: bytes, *, retain: bool, max_bytes: int, im
         role = _verified_role(kind, doc, verify)
     if kind in ("workload", "prepare"):
         return _workload(doc, role)
-    return _control(kind, doc, image, role)
+    return _control(kind, doc, image, role, transport)
 
 
 def _verified_role(kind: str, doc: dict[str, Any], verify: Verifier) -> str:
@@ -163,10 +166,10 @@ def _check_envelope(doc: dict[str, Any]) -> None:
         raise Invalid("schema", f"unknown field(s) {', '.join(extra)}", extra[0])
 
 
-def _control(kind: str, doc: dict[str, Any], image: Outputs,
-             role: str) -> SetOutput | ReleaseOutput:
+def _control(kind: str, doc: dict[str, Any], image: Outputs, role: str,
+             transport: str = "mqtt") -> SetOutput | ReleaseOutput:
     _check_envelope(doc)
-    action, point, source = doc["action"], doc["point"], f"mqtt.{kind}"
+    action, point, source = doc["action"], doc["point"], f"{transport}.{kind}"
     if action not in ("set_output", "release_output"):
         raise Invalid("schema", f"action: expected 'set_output' or 'release_output', "
                       f"got {action!r}", "action")
