@@ -33,6 +33,10 @@
                                    # channel role, with a warning at start. A site
                                    # coordinator signs workload/prepare with the
                                    # infrastructure_manager.key found here.
+    sensor_keys = "keys/sensors"   # directory of <sensor node id>.key files (64 hex digits,
+                                   # mode 0600): the key this node signs its commands to
+                                   # each MicroPython sensor node with (an io_map of
+                                   # protocol "mqtt" with outputs; federation/sensor_node.py)
     [mqtt.tls]                     # TLS 1.3 with a client certificate (mutual authentication)
     ca = "pki/ca.crt"
     cert = "pki/node.crt"
@@ -87,6 +91,7 @@ class MqttConfig:
     on_link_loss: str = "release"  # one of LINK_LOSS_POLICIES
     require_coordinator: bool = True  # no coordinator online = link lost (link_loss.py)
     command_keys: Path | None = None  # None: control commands are not signature-checked
+    sensor_keys: Path | None = None  # <sensor id>.key files: signs commands to sensor nodes
 
     @property
     def mqtt5(self) -> bool:
@@ -131,6 +136,7 @@ def read_mqtt(sec: Section, base_dir: Path) -> MqttConfig:
         on_link_loss=sec.get_str("on_link_loss", d.on_link_loss, choices=LINK_LOSS_POLICIES),
         require_coordinator=sec.get_bool("require_coordinator", d.require_coordinator),
         command_keys=_command_keys(sec, base_dir),
+        sensor_keys=_path(sec, "sensor_keys", base_dir) if sec.has("sensor_keys") else None,
     )
     if cfg.reconnect_max_s < cfg.reconnect_min_s:
         sec.error("reconnect_max_s", f"must be >= reconnect_min_s ({cfg.reconnect_min_s:g})")
