@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_runtime import __version__
 from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.core.clock import Clock, WallClock
-from edge_runtime.core.commands import CommandQueue, ManualOutputs
+from edge_runtime.core.commands import CommandQueue, LinkCommand, ManualOutputs
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Sample
@@ -83,6 +83,34 @@ class NodeParts:
     failsafe_writers: Mapping[str, BlockingWriter] = field(default_factory=dict)
 
 
+class LinkSwitch:
+    """Scan observer for the cabinet's link switches (`[node] disconnect_input`,
+    `reconnect_input`): a rising edge (value >= 0.5, usable quality) queues a LinkCommand from
+    the local panel, checked and audited at the next scan like any command. An input that goes
+    bad is not an edge: a broken wire neither cuts nor restores the links."""
+
+    name = "link_switch"
+
+    def __init__(self, commands: CommandQueue, disconnect_input: str = "",
+                 reconnect_input: str = "") -> None:
+        self._commands = commands
+        self._inputs = {p: a for p, a in ((disconnect_input, "disconnect"),
+                                          (reconnect_input, "reconnect")) if p}
+        self._last: dict[str, bool] = {}
+
+    def step(self, image: ProcessImage, now: float, dt: float) -> None:
+        """Queue a LinkCommand on each rising edge."""
+        for point, action in self._inputs.items():
+            value = image.value(point)
+            if value is None:
+                continue
+            on = value >= 0.5
+            if on and self._last.get(point) is False:
+                self._commands.submit(LinkCommand(action, source=f"local.input:{point}",
+                                                  reason=f"local input {point}"))
+            self._last[point] = on
+
+
 class Service(Protocol):
     """Something attached to a node that runs beside its scan (the MQTT link, a server)."""
 
@@ -114,6 +142,10 @@ class Node:
         self.watchdog = Watchdog(self.config.watchdog_s, self._on_watchdog)
         self._use_thread = watchdog_thread
         self.services: dict[str, Service] = {}
+        self._external: set[str] = set()  # services an emergency disconnect cuts
+        self._rebuild: dict[str, Callable[[], Service]] = {}
+        self._service_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.links_cut = ""  # why the external links are cut ("" while they are up)
         self.engine = ScanEngine(
             clock=self.clock,
             period_s=self.config.scan_period_s,
@@ -126,15 +158,73 @@ class Node:
         )
         # Before anything is written: journaled latches re-engaged, the safe image published
         # and staged, the drivers' max-hold expiry pointed at it (safety/interlocks.py).
+        self.manual.links = self  # LinkCommand: emergency disconnect and reconnect
         self.safety.held = self.manual.manual
         self.safety.start(self.image, self.watchdog, self.drivers)
 
-    def attach(self, name: str, service: Service) -> None:
+    def attach(self, name: str, service: Service, *, external: bool = True,
+               rebuild: Callable[[], Service] | None = None) -> None:
         """Run `service` beside the scan (started by run(), cancelled when the node stops);
-        its status appears as get_status()[name]."""
+        its status appears as get_status()[name]. An `external` service (a link to the
+        outside: MQTT, OPC UA, HTTPS) is cut by an emergency disconnect; `rebuild` makes a
+        fresh one for the reconnect (a service that cannot restart stays cut, with an alarm)."""
         if name in self.services:
             raise ValueError(f"a service named {name!r} is already attached")
         self.services[name] = service
+        if external:
+            self._external.add(name)
+        if rebuild is not None:
+            self._rebuild[name] = rebuild
+
+    def _start_service(self, name: str) -> None:
+        task = asyncio.create_task(self.services[name].run(), name=name)
+        task.add_done_callback(self._service_ended)
+        self._service_tasks[name] = task
+
+    async def _restart(self, name: str, old: asyncio.Task[Any]) -> None:
+        await asyncio.gather(old, return_exceptions=True)
+        if self.links_cut:
+            return  # cut again meanwhile
+        self.services[name] = self._rebuild[name]()
+        self._start_service(name)
+
+    def disconnect(self, reason: str) -> None:
+        """Emergency disconnection (spec 10.4 c): cancel every external service now; the scan,
+        its drivers and the safety layer run on. Stays cut until reconnect()."""
+        if self.links_cut:
+            return
+        self.links_cut = reason
+        cut = sorted(n for n in self._external if n in self._service_tasks)
+        for name in cut:
+            self._service_tasks[name].cancel()
+        self.events.raise_event(self.clock.wall(), "node", Severity.CRITICAL,
+                                f"emergency disconnect: {reason}; external links cut "
+                                f"({', '.join(cut) or 'none running'}); local control and "
+                                "safety carry on; reconnection needs an explicit local command",
+                                "emergency_disconnect")
+
+    def reconnect(self) -> None:
+        """Restore the links cut by disconnect(), each from a fresh service."""
+        if not self.links_cut:
+            return
+        self.links_cut = ""
+        restored, stuck = [], []
+        for name in sorted(self._external):
+            old = self._service_tasks.get(name)
+            if old is None:
+                continue  # never started: the node is not running
+            if name not in self._rebuild:
+                stuck.append(name)
+                continue
+            # The cut service may still be closing (publishing its death): the fresh one
+            # starts once it has.
+            self._service_tasks[name] = asyncio.create_task(self._restart(name, old),
+                                                            name=f"restart-{name}")
+            restored.append(name)
+        self.events.raise_event(
+            self.clock.wall(), "node", Severity.ALARM if stuck else Severity.INFO,
+            f"external links reconnected ({', '.join(restored) or 'none'})"
+            + (f"; cannot restart {', '.join(stuck)}" if stuck else ""), "links_reconnected")
 
     def _service_ended(self, task: asyncio.Task[Any]) -> None:
         # A service that dies while the node runs (a bug in the link, say) is an alarm now,
@@ -190,9 +280,9 @@ class Node:
                  for n, d in self.drivers.items()]
         tasks.append(asyncio.create_task(
             monitor(self.watchdog, self.clock, self.config.watchdog_s / 4), name="watchdog"))
-        services = [asyncio.create_task(s.run(), name=n) for n, s in self.services.items()]
-        for task in services:
-            task.add_done_callback(self._service_ended)
+        for name in self.services:
+            if not (self.links_cut and name in self._external):
+                self._start_service(name)
         thread = WatchdogThread(self.watchdog, self.config.watchdog_s / 4)
         if self._use_thread:
             thread.start()
@@ -209,6 +299,7 @@ class Node:
             await self.shutdown(tasks)
             # Services last: the MQTT link then still reports the failsafe outputs, stores
             # what is unsent and publishes the death.
+            services = list(self._service_tasks.values())
             for t in services:
                 t.cancel()
             await asyncio.gather(*services, return_exceptions=True)
@@ -250,5 +341,6 @@ class Node:
             "devices": {n: d.get_status() for n, d in self.drivers.items()},
             "events": self.events.get_status(),
             "commands": self.commands.get_status(),
+            "links_cut": self.links_cut,
             **{name: service.get_status() for name, service in self.services.items()},
         }

@@ -32,7 +32,7 @@ from edge_runtime.core.scan import ControlBlock
 from edge_runtime.federation.link import NodeLink
 from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
-from edge_runtime.node import Node, NodeParts
+from edge_runtime.node import LinkSwitch, Node, NodeParts
 from edge_runtime.safety.config import build_safety_layer
 from edge_runtime.safety.protections import role_protections
 from edge_runtime.safety.redundancy import RedundancyBlock
@@ -136,6 +136,9 @@ def assemble(
         blocks=[manual, Heartbeat(heartbeats), *estimation, *role_blocks],
         role_blocks=role_blocks, interlocks=interlocks, failsafe_writers=built.failsafe_writers,
     ), watchdog_thread=watchdog_thread)
+    if config.disconnect_input or config.reconnect_input:
+        node.engine.observers.append(LinkSwitch(commands, config.disconnect_input,
+                                                config.reconnect_input))
     if federate:
         _attach_services(node, config)
     return node
@@ -148,10 +151,17 @@ def _attach_services(node: Node, config: NodeConfig) -> None:
     coordinator_only = config.role == "site" and not config.devices
     if config.role == "site" and config.mqtt is not None and config.coordinator is not None:
         # The coordinator is the site node's MQTT presence: admission, peers, prepare.
-        node.attach("coordinator", SiteCoordinator(
-            config.mqtt, site=config.site, node=config.name, config=config.coordinator))
+        mqtt, site = config.mqtt, config.coordinator
+
+        def coordinator() -> SiteCoordinator:
+            return SiteCoordinator(mqtt, site=config.site, node=config.name, config=site)
+        node.attach("coordinator", coordinator(), rebuild=coordinator)
     # A coordinator without plant of its own has no telemetry to send.
     if config.mqtt is not None and not (coordinator_only and config.coordinator is not None):
-        node.attach("mqtt", NodeLink(node, config.mqtt, ids=ids))
-    if "mqtt" in node.services:
-        node.attach("ids", ids)
+        link_cfg = config.mqtt
+
+        def link() -> NodeLink:
+            return NodeLink(node, link_cfg, ids=ids)
+        node.attach("mqtt", link(), rebuild=link)
+    if node.services:
+        node.attach("ids", ids, external=False)

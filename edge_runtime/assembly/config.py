@@ -50,6 +50,8 @@ class NodeConfig:
     coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
     realtime_priority: int = 0  # [node]: SCHED_FIFO priority of the node (0: normal scheduling)
     rights: Rights = DEFAULT_RIGHTS  # [rights]: narrows the rights table (core/authority.py)
+    disconnect_input: str = ""  # [node]: rising edge cuts every external link (spec 10.4 c)
+    reconnect_input: str = ""  # [node]: rising edge restores them
 
     def device(self, name: str) -> DeviceConfig:
         """Device by name."""

@@ -39,6 +39,10 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     watchdog_ms = node.get_float("watchdog_ms", None, minval=20.0, maxval=60_000.0)
     maps_dir_raw = node.get_str("io_maps_dir", None)
     realtime_priority = node.get_int("realtime_priority", 0, minval=0, maxval=99)
+    # The cabinet's link switches (spec 10.4 c): inputs whose rising edge cuts every external
+    # link, and restores them (node.py LinkSwitch).
+    disconnect_input = node.get_str("disconnect_input", "")
+    reconnect_input = node.get_str("reconnect_input", "")
     node.finish()
     if isinstance(name, str) and not NAME.match(name):
         node.error("name", "letters, digits, '-' and '_' only, starting with a letter")
@@ -78,6 +82,10 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     if role == "site" and "site" not in sections:  # every [site] key has a default
         sections["site"] = SECTION_BY_KEY["site"].read(SectionInput(
             file, {}, errors, path.parent, inputs, outputs, limits))
+    for key, point in (("disconnect_input", disconnect_input),
+                       ("reconnect_input", reconnect_input)):
+        if complete and point and point not in inputs:
+            node.error(key, f"unknown input {point!r}")
     if complete:
         sections["safety"] = load_safety(safety_table, file, inputs, outputs, errors,
                                          limits=limits)
@@ -93,6 +101,8 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
         source=path,
         io_maps_dir=maps_dir,
         realtime_priority=realtime_priority,
+        disconnect_input=str(disconnect_input),
+        reconnect_input=str(reconnect_input),
         **sections,
     )
 

@@ -26,6 +26,9 @@ its channel (the cmd kind: thermal_control, ...); both must allow the class.
     reset_trip      no output        every role; each latched rule then checks its own
                                        [safety] reset_role (the finer table)
     set_mode        no output        infrastructure_manager
+    disconnect      no output        infrastructure_manager: emergency disconnect of every
+                                       external link, and (from a local source only) the
+                                       reconnect after it
     announce,       no output        workload_operator, infrastructure_manager
     workload
     prepare         no output        infrastructure_manager (the site coordinator)
@@ -61,7 +64,7 @@ USER_ROLES = ("workload_operator", "infrastructure_manager", "grid_operator", "m
 LOCAL_ROLE = "infrastructure_manager"
 
 ACTIONS = ("set_output", "release_output", "force", "release_force", "reset_trip", "set_mode",
-           "announce")
+           "announce", "disconnect")
 CHANNELS = ("thermal_control", "battery_control", "grid_signal", "workload", "prepare")
 KINDS = ACTIONS + CHANNELS
 OUTPUT_KINDS = frozenset({"set_output", "release_output", "force", "release_force",
@@ -110,7 +113,7 @@ _DEFAULT: dict[str, dict[str, frozenset[str]]] = {
         "force": frozenset(OUTPUT_CLASSES), "release_force": frozenset(OUTPUT_CLASSES),
         "thermal_control": _THERMAL, "battery_control": _BATTERY, "grid_signal": _BATTERY,
         "reset_trip": _YES, "set_mode": _YES, "announce": _YES, "workload": _YES,
-        "prepare": _YES,
+        "prepare": _YES, "disconnect": _YES,
     },
     "grid_operator": {
         "set_output": _BATTERY, "release_output": _BATTERY,

@@ -122,8 +122,20 @@ class AnnounceWorkload:
         return f"AnnounceWorkload(workload_id={wid!r}, role={self.role!r}, source={self.source!r})"
 
 
+@dataclass(frozen=True, slots=True)
+class LinkCommand:
+    """Emergency disconnection of every external link (spec 10.4 c), or the explicit
+    reconnection after it: action "disconnect" or "reconnect". Local control and safety carry
+    on while the links are cut; a reconnect is accepted from a local source only."""
+
+    action: str
+    role: str = ""
+    source: str = "local"
+    reason: str = ""
+
+
 Command = (SetOutput | ReleaseOutput | ForceOutput | ReleaseForce | ResetTrip | SetControlMode
-           | AnnounceWorkload)
+           | AnnounceWorkload | LinkCommand)
 
 
 # Transports whose sources name the channel a command came on ("<transport>.<kind>"): the
@@ -216,6 +228,18 @@ class ControlPort(Protocol):
         ...
 
 
+class LinkPort(Protocol):
+    """What the command path needs from the node to cut and restore its external links."""
+
+    def disconnect(self, reason: str) -> None:
+        """Cut every external link now (MQTT, OPC UA, HTTPS); idempotent."""
+        ...
+
+    def reconnect(self) -> None:
+        """Bring the cut links back."""
+        ...
+
+
 class ManualOutputs:
     """First block of every scan: applies queued commands and holds operator output values."""
 
@@ -236,6 +260,7 @@ class ManualOutputs:
         self._holder_role: dict[str, str] = {}  # point -> role of that command
         self.rights = rights  # the node's table ([rights] narrows the default)
         self._image: ProcessImage | None = None  # for check() from a transport
+        self.links: LinkPort | None = None  # the node, for LinkCommand (set by Node)
 
     def step(self, image: ProcessImage, now: float, dt: float) -> None:
         """Apply pending commands, then write every held operator value."""
@@ -334,6 +359,8 @@ class ManualOutputs:
                 self._holder_role.pop(cmd.point, None)
             elif isinstance(cmd, SetControlMode | AnnounceWorkload):
                 self._apply_control(cmd, ts)
+            elif isinstance(cmd, LinkCommand):
+                self._apply_links(cmd, ts)
             else:
                 self._apply_safety(cmd, image)
         except (UnknownPoint, OutOfRange, TypeError, CommandRefused, Refused) as exc:
@@ -360,6 +387,31 @@ class ManualOutputs:
             self.controls.set_mode(cmd.loop, cmd.mode, cmd.value)
         else:
             self.controls.announce(cmd.announcement, ts)
+
+    def _apply_links(self, cmd: LinkCommand, ts: float) -> None:
+        if cmd.action not in ("disconnect", "reconnect"):
+            raise CommandRefused(f"action: expected 'disconnect' or 'reconnect', "
+                                 f"got {cmd.action!r}")
+        self._authorize(cmd, "disconnect")
+        if self.links is None:
+            raise CommandRefused("this node has no external links to cut")
+        if cmd.action == "reconnect":
+            if level_of(cmd.source) is not Level.LOCAL:
+                raise Refused("rights: reconnection after an emergency disconnect is a local "
+                              "command only")
+            self.links.reconnect()
+            return
+        self.links.disconnect(cmd.reason or f"emergency disconnect from {cmd.source}")
+        # Nobody outside can follow what they hold any more: every remote hold goes back to
+        # local control now, as the link-loss watchdog's "release" would (local holds, forces
+        # and interlocks are untouched).
+        for point, holder in list(self._held_by.items()):
+            if level_of(holder) is Level.REMOTE:
+                self.manual.pop(point, None)
+                self._held_by.pop(point, None)
+                self._holder_role.pop(point, None)
+                self.queue.record(ts, ReleaseOutput(point, "link_loss", held_by=holder), True,
+                                  f"released by the emergency disconnect (held by {holder})")
 
     def _apply_safety(self, cmd: ForceOutput | ReleaseForce | ResetTrip,
                       image: ProcessImage) -> None:
