@@ -47,7 +47,7 @@ NS0 = {
     "BaseObjectType": 58, "FolderType": 61, "BaseDataVariableType": 63, "PropertyType": 68,
     "BaseAnalogType": 15318, "AnalogUnitType": 17497, "AnalogUnitRangeType": 17570,
     "LimitAlarmType": 2955, "ExclusiveLimitAlarmType": 9341, "OffNormalAlarmType": 10637,
-    "Mandatory": 78, "Optional": 80, "OptionalPlaceholder": 11508,
+    "Mandatory": 78, "Optional": 80,
 }
 ENCODING_XML = {"Argument": 297, "Range": 885, "EUInformation": 888}
 OUR_TYPES = {t.name for t in TYPES}
@@ -118,23 +118,22 @@ class NodeSetWriter:
                 items: tuple[Var | Obj | Method, ...]) -> None:
         """Instance declarations of one parent, in declaration order."""
         for item in items:
-            nid = f"{parent}.{item.name.strip('<>')}"
+            nid = f"{parent}.{item.name}"
             if isinstance(item, Var):
                 ref_type = "HasProperty" if item.prop else "HasComponent"
                 self.ref(refs, ref_type, nid)
                 self.variable(parent, nid, item, ref_type)
             elif isinstance(item, Obj):
-                self.ref(refs, item.reference, nid)
+                self.ref(refs, "HasComponent", nid)
                 self.obj(parent, nid, item)
             else:
                 self.ref(refs, "HasComponent", nid)
                 self.method(parent, nid, item)
 
     @staticmethod
-    def rule(optional: bool, placeholder: bool = False) -> str:
+    def rule(optional: bool) -> str:
         """NodeId of the modelling rule."""
-        name = "OptionalPlaceholder" if placeholder else "Optional" if optional else "Mandatory"
-        return f"i={NS0[name]}"
+        return f"i={NS0['Optional' if optional else 'Mandatory']}"
 
     def variable(self, parent: str, nid: str, v: Var, ref_type: str) -> None:
         """A variable with its EngineeringUnits/EURange properties."""
@@ -161,13 +160,12 @@ class NodeSetWriter:
             self.property_ext(nid, "EURange", "Range", [body])
 
     def obj(self, parent: str, nid: str, o: Obj) -> None:
-        """An object instance declaration (folder, functional group, placeholder)."""
-        kind = "UAVariable" if o.type_name == "BaseDataVariableType" else "UAObject"
-        attrs = {"DataType": "BaseDataType", "ValueRank": "-2"} if kind == "UAVariable" else {}
-        _, refs = self.node(kind, nid, f"1:{o.name}", parent=parent, doc=o.doc, **attrs)
+        """An object instance declaration (folder or functional group)."""
+        doc = f"{o.doc} Holds {o.holds} instances (Organizes).".strip() if o.holds else o.doc
+        _, refs = self.node("UAObject", nid, f"1:{o.name}", parent=parent, doc=doc)
         self.ref(refs, "HasTypeDefinition", type_ref(o.type_name))
-        self.ref(refs, "HasModellingRule", self.rule(o.optional, o.placeholder))
-        self.ref(refs, o.reference, parent, forward=False)
+        self.ref(refs, "HasModellingRule", self.rule(o.optional))
+        self.ref(refs, "HasComponent", parent, forward=False)
         self.members(nid, refs, o.children)
 
     def method(self, parent: str, nid: str, m: Method) -> None:

@@ -120,14 +120,17 @@ class Var:
 
 @dataclass(frozen=True, slots=True)
 class Obj:
-    """An object instance declaration (a folder, a functional group or a placeholder)."""
+    """An object instance declaration (a folder or a functional group).
+
+    A folder that holds instances names their type in `holds` (said in its Description). There
+    are no OptionalPlaceholder declarations (<Pump>): asyncua's instantiate() copies them into
+    every instance as if they were Optional members."""
 
     name: str
     type_name: str = "FolderType"
     children: tuple[Var | Obj, ...] = ()
     optional: bool = False
-    placeholder: bool = False  # OptionalPlaceholder: <Name>, instances use their own names
-    reference: str = "HasComponent"
+    holds: str = ""
     doc: str = ""
 
 
@@ -206,10 +209,9 @@ _IDENT = Obj("Identification", "BaseObjectType", (
 ), optional=True, doc="Nameplate data (OPC 40223 / OPC 10000-100 Identification names)")
 
 
-def _folder(name: str, item: str, type_name: str, doc: str = "") -> Obj:
-    """An optional folder whose placeholder says which type its members have."""
-    return Obj(name, "FolderType", (Obj(f"<{item}>", type_name, placeholder=True,
-                                        reference="Organizes"),), optional=True, doc=doc)
+def _folder(name: str, holds: str, doc: str = "", *, optional: bool = True) -> Obj:
+    """A folder that holds (Organizes) instances of one type."""
+    return Obj(name, "FolderType", optional=optional, holds=holds, doc=doc)
 
 
 TYPES: tuple[ObjectType, ...] = (
@@ -225,19 +227,20 @@ TYPES: tuple[ObjectType, ...] = (
         Var("SafeImageActive", "Boolean", doc="outputs held at the safe image"),
         Var("ActiveTrips", "String", array=True, doc="latched interlocks"),
         *METHODS.values(),
-        _folder(DEVICES_FOLDER, "Device", FIELD_DEVICE_TYPE, "one object per io_map device"),
-        _folder(LOOPS_FOLDER, "Loop", CONTROL_LOOP_TYPE, "one object per control block"),
-        _folder(EQUIPMENT_FOLDER, "Equipment", "EquipmentBaseType",
-                "cooling units, racks, loops made of the devices"),
+        _folder(DEVICES_FOLDER, FIELD_DEVICE_TYPE, "one object per io_map device",
+                optional=False),
+        _folder(LOOPS_FOLDER, CONTROL_LOOP_TYPE, "one object per control block",
+                optional=False),
+        _folder(EQUIPMENT_FOLDER, "EquipmentBaseType",
+                "cooling units, racks, loops made of the devices", optional=False),
     ), events=(TRIP_ALARM_TYPE, "ExclusiveLimitAlarmType"),
         doc="A PSWD Edge node: its scan, watchdog, safe image and operator methods."),
     ObjectType(FIELD_DEVICE_TYPE, "BaseObjectType", (
         Var("CommState", "String", doc="Online | Degraded | Offline"),
         Var("Endpoint", "String", prop=True, doc="device address, as in the io_map"),
         Var("Protocol", "String", prop=True, doc="modbus | opcua | mqtt"),
-        Obj(POINTS_FOLDER, "FolderType", (
-            Obj("<Point>", "BaseDataVariableType", placeholder=True, reference="Organizes"),),
-            optional=True, doc="every io_map point of the device, BrowseName = its key"),
+        _folder(POINTS_FOLDER, "BaseDataVariableType",
+                "every io_map point of the device, BrowseName = its io_map key"),
     ), events=("ExclusiveLimitAlarmType",), doc="A device on a field bus (io_map [device])."),
     ObjectType("EquipmentBaseType", "BaseObjectType", (
         Var("Health", "String", doc="OK | Warning | Critical (Redfish Status.Health)"),
@@ -307,12 +310,12 @@ TYPES: tuple[ObjectType, ...] = (
     ObjectType("CoolingUnitType", "EquipmentBaseType", (
         Var("EquipmentType", "String", prop=True, doc="CDU | HeatExchanger | ImmersionUnit"),
         Var("CoolingCapacity", "Double", "KWT", prop=True, optional=True),
-        _folder("Pumps", "Pump", "PumpType"),
-        _folder("Valves", "Valve", "ValveType"),
-        _folder("Filters", "Filter", "FilterType"),
-        _folder("PrimaryCoolantConnectors", "Connector", "CoolantConnectorType"),
-        _folder("SecondaryCoolantConnectors", "Connector", "CoolantConnectorType"),
-        _folder("LeakDetection", "LeakDetector", "LeakDetectorType"),
+        _folder("Pumps", "PumpType"),
+        _folder("Valves", "ValveType"),
+        _folder("Filters", "FilterType"),
+        _folder("PrimaryCoolantConnectors", "CoolantConnectorType"),
+        _folder("SecondaryCoolantConnectors", "CoolantConnectorType"),
+        _folder("LeakDetection", "LeakDetectorType"),
     ), doc="A coolant distribution unit (Redfish CoolingUnit)."),
     ObjectType(CONTROL_LOOP_TYPE, "BaseObjectType", (
         Var("Mode", "String", doc="Automatic | Override | Manual | Disabled"),

@@ -1,0 +1,297 @@
+"""The PSWD NodeSet2: generated from the model, imported by asyncua and by node-opcua, browsed back.
+
+Each server is real and each browse goes over opc.tcp: asyncua imports the XML (strict mode,
+no importer warning allowed) and an asyncua Client walks every type; node-opcua loads the same
+XML beside its standard NodeSet and its own client walks it (tests/opcua_nodeset_import.mjs).
+Both walks must equal what edge_runtime/servers/opcua_model.py declares, and the contract other
+helpers code against (type names, method arguments) is checked here from literals, not from
+the model, so a rename in the model fails a test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import Client, Node, Server, ua
+
+from edge_runtime.servers.opcua_model import (
+    NAMESPACE_URI,
+    NODESET_PATH,
+    TYPES,
+    UNECE_NAMESPACE,
+    UNITS,
+    Method,
+    Obj,
+    Var,
+    declarations,
+    unece_unit_id,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NPM = ROOT / "tests" / "npm"
+DATA_TYPES = {"Boolean": 1, "UInt16": 5, "UInt32": 7, "UInt64": 9, "Double": 11, "String": 12,
+              "DateTime": 13, "LocalizedText": 21, "BaseDataType": 24}
+
+# The contract with the OPC UA server (issue 12): names and argument lists, exactly.
+CONTRACT_TYPES = {
+    "ControllerType", "FieldDeviceType", "CoolingUnitType", "PumpType", "ValveType",
+    "CoolantConnectorType", "LeakDetectorType", "FilterType", "ControlLoopType", "BatteryType",
+    "RackType", "TwoPhaseLoopType", "HeatRecoveryType", "PSWDTripAlarmType",
+}
+CONTRACT_METHODS: dict[str, tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]] = {
+    "ResetTrip": ([("Interlock", "String", -1)], [("Reset", "String", 1)]),
+    "Force": ([("Point", "String", -1), ("Value", "Double", -1),
+               ("ExpirySeconds", "Double", -1), ("Reason", "String", -1)], []),
+    "Release": ([("Point", "String", -1)], []),
+    "SetMode": ([("Loop", "String", -1), ("Mode", "String", -1), ("Value", "Double", -1)], []),
+    "SetSetpoint": ([("Loop", "String", -1), ("Value", "Double", -1)], []),
+}
+CONTRACT_CONTROLLER_VARS = {
+    "ScanPeriod": ("Double", -1), "ScanCount": ("UInt64", -1), "ExecTimeP99": ("Double", -1),
+    "JitterP99": ("Double", -1), "Overruns": ("UInt64", -1), "ClockOffset": ("Double", -1),
+    "Mode": ("String", -1), "WatchdogTripped": ("Boolean", -1),
+    "SafeImageActive": ("Boolean", -1), "ActiveTrips": ("String", 1),
+}
+CONTRACT_MEMBERS = {
+    "FieldDeviceType": {"CommState", "Endpoint", "Protocol"},
+    "CoolantConnectorType": {"SupplyTemperature", "ReturnTemperature", "Pressure", "FlowRate",
+                             "HeatRemoved"},
+    "ControlLoopType": {"Mode", "Setpoint", "ProcessValue", "Output", "Kp", "Ki", "Kd"},
+    "PumpType": {"Identification", "Operational/Measurements/Speed",
+                 "Operational/Measurements/Flow", "Operational/Measurements/Power",
+                 "Operational/Measurements/DifferentialPressure"},
+    "BatteryType": {"SoC", "W", "WSet"},
+}
+
+Members = dict[str, tuple[str, str | None, str | None]]
+
+
+def _rule(optional: bool) -> str:
+    return "Optional" if optional else "Mandatory"
+
+
+def expected_members(type_name: str) -> Members:
+    """path -> (node class, type definition, modelling rule) of a type's own declarations."""
+    out: Members = {}
+    for path, d in declarations(type_name, inherited=False):
+        p = "/".join(path)
+        if isinstance(d, Var):
+            out[p] = ("Variable", d.variable_type, _rule(d.optional))
+            if d.unit or d.unit_per_instance:
+                out[f"{p}/EngineeringUnits"] = ("Variable", "PropertyType",
+                                                _rule(d.unit_per_instance))
+            if d.unit and d.range:
+                out[f"{p}/EURange"] = ("Variable", "PropertyType", "Mandatory")
+        elif isinstance(d, Obj):
+            out[p] = ("Object", d.type_name, _rule(d.optional))
+        else:
+            out[p] = ("Method", None, "Mandatory")
+            for prop, args in (("InputArguments", d.inputs), ("OutputArguments", d.outputs)):
+                if args:
+                    out[f"{p}/{prop}"] = ("Variable", "PropertyType", "Mandatory")
+    return out
+
+
+def expected_units(type_name: str) -> dict[str, tuple[int, tuple[float, float] | None]]:
+    """path -> (EUInformation.UnitId, EURange) of every analog variable with a fixed unit."""
+    return {"/".join(p): (unece_unit_id(d.unit), d.range if d.unit else None)
+            for p, d in declarations(type_name, inherited=False)
+            if isinstance(d, Var) and d.unit}
+
+
+def method_decls(type_name: str) -> dict[str, Method]:
+    """path -> Method of a type's own methods."""
+    return {"/".join(p): d for p, d in declarations(type_name, inherited=False)
+            if isinstance(d, Method)}
+
+
+def test_unece_unit_ids_match_the_published_table() -> None:
+    # Golden values from the UNECE Rec. 20 -> OPC UA UnitId table (Part 8 annex).
+    assert unece_unit_id("CEL") == 4408652
+    assert unece_unit_id("BAR") == 4342098
+    assert unece_unit_id("KWT") == 4937556
+    assert unece_unit_id("P1") == 20529
+    assert unece_unit_id("L2") == 19506
+    assert UNITS["CEL"].unit_id == 4408652
+    with pytest.raises(ValueError, match="UNECE common code"):
+        unece_unit_id("°C")
+
+
+def test_the_committed_nodeset_is_what_the_generator_writes() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_nodeset.py"), "--check"],
+                       capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_model_keeps_the_contract_names() -> None:
+    assert {t.name for t in TYPES} >= CONTRACT_TYPES
+    ctrl = dict(("/".join(p), d) for p, d in declarations("ControllerType"))
+    for name, (inputs, outputs) in CONTRACT_METHODS.items():
+        m = ctrl[name]
+        assert isinstance(m, Method)
+        assert [(a.name, a.data_type, 1 if a.array else -1) for a in m.inputs] == inputs
+        assert [(a.name, a.data_type, 1 if a.array else -1) for a in m.outputs] == outputs
+    for name, (dt, rank) in CONTRACT_CONTROLLER_VARS.items():
+        v = ctrl[name]
+        assert isinstance(v, Var) and (v.data_type, 1 if v.array else -1) == (dt, rank), name
+    for type_name, names in CONTRACT_MEMBERS.items():
+        assert names <= set(expected_members(type_name)), type_name
+
+
+async def _walk(client: Client, node: Node, prefix: str, out: Members) -> None:
+    mask = ua.NodeClass.Object | ua.NodeClass.Variable | ua.NodeClass.Method
+    for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences,
+                                         nodeclassmask=mask):
+        name = (await child.read_browse_name()).Name
+        path = f"{prefix}/{name}" if prefix else name
+        cls = await child.read_node_class()
+        tdef = None
+        if cls != ua.NodeClass.Method:
+            tdef = (await client.get_node(await child.read_type_definition())
+                    .read_browse_name()).Name
+        rules = await child.get_referenced_nodes(refs=ua.ObjectIds.HasModellingRule)
+        rule = (await rules[0].read_browse_name()).Name if rules else None
+        assert path not in out, f"{path} reached twice"
+        out[path] = (cls.name, tdef, rule)
+        await _walk(client, child, path, out)
+
+
+async def _check_type_over_the_wire(client: Client, idx: int, type_name: str) -> None:
+    t = next(t for t in TYPES if t.name == type_name)
+    node = client.get_node(ua.NodeId(type_name, idx))
+    assert await node.read_browse_name() == ua.QualifiedName(type_name, idx)
+    supers = await node.get_referenced_nodes(refs=ua.ObjectIds.HasSubtype,
+                                             direction=ua.BrowseDirection.Inverse)
+    assert [(await s.read_browse_name()).Name for s in supers] == [t.base]
+    abstract = await node.read_attribute(ua.AttributeIds.IsAbstract)
+    assert abstract.Value.Value is t.abstract
+    got: Members = {}
+    await _walk(client, node, "", got)
+    assert got == expected_members(type_name)
+    for path, (unit_id, rng) in expected_units(type_name).items():
+        var = await node.get_child([f"{idx}:{p}" for p in path.split("/")])
+        eu = await (await var.get_child("0:EngineeringUnits")).read_value()
+        assert (eu.NamespaceUri, eu.UnitId) == (UNECE_NAMESPACE, unit_id), path
+        assert eu.DisplayName.Text, path
+        if rng:
+            r = await (await var.get_child("0:EURange")).read_value()
+            assert (r.Low, r.High) == rng, path
+    for path, m in method_decls(type_name).items():
+        method = await node.get_child([f"{idx}:{p}" for p in path.split("/")])
+        for prop, args in (("InputArguments", m.inputs), ("OutputArguments", m.outputs)):
+            if not args:
+                continue
+            got_args = await (await method.get_child(f"0:{prop}")).read_value()
+            assert [(a.Name, a.DataType, a.ValueRank) for a in got_args] == [
+                (a.name, ua.NodeId(DATA_TYPES[a.data_type]), 1 if a.array else -1)
+                for a in args], path
+
+
+@pytest.mark.anyio
+async def test_asyncua_imports_the_nodeset_and_a_client_browses_every_type(
+        port: int, caplog: pytest.LogCaptureFixture) -> None:
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
+    with caplog.at_level(logging.WARNING, logger="asyncua"):
+        added = await server.import_xml(str(NODESET_PATH))  # strict mode: a bad node raises
+    importer_warnings = [r.getMessage() for r in caplog.records
+                         if r.name.startswith("asyncua.common.xml")]
+    assert importer_warnings == []
+    assert len(added) > 200
+    async with server, Client(f"opc.tcp://127.0.0.1:{port}/", timeout=10) as client:
+        idx = await client.get_namespace_index(NAMESPACE_URI)
+        for t in TYPES:
+            await _check_type_over_the_wire(client, idx, t.name)
+        ctrl = client.get_node(ua.NodeId("ControllerType", idx))
+        for name, (inputs, outputs) in CONTRACT_METHODS.items():
+            method = await ctrl.get_child(f"{idx}:{name}")
+            for prop, want in (("InputArguments", inputs), ("OutputArguments", outputs)):
+                if want:
+                    args = await (await method.get_child(f"0:{prop}")).read_value()
+                    assert [(a.Name, a.DataType, a.ValueRank) for a in args] == [
+                        (n, ua.NodeId(DATA_TYPES[dt]), r) for n, dt, r in want]
+
+
+@pytest.mark.anyio
+async def test_instances_of_the_types_carry_methods_and_units() -> None:
+    server = Server()
+    await server.init()
+    await server.import_xml(str(NODESET_PATH))
+    idx = await server.get_namespace_index(NAMESPACE_URI)
+    objects = server.nodes.objects
+    node = await objects.add_object(idx, "cdu-01", objecttype=ua.NodeId("ControllerType", idx))
+    names = {(await c.read_browse_name()).Name for c in await node.get_children()}
+    assert set(CONTRACT_METHODS) | set(CONTRACT_CONTROLLER_VARS) <= names
+    devices = await node.get_child(f"{idx}:Devices")
+    assert await devices.get_children() == []  # filled by the server, one object per device
+    pump = await devices.add_object(idx, "pump1", objecttype=ua.NodeId("PumpType", idx))
+    speed = await pump.get_child([f"{idx}:Operational", f"{idx}:Measurements", f"{idx}:Speed"])
+    eu = await (await speed.get_child("0:EngineeringUnits")).read_value()
+    assert (eu.UnitId, eu.DisplayName.Text) == (unece_unit_id("P1"), "%")
+    rng = await (await speed.get_child("0:EURange")).read_value()
+    assert (rng.Low, rng.High) == (0.0, 100.0)
+    assert {(await c.read_browse_name()).Name for c in await pump.get_children()} >= {
+        "CommState", "Endpoint", "Protocol", "Identification", "Operational"}
+    loop = await objects.add_object(idx, "supply_temp",
+                                    objecttype=ua.NodeId("ControlLoopType", idx))
+    setpoint = await loop.get_child(f"{idx}:Setpoint")
+    per_instance = await setpoint.get_child("0:EngineeringUnits")
+    await per_instance.write_value(ua.EUInformation(
+        NamespaceUri=UNECE_NAMESPACE, UnitId=unece_unit_id("CEL"),
+        DisplayName=ua.LocalizedText("°C", "en"), Description=ua.LocalizedText("degree Celsius")))
+    assert (await per_instance.read_value()).UnitId == 4408652
+
+
+def _node_opcua_walk(tmp_path: Path, port: int) -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None or not (NPM / "node_modules" / "node-opcua").is_dir():
+        pytest.fail("node-opcua is missing (Node.js + tests/npm/node_modules): run make peers")
+    r = subprocess.run([node, str(ROOT / "tests" / "opcua_nodeset_import.mjs"),
+                        str(NODESET_PATH), str(port), str(tmp_path)],
+                       capture_output=True, text=True, timeout=75, cwd=ROOT)
+    lines = r.stdout.splitlines()
+    complaints = [ln for ln in lines if "nodeset" in ln.lower() or "PSWD.NodeSet2" in ln]
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    assert complaints == [], complaints
+    [payload] = [ln.removeprefix("PSWD-JSON ") for ln in lines if ln.startswith("PSWD-JSON ")]
+    result: dict[str, Any] = json.loads(payload)
+    return result
+
+
+@pytest.mark.timeout(90)
+def test_node_opcua_loads_the_nodeset_and_its_client_browses_every_type(
+        tmp_path: Path, port: int) -> None:
+    got = _node_opcua_walk(tmp_path, port)
+    types = got["types"]
+    assert set(types) == {t.name for t in TYPES}
+    for t in TYPES:
+        seen = types[t.name]
+        assert (seen["base"], seen["abstract"]) == (t.base, t.abstract), t.name
+        assert set(seen["events"]) == set(t.events), t.name
+        members = {p: (m["nodeClass"], m["typeDefinition"], m["modellingRule"])
+                   for p, m in seen["members"].items()}
+        assert members == expected_members(t.name), t.name
+        for path, (unit_id, rng) in expected_units(t.name).items():
+            eu = seen["members"][f"{path}/EngineeringUnits"]["value"]
+            assert (eu["namespaceUri"], eu["unitId"]) == (UNECE_NAMESPACE, unit_id), path
+            if rng:
+                r = seen["members"][f"{path}/EURange"]["value"]
+                assert (r["low"], r["high"]) == rng, path
+    ctrl = types["ControllerType"]["members"]
+    for name, (inputs, outputs) in CONTRACT_METHODS.items():
+        for prop, want in (("InputArguments", inputs), ("OutputArguments", outputs)):
+            if want:
+                args = ctrl[f"{name}/{prop}"]["value"]
+                assert [(a["name"], a["dataType"], a["valueRank"]) for a in args] == [
+                    (n, f"ns=0;i={DATA_TYPES[dt]}", r) for n, dt, r in want], name
+    for name, (dt, rank) in CONTRACT_CONTROLLER_VARS.items():
+        assert (ctrl[name]["dataType"], ctrl[name]["valueRank"]) == (
+            f"ns=0;i={DATA_TYPES[dt]}", rank), name
