@@ -30,6 +30,7 @@ from edge_runtime.core.points import Sample
 from edge_runtime.core.ports import Endpoint, FieldDevice, InputTable
 from edge_runtime.core.scan import ControlBlock
 from edge_runtime.federation.link import NodeLink
+from edge_runtime.federation.sensor_node import build_sensor_nodes
 from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
 from edge_runtime.node import LinkSwitch, Node, NodeParts
@@ -72,8 +73,19 @@ def build_modbus_drivers(
     return Drivers(drivers, list(endpoints.values()))  # io/failsafe.py writes Modbus itself
 
 
+def build_mqtt_drivers(
+    config: NodeConfig, devices: Sequence[DeviceConfig], live: InputTable, clock: Clock
+) -> Drivers:
+    """MicroPython sensor nodes through the node's broker, one client each
+    (federation/sensor_node.py); their safe image goes out as signed commands."""
+    drivers, writer = build_sensor_nodes(config.mqtt, devices, site=config.site,
+                                         node=config.name, live=live, clock=clock)
+    return Drivers(dict(drivers), failsafe_writers={"mqtt": writer})
+
+
 PROTOCOL_BUILDERS: dict[str, ProtocolBuilder] = {
     "modbus": build_modbus_drivers,
+    "mqtt": build_mqtt_drivers,
 }
 
 
