@@ -100,7 +100,7 @@ def test_quality_follows_birth_batches_staleness_and_death() -> None:
     out = st.telemetry(batch({"inlet_temp_c": 150.0, "leak": 0.5}, session=3, seq=1,
                              wall=wall()), now(), wall())
     assert out["inlet_temp_c"].quality is Quality.BAD
-    assert "outside its range -10.0..90.0" in out["inlet_temp_c"].reason
+    assert "outside its range -20.0..100.0" in out["inlet_temp_c"].reason
     assert out["inlet_temp_c"].value == 150.0  # kept for display
     assert "not a whole number" in out["leak"].reason
     assert out["outlet_temp_c"] == Sample(35.0, Quality.GOOD, wall())  # unchanged: still good
