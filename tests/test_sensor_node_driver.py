@@ -27,6 +27,7 @@ from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import MqttClient
 from edge_runtime.federation.sensor_node import (
     COMMAND_KIND,
+    NO_BROKER,
     NOT_BORN,
     SensorKeyError,
     SensorNodeDevice,
@@ -130,6 +131,17 @@ def test_quality_follows_birth_batches_staleness_and_death() -> None:
     assert out["inlet_temp_c"].value == 24.5
     with pytest.raises(ValueError, match="node: expected 'rs-01'"):
         st.state(birth(4, wall()).replace(b'"rs-01"', b'"rs-02"'), now(), wall())
+
+
+def test_a_sensor_node_never_heard_reads_bad_after_timeout_saying_why() -> None:
+    st = SensorNodeState(RACK.device("sensors"), SENSOR, stale_s=1.0)
+    st.fresh_at = 10.0  # the driver's start
+    assert st.check_stale(10.9, 0.0) == {}  # unread: inside the start-up grace
+    out = st.check_stale(11.1, 0.0)
+    assert {s.reason for s in out.values()} == {NOT_BORN} and len(out) == 6
+    other = SensorNodeState(RACK.device("sensors"), SENSOR, stale_s=1.0)
+    out = other.check_stale(1.1, 0.0, connected=False)
+    assert {s.reason for s in out.values()} == {NO_BROKER}
 
 
 def test_a_batch_of_a_session_before_its_birth_is_refused() -> None:

@@ -14,7 +14,9 @@ point's name in the sensor node's telemetry birth. The contract (firmware/README
                  `[mqtt] sensor_keys/<sensor id>.key`, role infrastructure_manager
 
 Quality (sans-IO in SensorNodeState): GOOD from a batch of the session the sensor node is born
-in; BAD, naming why, before its first birth, after its death (the reason of its will), when no
+in; BAD, naming why, before its first birth (once `timeout_ms` passed after the start: until
+then the inputs are unread, inside the safety layer's start-up grace), after its death (the
+reason of its will), when no
 batch came for the device's `timeout_ms` (checked every timeout_ms / 4; `poll_ms` is the
 board's telemetry period, and the retry period of a command that failed), while this driver's
 broker connection is down,
@@ -90,6 +92,7 @@ COMMAND_KIND = "output"  # cmd/output; also the kind inside the MAC
 SIGNING_ROLE = "infrastructure_manager"  # the rack node acts for the facility (LOCAL_ROLE)
 _HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 NOT_BORN = "waiting for the sensor node's birth"
+NO_BROKER = "broker not connected: the sensor node cannot be heard"
 
 
 class SensorKeyError(ValueError):
@@ -143,7 +146,8 @@ class SensorNodeState:
         self.session: int | None = None
         self.birth: Birth | None = None
         self.last_seq: int | None = None
-        self.fresh_at = 0.0  # monotonic time of the last batch taken, or of the birth
+        self.fresh_at = 0.0  # monotonic time of the last batch taken, of the birth, or start
+        self.heard = False  # any news yet (the image holds NEVER_READ until then)
         self.why = NOT_BORN  # why every input is BAD; "" while batches flow
         self.good: dict[str, float] = {}  # last good value per point in this session
         self.last_value: dict[str, float | None] = {}
@@ -151,7 +155,7 @@ class SensorNodeState:
 
     def all_bad(self, why: str, wall: float) -> dict[str, Sample]:
         """Every input BAD for `why` (the last value kept for display only)."""
-        self.why = why
+        self.why, self.heard = why, True
         return {p.name: Sample.bad(why, wall, self.last_value.get(p.name))
                 for p in self.specs.values()}
 
@@ -221,8 +225,14 @@ class SensorNodeState:
             self.good[spec.name] = value
         return Sample(value, quality, wall)
 
-    def check_stale(self, now: float, wall: float) -> dict[str, Sample]:
-        """Every input BAD once no batch came for stale_s (after the birth or the last one)."""
+    def check_stale(self, now: float, wall: float, *, connected: bool = True) -> dict[str, Sample]:
+        """Every input BAD once no batch came for stale_s (after the birth or the last one);
+        BAD saying why once nothing at all was heard for stale_s after the start (until then
+        the inputs stay unread, inside the safety layer's start-up grace)."""
+        if not self.heard:
+            if now - self.fresh_at <= self.stale_s:
+                return {}
+            return self.all_bad(NOT_BORN if connected else NO_BROKER, wall)
         if not self.online or self.why.startswith("stale") or now - self.fresh_at <= self.stale_s:
             return {}
         self.counts["stale"] += 1
@@ -281,7 +291,6 @@ class SensorNodeDevice:
         self.safe_source: Callable[[], Mapping[str, float]] | None = None  # safety layer's
         self._safe_seen: Mapping[str, float] | None = None
         self.listeners: list[Callable[[Mapping[str, Sample]], None]] = []  # after each publish
-        self._publish(self.state.all_bad(NOT_BORN, clock.wall()))
 
     @property
     def config(self) -> DeviceConfig:
@@ -290,12 +299,14 @@ class SensorNodeDevice:
 
     async def run(self) -> None:
         """Listen, check staleness every timeout_ms / 4 and send commands until cancelled."""
+        self.state.fresh_at = self.clock.monotonic()
         self.client.start()
         writer = asyncio.create_task(self._write_loop(), name=f"{self._config.name}-writer")
         try:
             while True:
                 await asyncio.sleep(max(0.01, self._config.timeout_s / 4))
-                self._publish(self.state.check_stale(self.clock.monotonic(), self.clock.wall()))
+                self._publish(self.state.check_stale(self.clock.monotonic(), self.clock.wall(),
+                                                     connected=self.client.connected))
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
