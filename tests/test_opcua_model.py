@@ -15,6 +15,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ import pytest
 from asyncua import Client, Node, Server, ua
 
 from edge_runtime.servers.opcua_model import (
+    BINDINGS,
+    IO_MAP_TYPES,
+    IO_MAP_UNITS,
     NAMESPACE_URI,
     NODESET_PATH,
     TYPES,
@@ -30,7 +34,10 @@ from edge_runtime.servers.opcua_model import (
     Method,
     Obj,
     Var,
+    bound_value,
     declarations,
+    declared_var,
+    point_value,
     unece_unit_id,
 )
 
@@ -122,6 +129,64 @@ def test_unece_unit_ids_match_the_published_table() -> None:
     assert UNITS["CEL"].unit_id == 4408652
     with pytest.raises(ValueError, match="UNECE common code"):
         unece_unit_id("°C")
+
+
+def test_the_nodeset_is_valid_against_the_ua_nodeset_schema() -> None:
+    xsd_path = NPM / "node_modules" / "node-opcua-nodesets" / "nodesets" / "UANodeSet.xsd"
+    if not xsd_path.is_file():
+        pytest.fail(f"{xsd_path} is missing (node-opcua's copy of the OPC Foundation schema): "
+                    "run make peers")
+    try:
+        from lxml import etree
+    except ImportError:
+        pytest.fail("lxml is missing: pip install -e '.[dev]'")
+    schema = etree.XMLSchema(etree.parse(str(xsd_path)))
+    ok = schema.validate(etree.parse(str(NODESET_PATH)))
+    assert ok, [f"line {e.line}: {e.message}" for e in schema.error_log]
+
+
+def test_io_map_units_and_bindings_name_real_points_and_declared_variables() -> None:
+    for unit, code in IO_MAP_UNITS.items():
+        assert code in UNITS, unit
+    for model, points in BINDINGS.items():
+        io_map = tomllib.loads((ROOT / "io_maps" / f"{model}.toml").read_text())
+        type_name = IO_MAP_TYPES[model]
+        for key, bindings in points.items():
+            spec = io_map["points"][key]  # KeyError: the binding names no io_map point
+            if "unit" in spec:
+                assert spec["unit"] in IO_MAP_UNITS, (model, key)
+            is_output = spec.get("class", "parameter") != "parameter"
+            for b in bindings:
+                var = declared_var(type_name, b.path)
+                assert var.writable == (is_output and b.bit is None and not b.states), (
+                    model, key, b.path)
+                if var.unit and "unit" in spec:
+                    assert IO_MAP_UNITS[spec["unit"]] == var.unit, (model, key)
+
+
+def test_bound_values_take_the_declared_data_types() -> None:
+    def fed(model: str, key: str, value: float) -> dict[str, object]:
+        type_name = IO_MAP_TYPES[model]
+        return {"/".join(b.path): bound_value(b, declared_var(type_name, b.path), value)
+                for b in BINDINGS[model][key]}
+
+    assert fed("cdu_pump_vfd", "status_word", 3.0) == {"Operational/Signals/Running": True,
+                                                       "Operational/Signals/Fault": True}
+    assert fed("cdu_pump_vfd", "status_word", 2.0)["Operational/Signals/Running"] is False
+    assert fed("leak_detector", "leak_state", 2.0) == {
+        "LeakDetected": False, "CableFault": True, "DetectorState": "Warning"}
+    assert fed("cdu_pump_vfd", "fault_code", 2.0) == {"Operational/Signals/FaultCode": 2}
+    assert fed("battery_inverter", "w_set_kw", 2.0) == {"WSet": 2.0}
+    with pytest.raises(ValueError, match=r"DetectorState: no state for value 7\.0"):
+        fed("leak_detector", "leak_state", 7.0)
+    with pytest.raises(ValueError, match=r"FaultCode: 2\.5 is not a UInt32"):
+        fed("cdu_pump_vfd", "fault_code", 2.5)
+    [ena] = BINDINGS["battery_inverter"]["w_set_ena"]
+    assert (point_value(ena, True), point_value(ena, False)) == (1.0, 0.0)
+    [wset] = BINDINGS["battery_inverter"]["w_set_kw"]
+    assert point_value(wset, -12.5) == -12.5
+    with pytest.raises(ValueError, match="not writable"):
+        point_value(BINDINGS["cdu_pump_vfd"]["status_word"][0], True)
 
 
 def test_the_committed_nodeset_is_what_the_generator_writes() -> None:
@@ -230,9 +295,9 @@ async def test_instances_of_the_types_carry_methods_and_units() -> None:
     node = await objects.add_object(idx, "cdu-01", objecttype=ua.NodeId("ControllerType", idx))
     names = {(await c.read_browse_name()).Name for c in await node.get_children()}
     assert set(CONTRACT_METHODS) | set(CONTRACT_CONTROLLER_VARS) <= names
-    devices = await node.get_child(f"{idx}:Devices")
-    assert await devices.get_children() == []  # filled by the server, one object per device
-    pump = await devices.add_object(idx, "pump1", objecttype=ua.NodeId("PumpType", idx))
+    loops = await node.get_child(f"{idx}:Loops")
+    assert await loops.get_children() == []  # filled by the server, one object per loop
+    pump = await node.add_object(idx, "pump1", objecttype=ua.NodeId("PumpType", idx))
     speed = await pump.get_child([f"{idx}:Operational", f"{idx}:Measurements", f"{idx}:Speed"])
     eu = await (await speed.get_child("0:EngineeringUnits")).read_value()
     assert (eu.UnitId, eu.DisplayName.Text) == (unece_unit_id("P1"), "%")
@@ -240,8 +305,8 @@ async def test_instances_of_the_types_carry_methods_and_units() -> None:
     assert (rng.Low, rng.High) == (0.0, 100.0)
     assert {(await c.read_browse_name()).Name for c in await pump.get_children()} >= {
         "CommState", "Endpoint", "Protocol", "Identification", "Operational"}
-    loop = await objects.add_object(idx, "supply_temp",
-                                    objecttype=ua.NodeId("ControlLoopType", idx))
+    loop = await loops.add_object(idx, "supply_temp",
+                                  objecttype=ua.NodeId("ControlLoopType", idx))
     setpoint = await loop.get_child(f"{idx}:Setpoint")
     per_instance = await setpoint.get_child("0:EngineeringUnits")
     await per_instance.write_value(ua.EUInformation(

@@ -28,8 +28,7 @@ TRIP_ALARM_TYPE = "PSWDTripAlarmType"
 CONTROL_MODES = ("Automatic", "Override", "Manual", "Disabled")  # Redfish Control.ControlMode
 COMM_STATES = ("Online", "Degraded", "Offline")  # FieldDeviceType.CommState
 HEALTH_STATES = ("OK", "Warning", "Critical")  # Redfish Status.Health
-POINTS_FOLDER = "Points"  # FieldDeviceType: one variable per io_map point, BrowseName = its key
-DEVICES_FOLDER, LOOPS_FOLDER, EQUIPMENT_FOLDER = "Devices", "Loops", "Equipment"
+LOOPS_FOLDER, EQUIPMENT_FOLDER = "Loops", "Equipment"  # folders of a ControllerType object
 WATCHDOG_INTERLOCK = "watchdog"  # ResetTrip(Interlock="watchdog") resets the watchdog latch
 
 
@@ -227,21 +226,21 @@ TYPES: tuple[ObjectType, ...] = (
         Var("SafeImageActive", "Boolean", doc="outputs held at the safe image"),
         Var("ActiveTrips", "String", array=True, doc="latched interlocks"),
         *METHODS.values(),
-        _folder(DEVICES_FOLDER, FIELD_DEVICE_TYPE, "one object per io_map device",
-                optional=False),
-        _folder(LOOPS_FOLDER, CONTROL_LOOP_TYPE, "one object per control block",
-                optional=False),
+        _folder(LOOPS_FOLDER, CONTROL_LOOP_TYPE, "one object per control block "
+                "(a folder: a loop may share its name with a device)", optional=False),
         _folder(EQUIPMENT_FOLDER, "EquipmentBaseType",
-                "cooling units, racks, loops made of the devices", optional=False),
+                "cooling units, racks, loops made of the devices"),
     ), events=(TRIP_ALARM_TYPE, "ExclusiveLimitAlarmType"),
-        doc="A PSWD Edge node: its scan, watchdog, safe image and operator methods."),
+        doc="A PSWD Edge node: its scan, watchdog, safe image and operator methods. Its "
+            "field devices are its components, BrowseName = the io_map device name."),
     ObjectType(FIELD_DEVICE_TYPE, "BaseObjectType", (
         Var("CommState", "String", doc="Online | Degraded | Offline"),
         Var("Endpoint", "String", prop=True, doc="device address, as in the io_map"),
         Var("Protocol", "String", prop=True, doc="modbus | opcua | mqtt"),
-        _folder(POINTS_FOLDER, "BaseDataVariableType",
-                "every io_map point of the device, BrowseName = its io_map key"),
-    ), events=("ExclusiveLimitAlarmType",), doc="A device on a field bus (io_map [device])."),
+    ), events=("ExclusiveLimitAlarmType",),
+        doc="A device on a field bus (io_map [device]). Every io_map point of the device is a "
+            "variable of it, BrowseName = the point's io_map key; BINDINGS say which points "
+            "also feed the variables its type declares."),
     ObjectType("EquipmentBaseType", "BaseObjectType", (
         Var("Health", "String", doc="OK | Warning | Critical (Redfish Status.Health)"),
     ), abstract=True, doc="Equipment made of several field devices."),
@@ -381,3 +380,92 @@ def _walk(prefix: tuple[str, ...], items: tuple[Var | Obj | Method, ...]
         yield path, item
         if isinstance(item, Obj):
             yield from _walk(path, item.children)
+
+
+def declared_var(type_name: str, path: tuple[str, ...]) -> Var:
+    """The variable a type (or one of its supertypes) declares at this browse path."""
+    for p, d in declarations(type_name):
+        if p == path and isinstance(d, Var):
+            return d
+    raise KeyError(f"{type_name} declares no variable {'/'.join(path)}")
+
+
+# io_map `[device] model` -> ObjectType of the device; any other model is a FieldDeviceType.
+IO_MAP_TYPES: dict[str, str] = {
+    "cdu_pump_vfd": "PumpType", "control_valve": "ValveType",
+    "leak_detector": "LeakDetectorType", "battery_inverter": "BatteryType",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One declared variable an io_map point feeds (besides the point's own variable).
+
+    Double/UInt variables take the value as it is; a Boolean takes one `bit` of the register
+    or `point == equals`; a String takes `states[int(value)]`."""
+
+    path: tuple[str, ...]
+    bit: int | None = None
+    equals: float | None = None
+    states: tuple[str, ...] = ()
+
+
+def _b(path: str, *, bit: int | None = None, equals: float | None = None,
+       states: tuple[str, ...] = ()) -> Binding:
+    return Binding(tuple(path.split("/")), bit, equals, states)
+
+
+# io_map model -> point key -> the declared variables of IO_MAP_TYPES[model] it feeds.
+BINDINGS: dict[str, dict[str, tuple[Binding, ...]]] = {
+    "cdu_pump_vfd": {
+        "speed_actual": (_b("Operational/Measurements/Speed"),),
+        "motor_power": (_b("Operational/Measurements/Power"),),
+        "speed_ref": (_b("Operational/Actuation/SpeedSetpoint"),),
+        "status_word": (_b("Operational/Signals/Running", bit=0),
+                        _b("Operational/Signals/Fault", bit=1)),
+        "fault_code": (_b("Operational/Signals/FaultCode"),),
+        "run_hours": (_b("Maintenance/ServiceHours"),),
+    },
+    "control_valve": {
+        "position_fb": (_b("Position"),), "position_cmd": (_b("PositionSetpoint"),),
+        "fail_position": (_b("FailPosition"),),
+    },
+    "leak_detector": {
+        "leak_state": (_b("LeakDetected", equals=1.0), _b("CableFault", equals=2.0),
+                       _b("DetectorState", states=("OK", "Critical", "Warning"))),
+        "leak_position_m": (_b("LeakPosition"),),
+    },
+    "battery_inverter": {
+        "soc_pct": (_b("SoC"),), "soh_pct": (_b("SoH"),), "ac_w_kw": (_b("W"),),
+        "w_set_kw": (_b("WSet"),), "w_set_ena": (_b("WSetEna", equals=1.0),),
+        "w_set_rvrt_tms": (_b("WSetRvrtTms"),), "ac_hz": (_b("Hz"),),
+        "inv_st": (_b("InvSt"),), "conn_st": (_b("ConnSt"),),
+    },
+}
+
+
+def bound_value(binding: Binding, var: Var, value: float) -> float | int | bool | str:
+    """The value a declared variable shows for a point value (ValueError if it cannot)."""
+    if binding.bit is not None:
+        return bool((int(value) >> binding.bit) & 1)
+    if binding.equals is not None:
+        return value == binding.equals
+    if binding.states:
+        i = int(value)
+        if not 0 <= i < len(binding.states) or i != value:
+            raise ValueError(f"{'/'.join(binding.path)}: no state for value {value!r}")
+        return binding.states[i]
+    if var.data_type in ("UInt16", "UInt32", "UInt64"):
+        if value != int(value) or value < 0:
+            raise ValueError(f"{'/'.join(binding.path)}: {value!r} is not a {var.data_type}")
+        return int(value)
+    return float(value)
+
+
+def point_value(binding: Binding, written: float | bool) -> float:
+    """The point value a client's write of a writable declared variable stands for."""
+    if binding.equals is not None and isinstance(written, bool):
+        return binding.equals if written else 0.0
+    if binding.bit is not None or binding.states:
+        raise ValueError(f"{'/'.join(binding.path)} is derived from a register: not writable")
+    return float(written)
