@@ -33,6 +33,8 @@ from edge_runtime.federation.link import NodeLink
 from edge_runtime.federation.sensor_node import build_sensor_nodes
 from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
+from edge_runtime.io.opcua_client import OpcUaDevice, OpcUaEndpoint
+from edge_runtime.io.opcua_failsafe import write_failsafe_opcua
 from edge_runtime.node import LinkSwitch, Node, NodeParts
 from edge_runtime.safety.config import build_safety_layer
 from edge_runtime.safety.protections import role_protections
@@ -83,8 +85,24 @@ def build_mqtt_drivers(
     return Drivers(dict(drivers), failsafe_writers={"mqtt": writer})
 
 
+def build_opcua_drivers(
+    config: NodeConfig, devices: Sequence[DeviceConfig], live: InputTable, clock: Clock
+) -> Drivers:
+    """One session per server URL and security (shared by its devices), one driver per
+    device; a ref that is not a NodeId or browse path is a ValueError naming the point."""
+    endpoints: dict[tuple[str, object], OpcUaEndpoint] = {}
+    drivers: dict[str, FieldDevice] = {}
+    for dev in devices:
+        key = (dev.url, dev.security)
+        if key not in endpoints:
+            endpoints[key] = OpcUaEndpoint(dev)
+        drivers[dev.name] = OpcUaDevice(dev, endpoints[key], live, clock)
+    return Drivers(drivers, list(endpoints.values()), {"opcua": write_failsafe_opcua})
+
+
 PROTOCOL_BUILDERS: dict[str, ProtocolBuilder] = {
     "modbus": build_modbus_drivers,
+    "opcua": build_opcua_drivers,
     "mqtt": build_mqtt_drivers,
 }
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_runtime.config.iomap import load_io_map
 from edge_runtime.config.reader import ErrorLog, Section
-from edge_runtime.config.schema import DeviceConfig, IoMap, Limits
+from edge_runtime.config.schema import OPCUA_SECURITY, ClientSecurity, DeviceConfig, IoMap, Limits
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _LIMIT_ORDER = ("low_low", "low", "high", "high_high")
@@ -80,6 +80,7 @@ def _read_device(
     refresh_ms = sec.get_float("refresh_ms", 1000.0, minval=10.0, maxval=600_000.0)
     max_gap = sec.get_int("max_gap", 0, minval=0, maxval=124)
     limits_table = sec.table("limits")
+    security = _read_security(sec)
     sec.finish()
 
     io_map: IoMap | None = None
@@ -119,6 +120,8 @@ def _read_device(
             if out.max_hold_s is not None and refresh_ms / 1000.0 > out.max_hold_s / 2:
                 sec.error("refresh_ms", f"{refresh_ms:g} ms is more than half the max_hold_s "
                           f"({out.max_hold_s:g} s) of output {out.name!r}")
+    if protocol != "opcua" and sec.has("security"):
+        sec.error("security", f"only OPC UA devices take it; io_map {model!r} is {protocol}")
     if io_map is None or not (host or url):
         return None
     return DeviceConfig(
@@ -133,7 +136,32 @@ def _read_device(
         max_gap=max_gap,
         limits=MappingProxyType(limits),
         url=url,
+        security=security if protocol == "opcua" else None,
     )
+
+
+def _read_security(sec: Section) -> ClientSecurity | None:
+    """`security` and, unless it is "none", the certificate paths (relative to the file)."""
+    mode = sec.get_str("security", "none", choices=OPCUA_SECURITY)
+    paths = {k: sec.get_str(k, None) for k in ("client_cert", "client_key", "server_cert")}
+    if mode not in OPCUA_SECURITY or mode == "none":
+        for key, given in paths.items():
+            if given is not None:
+                sec.error(key, 'only with a security other than "none"')
+        return None
+    base = Path(sec.file).parent
+    found: dict[str, Path] = {}
+    for key, given in paths.items():
+        if not isinstance(given, str):
+            sec.error(key, f"required with security = {mode!r}")
+            continue
+        path = base / given
+        if not path.is_file():
+            sec.error(key, f"no file {str(path)!r}")
+        found[key] = path
+    if len(found) != len(paths):
+        return None
+    return ClientSecurity(mode, found["client_cert"], found["client_key"], found["server_cert"])
 
 
 _ENDPOINTS = {

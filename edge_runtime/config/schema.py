@@ -130,6 +130,23 @@ class Limits:
     delay_s: float = 0.0
 
 
+# OPC UA client security a device may ask for (`[devices.X] security`): "none" for the lab,
+# or a Basic256Sha256 secure channel with the client certificate `client_cert`/`client_key`,
+# the server's certificate pinned by `server_cert`.
+OPCUA_SECURITY = ("none", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSecurity:
+    """How an OPC UA device's secure channel is made: policy_mode from OPCUA_SECURITY, paths
+    to the client certificate and key (PEM or DER) and the server certificate it trusts."""
+
+    policy_mode: str
+    client_cert: Path
+    client_key: Path
+    server_cert: Path
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
     """One field device a node talks to."""
@@ -147,6 +164,7 @@ class DeviceConfig:
     # The endpoint as configured when it is not Modbus host:port: "opc.tcp://host:port/path"
     # for OPC UA, "mqtt:<sensor node id>" for a sensor node reached through the node's broker.
     url: str = ""
+    security: ClientSecurity | None = None  # OPC UA devices only; None: SecurityPolicy None
 
     @property
     def protocol(self) -> str:

@@ -53,6 +53,9 @@ async def _serve(config: SimConfig, duration: float | None,
             units = ", ".join(f"{d.name}={d.unit_id}" for d in config.devices
                               if d.endpoint == ep.name)
             print(f"serving {ep.name} on {ep.address}: {units}", flush=True)
+        for spec in config.opcua:
+            print(f"serving {spec.endpoint.name} on {spec.endpoint.url}: {spec.device} "
+                  f"(OPC UA, io_map {spec.io_map.model})", flush=True)
         mode = "real time" if config.realtime else "as fast as possible"
         print(f"step {config.step_s * 1000:g} ms, {mode}; Ctrl-C to stop", flush=True)
         runner = asyncio.create_task(sim.run(duration))

@@ -26,6 +26,12 @@ from pswd_plant_sim.faults import FaultKind, FaultSpec
 from pswd_plant_sim.heat_plants import DistrictHeatSetup, TwoPhaseSetup
 from pswd_plant_sim.loop import LoopConfig
 from pswd_plant_sim.model import MeterConfig, PlantConfig
+from pswd_plant_sim.opcua_device import (
+    SIMULATED_BY,
+    OpcUaDeviceSpec,
+    OpcUaEndpointSpec,
+    backing_error,
+)
 from pswd_plant_sim.rig import DeviceSpec, fault_error
 from pswd_plant_sim.server import EndpointSpec
 from pswd_plant_sim.trace import TraceConfig
@@ -97,6 +103,7 @@ class SimConfig:
     devices: tuple[DeviceSpec, ...]
     faults: tuple[FaultSpec, ...]
     source: Path | None = None
+    opcua: tuple[OpcUaDeviceSpec, ...] = ()  # devices served over OPC UA instead of Modbus
 
 
 def _read_fields(sec: Section, cls: type[D], bounds: Bounds, skip: tuple[str, ...] = ()) -> D:
@@ -174,14 +181,15 @@ def build_sim_config(data: Mapping[str, Any], file: str, base_dir: Path,
     elements = frozenset(name for name, e in (("two_phase", two_phase),
                                               ("district_heat", district_heat)) if e)
 
-    endpoints = _read_endpoints(top, errors)
+    endpoints, ua_endpoints = _read_endpoints(top, errors)
+    opcua: list[OpcUaDeviceSpec] = []
     devices = _read_devices(top, file, maps_dir, {e.name for e in endpoints}, loop.pumps,
-                            elements, errors)
+                            elements, errors, ua_endpoints, opcua)
     top.finish()
     faults = _read_faults(faults_raw, file, {d.name: d for d in devices}, loop.leak_cable_m,
                           errors)
     return SimConfig(plant=plant, step_s=step_ms / 1000.0, realtime=realtime,
-                     endpoints=endpoints, devices=devices, faults=faults)
+                     endpoints=endpoints, devices=devices, faults=faults, opcua=tuple(opcua))
 
 
 def _read_two_phase(sec: Section, seed: int) -> TwoPhaseSetup:
@@ -206,26 +214,41 @@ def _read_district_heat(sec: Section, seed: int) -> DistrictHeatSetup:
                              source_from_loop=from_loop, **setup)
 
 
-def _read_endpoints(top: Section, errors: ErrorLog) -> tuple[EndpointSpec, ...]:
+def _read_endpoints(top: Section, errors: ErrorLog
+                    ) -> tuple[tuple[EndpointSpec, ...], dict[str, OpcUaEndpointSpec]]:
     out: list[EndpointSpec] = []
+    ua_out: dict[str, OpcUaEndpointSpec] = {}
     seen: dict[tuple[str, int], str] = {}
     for name, body in top.table("endpoints", required=True).items():
         sec = Section(top.file, f"endpoints.{name}", body, errors)
         host = sec.get_str("host", "127.0.0.1")
         port = sec.get_int("port", minval=1, maxval=65535)
+        protocol = sec.get_str("protocol", "modbus", choices=("modbus", "opcua"))
+        opcua = protocol == "opcua"  # an OPC UA server (opcua_device.py); these keys are its
+        path = sec.get_str("path", "") if opcua else ""
+        update_ms = sec.get_float("update_ms", 50.0, minval=1.0, maxval=60_000.0) if opcua \
+            else 50.0
         sec.finish()
+        if isinstance(path, str) and path and not path.startswith("/"):
+            sec.error("path", f"must start with '/', got {path!r}")
         if not _NAME.match(name):
             sec.error("(name)", "letters, digits, '-' and '_' only, starting with a letter")
         if isinstance(host, str) and isinstance(port, int):
             if (host, port) in seen:
                 sec.error("port", f"{host}:{port} is already endpoint {seen[(host, port)]!r}")
             seen[(host, port)] = name
-            out.append(EndpointSpec(name, host, port))
-    return tuple(out)
+            if opcua:
+                ua_out[name] = OpcUaEndpointSpec(name, host, port, str(path), update_ms / 1000)
+            else:
+                out.append(EndpointSpec(name, host, port))
+    return tuple(out), ua_out
 
 
 def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], pumps: int,
-                  elements: frozenset[str], errors: ErrorLog) -> tuple[DeviceSpec, ...]:
+                  elements: frozenset[str], errors: ErrorLog,
+                  ua_endpoints: Mapping[str, OpcUaEndpointSpec] | None = None,
+                  opcua: list[OpcUaDeviceSpec] | None = None) -> tuple[DeviceSpec, ...]:
+    ua_endpoints = ua_endpoints or {}
     maps: dict[str, IoMap | None] = {}
     out: list[DeviceSpec] = []
     units: dict[tuple[str, int], str] = {}
@@ -239,7 +262,7 @@ def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], 
         sec.finish()
         if not _NAME.match(name):
             sec.error("(name)", "letters, digits, '-' and '_' only, starting with a letter")
-        if isinstance(endpoint, str) and endpoint not in endpoints:
+        if isinstance(endpoint, str) and endpoint not in endpoints | set(ua_endpoints):
             sec.error("endpoint", f"no [endpoints.{endpoint}]")
         if isinstance(endpoint, str) and isinstance(unit_id, int):
             other = units.setdefault((endpoint, unit_id), name)
@@ -253,6 +276,10 @@ def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], 
                 if not map_path.exists():
                     sec.error("io_map", f"no io_map {model!r} in {maps_dir}")
             io_map = maps[model]
+        if io_map is not None and isinstance(endpoint, str) and (
+                io_map.protocol == "opcua" or endpoint in ua_endpoints):
+            io_map = _opcua_device(sec, name, io_map, ua_endpoints.get(endpoint), maps_dir,
+                                   maps, errors, opcua)
         if io_map is not None and isinstance(bind, str):
             problem = bind_error(io_map.model, bind, pumps, elements)
             if problem:
@@ -264,6 +291,33 @@ def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], 
         if io_map is not None and isinstance(endpoint, str) and isinstance(unit_id, int):
             out.append(DeviceSpec(name, io_map, endpoint, unit_id, bind or ""))
     return tuple(out)
+
+
+def _opcua_device(sec: Section, name: str, io_map: IoMap, endpoint: OpcUaEndpointSpec | None,
+                  maps_dir: Path, maps: dict[str, IoMap | None], errors: ErrorLog,
+                  out: list[OpcUaDeviceSpec] | None) -> IoMap | None:
+    """An OPC UA device: its endpoint must be an OPC UA one; returns the Modbus io_map of the
+    model that simulates it (SIMULATED_BY), recording the OPC UA map in `out`."""
+    if endpoint is None or io_map.protocol != "opcua":
+        sec.error("endpoint" if endpoint is None else "io_map",
+                  f"io_map {io_map.model!r} speaks {io_map.protocol}; its endpoint must be "
+                  f"{'an OPC UA' if endpoint is None else 'a Modbus'} endpoint")
+        return None
+    model = SIMULATED_BY.get(io_map.model)
+    if model is None:
+        sec.error("io_map", f"no simulation for OPC UA model {io_map.model!r} "
+                            f"(have {', '.join(sorted(SIMULATED_BY))})")
+        return None
+    if model not in maps:
+        maps[model] = load_io_map(maps_dir / f"{model}.toml", errors)
+    backing = maps[model]
+    problem = backing_error(io_map, backing) if backing is not None else "not loaded"
+    if backing is None or problem:
+        sec.error("io_map", f"{model!r} cannot simulate it: {problem}")
+        return None
+    if out is not None:
+        out.append(OpcUaDeviceSpec(name, endpoint, io_map))
+    return backing
 
 
 def _read_faults(raw: Any, file: str, devices: Mapping[str, DeviceSpec], cable_m: float,

@@ -30,6 +30,7 @@ from pswd_plant_sim.faults import (
     swap_error,
 )
 from pswd_plant_sim.model import Plant, PlantState
+from pswd_plant_sim.opcua_device import OpcUaDeviceServer
 from pswd_plant_sim.rig import Rig
 from pswd_plant_sim.server import EndpointSpec, ModbusEndpoints
 from pswd_plant_sim.trace import PowerSource
@@ -48,6 +49,8 @@ class Simulator:
         self.plant = Plant(config.plant, power=power)
         self.rig = Rig(self.plant, config.devices, config.faults)
         self.server = ModbusEndpoints(self.rig, config.endpoints)
+        # devices that speak OPC UA: one asyncua server each (opcua_device.py)
+        self.opcua = {s.device: OpcUaDeviceServer(self.rig, s) for s in config.opcua}
         self._clock = clock
         self.steps = 0
         self.overruns = 0
@@ -58,11 +61,19 @@ class Simulator:
     async def start(self) -> None:
         """Bind every endpoint (OSError when a port is taken)."""
         await self.server.start()
+        try:
+            for ua_server in self.opcua.values():
+                await ua_server.start()
+        except BaseException:
+            await self.stop()
+            raise
         self.running = True
 
     async def stop(self) -> None:
         """Close the endpoints; safe to call twice."""
         self.running = False
+        for ua_server in self.opcua.values():
+            await ua_server.stop()
         await self.server.stop()
 
     async def __aenter__(self) -> Simulator:
@@ -163,5 +174,6 @@ class Simulator:
         status["sim"] = {"running": self.running, "steps": self.steps,
                          "overruns": self.overruns, "step_s": self.config.step_s,
                          "endpoints": {e.name: e.address for e in self.endpoints},
+                         "opcua": {d: s.get_status() for d, s in self.opcua.items()},
                          "swapped_outputs": [[w.first, w.second] for w in self.swaps]}
         return status

@@ -1,0 +1,555 @@
+"""OPC UA client driver for field devices (a battery system controller, a chiller PLC).
+
+OpcUaEndpoint owns one asyncua session per server URL (every device behind it shares it),
+connects with our own backoff (asyncua's auto-reconnect is off, so exactly one policy decides),
+bounds every request with the device's timeout and turns failures into FieldErrors, as the
+Modbus endpoint does. A dropped socket or a failed keep-alive probe (asyncua's supervisor) ends
+the session; the next poll reconnects.
+
+OpcUaDevice implements the FieldDevice port like ModbusDevice: on each (re)connect it resolves
+the io_map refs (namespace URIs, browse paths), reads every node's DataType (an unknown node is
+reported naming its point) and subscribes to its inputs with a publishing interval of poll_ms;
+a server without subscriptions is polled with Read instead. Samples carry the source timestamp
+and a quality from the StatusCode (Bad -> BAD, Uncertain -> UNCERTAIN, with its name as the
+reason); comms loss marks every input BAD with the reason. Outputs follow the same
+blocks.OutputSchedule as Modbus (write on change, refresh_ms, max_hold_s expiry to the safe
+image, rewrite everything after a reconnect), written in one Write request per due set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.client.ua_client import UaClientState
+from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
+
+from edge_runtime.config.codec import CodecError
+from edge_runtime.config.schema import DeviceConfig
+from edge_runtime.core.clock import Clock
+from edge_runtime.core.points import Sample
+from edge_runtime.core.ports import InputTable
+from edge_runtime.io.blocks import OutputSchedule, output_words
+from edge_runtime.io.modbus import DISCONNECTED, FieldError
+from edge_runtime.io.opcua_codec import (
+    Ref,
+    browse_path,
+    by_nodeid,
+    device_refs,
+    resolve_uri,
+    server_type,
+    status_text,
+    to_sample,
+    to_variant,
+)
+from edge_runtime.io.opcua_security import apply_security
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_TIMEOUTS_BEFORE_RECONNECT = 3  # a silent server may be a half-open connection: start over
+_CONNECT_REQUESTS = 4  # hello, OpenSecureChannel, CreateSession, ActivateSession
+# A session the server keeps after we vanished (a killed node) ends within a minute.
+SESSION_TIMEOUT_MS = 60_000
+
+
+class OpcUaEndpoint:
+    """One session with an OPC UA server (url + security), shared by the devices behind it."""
+
+    def __init__(self, device: DeviceConfig, *, backoff_min_s: float = 0.1,
+                 backoff_max_s: float = 5.0) -> None:
+        self.url, self.security, self.timeout_s = device.url, device.security, device.timeout_s
+        self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
+        self.client: Client | None = None
+        self.namespaces: list[str] = []
+        self._lock = asyncio.Lock()  # held for a connect: never two sessions at once
+        self._backoff = backoff_min_s
+        self._next_attempt = 0.0
+        self._timeouts_in_row = 0
+        self._closing: set[asyncio.Task[None]] = set()
+        self.generation = 0  # +1 per successful connect: drivers re-bind and rewrite outputs
+        self.ever_connected = False
+        self.connects = self.connect_failures = self.requests = 0
+        self.last_error = ""
+
+    @property
+    def name(self) -> str:
+        """The server URL."""
+        return self.url
+
+    @property
+    def connected(self) -> bool:
+        """True while the session is up."""
+        return self.client is not None and self.client.uaclient.state is UaClientState.CONNECTED
+
+    async def ensure_connected(self) -> bool:
+        """True when connected; otherwise one connect attempt if the backoff allows it."""
+        if self.connected:
+            return True
+        if time.monotonic() < self._next_attempt:
+            return False
+        async with self._lock:
+            if self.connected:
+                return True
+            if time.monotonic() < self._next_attempt:
+                return False
+            return await self._connect()
+
+    async def _connect(self) -> bool:
+        self._drop()
+        # The supervisor's keep-alive probe finds a dead but open connection within ~2 s.
+        client = Client(self.url, timeout=self.timeout_s, watchdog_intervall=1.0)
+        client.session_timeout = SESSION_TIMEOUT_MS
+        try:
+            async with asyncio.timeout(self.timeout_s * _CONNECT_REQUESTS):
+                if self.security is not None:
+                    await apply_security(client, self.security)
+                await client.connect(auto_reconnect=False)
+                namespaces = await client.get_namespace_array()
+            error = ""
+        except TimeoutError:
+            error = f"connect timeout after {self.timeout_s * _CONNECT_REQUESTS * 1000:.0f} ms"
+        except Exception as exc:  # OSError, ua errors, certificate errors: all mean "not now"
+            error = f"connect failed: {exc!r}"
+        if error:
+            self._close_later(client)
+            self.connect_failures += 1
+            if self.connect_failures == 1 or self._backoff >= self.backoff_max_s:
+                log.warning("%s: %s; retrying in %.1f s", self.name, error, self._backoff)
+            self.last_error = error
+            self._next_attempt = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self.backoff_max_s)
+            return False
+        self.client, self.namespaces = client, list(namespaces)
+        self._backoff, self._next_attempt, self._timeouts_in_row = self.backoff_min_s, 0.0, 0
+        self.generation += 1
+        self.connects += 1
+        self.ever_connected = True
+        log.info("%s: connected", self.name)
+        return True
+
+    def _close_later(self, client: Client) -> None:
+        """Disconnect in the background: a dead server must not hold up the caller."""
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.timeout_s):
+                    await client.disconnect()
+            client.disconnect_socket()
+        task = asyncio.ensure_future(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _drop(self, reason: str = "") -> None:
+        if self.client is not None:
+            self._close_later(self.client)
+            self.client = None
+            if reason:
+                self.last_error = reason
+                log.warning("%s: session dropped: %s", self.name, reason)
+
+    async def request(self, call: Callable[[Client], Awaitable[T]]) -> T:
+        """One service call on the session, bounded by the timeout; raises FieldError."""
+        client = self.client
+        if client is None or not self.connected:
+            self._drop("connection lost")
+            raise FieldError(DISCONNECTED, "disconnected")
+        self.requests += 1
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await call(client)
+        except TimeoutError:
+            self._timeouts_in_row += 1
+            if self._timeouts_in_row >= _TIMEOUTS_BEFORE_RECONNECT:
+                self._drop(f"{self._timeouts_in_row} timeouts in a row")
+            raise FieldError("timeout", f"timeout after {self.timeout_s * 1000:.0f} ms") from None
+        except UaStatusCodeError as exc:  # the service itself answered Bad
+            self._timeouts_in_row = 0
+            code = ua.StatusCode(exc.code)
+            if code.value in _SESSION_GONE:
+                self._drop(f"session ended: {status_text(code)}")
+                raise FieldError(DISCONNECTED, "disconnected") from None
+            raise FieldError("service", status_text(code), code.value) from None
+        except (ConnectionError, OSError) as exc:
+            self._drop(f"connection lost: {exc!r}")
+            raise FieldError(DISCONNECTED, "disconnected") from None
+        self._timeouts_in_row = 0
+        return result
+
+    def close(self) -> None:
+        """Close the session (the next ensure_connected reconnects)."""
+        self._drop()
+
+    def get_status(self) -> dict[str, Any]:
+        """Connection state and counters."""
+        return {"endpoint": self.name, "connected": self.connected, "connects": self.connects,
+                "connect_failures": self.connect_failures, "requests": self.requests,
+                "security": self.security.policy_mode if self.security else "none",
+                "last_error": self.last_error}
+
+
+_SESSION_GONE = {StatusCodes.BadSessionIdInvalid, StatusCodes.BadSessionClosed,
+                 StatusCodes.BadSecureChannelIdInvalid, StatusCodes.BadConnectionClosed,
+                 StatusCodes.BadServerHalted, StatusCodes.BadShutdown}
+
+
+async def resolve(ep: OpcUaEndpoint, refs: Mapping[str, Ref]) -> tuple[dict[str, ua.NodeId],
+                                                                        dict[str, str]]:
+    """Point name -> NodeId on the connected server, and point name -> why it has none."""
+    nodeids: dict[str, ua.NodeId] = {}
+    problems: dict[str, str] = {}
+    paths: list[tuple[str, Ref]] = []
+    for name, ref in refs.items():
+        if ref.nodeid is not None:
+            nodeids[name] = ref.nodeid
+        elif ref.uri:
+            found = resolve_uri(ref, ep.namespaces)
+            if found is None:
+                problems[name] = f"{ref.text}: namespace {ref.uri!r} is not on the server"
+            else:
+                nodeids[name] = found
+        else:
+            paths.append((name, ref))
+    if paths:
+        results = await ep.request(lambda c: c.uaclient.translate_browsepaths_to_nodeids(
+            [browse_path(r) for _, r in paths]))
+        for (name, ref), res in zip(paths, results, strict=True):
+            if res.StatusCode.is_good() and res.Targets:
+                tid = res.Targets[0].TargetId  # an ExpandedNodeId: keep the plain NodeId
+                nodeids[name] = ua.NodeId(tid.Identifier, tid.NamespaceIndex, tid.NodeIdType)
+            else:
+                problems[name] = f"{ref.text}: browse path {status_text(res.StatusCode)}"
+    return nodeids, problems
+
+
+class _Notifications:
+    """asyncua subscription handler: every data change of one binding goes to the device."""
+
+    def __init__(self, device: OpcUaDevice, binding: int) -> None:
+        self.device, self.binding = device, binding
+
+    def datachange_notification(self, node: Any, val: Any, data: DataChangeNotif) -> None:
+        """A monitored item changed: publish its sample."""
+        self.device.on_change(self.binding, node.nodeid, data.monitored_item.Value)
+
+    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
+        """The subscription ended (server shut down, session lost)."""
+        self.device.on_lost(self.binding, status_text(status.Status))
+
+
+class OpcUaDevice:
+    """FieldDevice over OPC UA: subscribes to (or polls) inputs, writes staged outputs."""
+
+    def __init__(self, config: DeviceConfig, endpoint: OpcUaEndpoint, table: InputTable,
+                 clock: Clock, *, subscribe: bool = True) -> None:
+        self._config, self.endpoint, self.table, self.clock = config, endpoint, table, clock
+        self.refs = device_refs(config)  # ValueError naming the point: a config error
+        self.specs = {p.name: p for p in config.io_map.points}
+        self.inputs = [p.name for p in config.io_map.inputs]
+        self._keys = {name: f"{config.name}.{name}" for name in self.specs}
+        self.want_subscription = subscribe
+        self.outputs = OutputSchedule(config.name, config.io_map.outputs, config.refresh_s)
+        self.nodeids: dict[str, ua.NodeId] = {}
+        self.vtypes: dict[str, ua.VariantType | None] = {}
+        self.point_errors: dict[str, str] = {}  # points the server cannot serve, and why
+        self._by_node: dict[ua.NodeId, list[str]] = {}
+        self._bound_gen = -1  # endpoint generation the refs were resolved on
+        self._written_gen = -1
+        self.binding = 0  # +1 per bind: notifications of an older one are ignored
+        self.subscription: Subscription | None = None
+        self.mode = "unbound"  # subscription | polling | unbound
+        self._write_reason = ""
+        self._wake = asyncio.Event()
+        self.polls = self.writes = self.notifications = 0
+        self.errors: Counter[str] = Counter()
+        self.last_error = ""
+        self.safe_source: Callable[[], Mapping[str, float]] | None = None  # see ModbusDevice
+        self._safe_seen: Mapping[str, float] | None = None
+
+    @property
+    def config(self) -> DeviceConfig:
+        """The device's configuration."""
+        return self._config
+
+    async def run(self) -> None:
+        """Bind, watch the session and poll where needed until cancelled; never raises."""
+        writer = asyncio.create_task(self._write_loop(), name=f"{self._config.name}-writer")
+        period = self._config.poll_s
+        deadline = self.clock.monotonic()
+        try:
+            while True:
+                try:
+                    await self.poll_once()
+                except Exception as exc:  # a driver bug must not end the device
+                    self._error("internal", repr(exc))
+                    log.exception("%s: poll failed", self._config.name)
+                deadline += period
+                now = self.clock.monotonic()
+                if now >= deadline:  # overran: keep the phase
+                    deadline += (math.floor((now - deadline) / period) + 1) * period
+                await asyncio.sleep(deadline - now)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self._unbind()
+
+    # -- inputs -----------------------------------------------------------------------------
+    async def poll_once(self) -> None:
+        """Connect and bind if needed; read the inputs when not subscribed."""
+        ep = self.endpoint
+        if not await ep.ensure_connected():
+            reason = "disconnected" if ep.ever_connected else "not connected"
+            self._lost(f"{reason}: {ep.last_error}", reason.replace(" ", "_"))
+            return
+        if self._bound_gen != ep.generation:
+            try:
+                await self._bind()
+            except FieldError as err:
+                self._lost(f"bind failed: {err.reason}", err.kind)
+                return
+            self._wake.set()  # (re)connected: rewrite every output
+        if self.mode == "polling":
+            await self._read_inputs()
+        self.polls += 1
+
+    def _lost(self, reason: str, kind: str) -> None:
+        self._error(kind, reason)
+        self._unbind()
+        self._mark_bad(self.inputs, reason)
+
+    async def _bind(self) -> None:
+        """Resolve refs, learn the servers' types, subscribe (or fall back to polling)."""
+        ep, cfg = self.endpoint, self._config
+        self._unbind()
+        self.binding += 1
+        nodeids, problems = await resolve(ep, self.refs)
+        names = list(nodeids)
+        types = await ep.request(lambda c: c.uaclient.read_attributes(
+            [nodeids[n] for n in names], AttributeIds.DataType))
+        for name, dv in zip(names, types, strict=True):
+            if dv.StatusCode is not None and dv.StatusCode.is_bad():
+                problems[name] = f"{self.specs[name].ref}: {status_text(dv.StatusCode)}"
+                del nodeids[name]
+            else:
+                self.vtypes[name] = server_type(dv)
+        for name, why in problems.items():
+            if self.point_errors.get(name) != why:
+                log.error("%s: point %s (ref %r): %s", cfg.name, name, self.specs[name].ref, why)
+            self._error("bad_ref", f"point {name}: {why}")
+        self.point_errors = problems
+        self.nodeids, self._by_node = nodeids, by_nodeid(nodeids)
+        self._mark_bad([n for n in self.inputs if n in problems], "",
+                       reasons={n: f"point {n}: {problems[n]}" for n in problems})
+        self._bound_gen = ep.generation
+        watched = [n for n in self.inputs if n in nodeids]
+        self.mode = "polling"
+        if self.want_subscription and watched:
+            binding = self.binding
+            try:
+                sub = await ep.request(lambda c: c.create_subscription(
+                    cfg.poll_s * 1000, _Notifications(self, binding)))
+                self.subscription = sub
+                results = await ep.request(lambda c: sub.subscribe_data_change(
+                    [c.get_node(nodeids[n]) for n in watched],
+                    sampling_interval=ua.Double(cfg.poll_s * 1000)))
+            except FieldError as err:
+                if err.kind == DISCONNECTED:
+                    raise
+                log.info("%s: no subscription (%s): polling every %g ms", cfg.name,
+                         err.reason, cfg.poll_s * 1000)
+                self.subscription = None
+                return
+            self.mode = "subscription"
+            for name, res in zip(watched, results, strict=True):
+                if isinstance(res, ua.StatusCode):  # the server refused this item
+                    why = f"{self.specs[name].ref}: monitored item {status_text(res)}"
+                    self.point_errors[name] = why
+                    log.error("%s: point %s: %s", cfg.name, name, why)
+                    self._mark_bad([name], f"point {name}: {why}")
+
+    def _unbind(self) -> None:
+        sub, self.subscription = self.subscription, None
+        self.binding += 1  # late notifications of the old subscription are ignored
+        self._bound_gen = -1
+        self.mode = "unbound"
+        if sub is not None and self.endpoint.connected:
+            task = asyncio.ensure_future(_delete_quietly(sub, self.endpoint.timeout_s))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def on_change(self, binding: int, nodeid: ua.NodeId, dv: ua.DataValue) -> None:
+        """A subscription's data change (ignored when it belongs to an older binding)."""
+        if binding != self.binding:
+            return
+        self.notifications += 1
+        self._publish(self._by_node.get(nodeid, ()), dv)
+
+    def on_lost(self, binding: int, why: str) -> None:
+        """The server ended the subscription: inputs BAD until the next bind."""
+        if binding != self.binding:
+            return
+        self._lost(f"subscription ended: {why}", "subscription")
+
+    async def _read_inputs(self) -> None:
+        names = [n for n in self.inputs if n in self.nodeids]
+        if not names:
+            return
+        params = ua.ReadParameters(TimestampsToReturn=ua.TimestampsToReturn.Both, NodesToRead=[
+            ua.ReadValueId(NodeId=self.nodeids[n], AttributeId=AttributeIds.Value)
+            for n in names])
+        try:
+            values = await self.endpoint.request(lambda c: c.uaclient.read(params))
+        except FieldError as err:
+            self._error(err.kind, f"read: {err.reason}")
+            self._mark_bad(names, err.reason)
+            if err.kind == DISCONNECTED:
+                self._unbind()
+            return
+        for name, dv in zip(names, values, strict=True):
+            self._publish((name,), dv)
+
+    def _publish(self, names: Any, dv: ua.DataValue) -> None:
+        now = self.clock.wall()
+        for name in names:
+            key = self._keys[name]
+            self.table[key] = to_sample(dv, self.specs[name], now, self.table.get(key))
+
+    def _mark_bad(self, names: Any, reason: str, reasons: Mapping[str, str] | None = None) -> None:
+        ts = self.clock.wall()
+        for name in names:
+            key = self._keys[name]
+            prev = self.table.get(key)  # the last value stays for display; BAD is never used
+            self.table[key] = Sample.bad((reasons or {}).get(name, reason), ts,
+                                         prev.value if prev is not None else None)
+
+    def _error(self, kind: str, message: str, n: int = 1) -> None:
+        self.errors[kind] += n
+        self.last_error = message
+
+    # -- outputs ----------------------------------------------------------------------------
+    def stage(self, values: Mapping[str, float], now: float) -> None:
+        """Take the scan's output values (bad ones refused); wake the writer on change."""
+        refused = self.outputs.refused
+        if self.outputs.stage(values, now):
+            self._wake.set()
+        if self.outputs.refused != refused:
+            self._error("refused", self.outputs.last_refusal, self.outputs.refused - refused)
+
+    async def _write_loop(self) -> None:
+        while True:
+            delay = self.outputs.next_wake() - self.clock.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(None if math.isinf(delay) else delay):
+                        await self._wake.wait()
+            else:
+                await asyncio.sleep(0)  # always yield: a due time that does not move must not spin
+            self._wake.clear()
+            try:
+                await self.write_due()
+            except Exception as exc:  # a driver bug must not end writing
+                self._error("internal", repr(exc))
+                log.exception("%s: write failed", self._config.name)
+                self.outputs.finished(self.clock.monotonic(), False, self._config.poll_s)
+
+    async def write_due(self) -> None:
+        """Write outputs that changed, are due a refresh, or must go to the safe image."""
+        cfg, ep, outputs = self._config, self.endpoint, self.outputs
+        now = self.clock.monotonic()
+        self._use_safe_image()
+        held = len(outputs.held)
+        items = outputs.due(now)
+        if len(outputs.held) > held:
+            self._error("max_hold", f"outputs at failsafe: {', '.join(sorted(outputs.held))}")
+        bound = ep.connected and self._bound_gen == ep.generation
+        if bound and self._written_gen != ep.generation:
+            outputs.written.clear()  # new session (maybe a restarted PLC): write everything
+            self._written_gen = ep.generation
+            items = outputs.due(now)
+        if not items or not bound:
+            outputs.finished(now, not items, cfg.poll_s)
+            return
+        names, values, ok = [], [], True
+        for item in items:
+            if item.name not in self.nodeids:
+                ok = False  # its ref did not resolve: already reported by the bind
+                continue
+            try:
+                variant = to_variant(self.specs[item.name], item.words, self.vtypes.get(item.name))
+            except CodecError as exc:
+                ok = False
+                self._write_failed(item.name, "refused", str(exc))
+                continue
+            names.append(item.name)
+            values.append(ua.DataValue(variant))
+        if names:
+            nodeids = [self.nodeids[n] for n in names]
+            try:
+                codes = await ep.request(lambda c: c.uaclient.write_attributes(
+                    nodeids, values, AttributeIds.Value))
+            except FieldError as err:
+                self._write_failed(",".join(names), err.kind, err.reason)
+                outputs.finished(now, False, cfg.poll_s)
+                return
+            for name, code in zip(names, codes, strict=True):
+                if code.is_good():
+                    outputs.acknowledged([name])
+                else:
+                    ok = False
+                    self._write_failed(name, "write_refused", status_text(code))
+            self.writes += 1
+        if ok:
+            self._write_reason = ""
+        outputs.finished(now, ok, cfg.poll_s)
+
+    def _write_failed(self, names: str, kind: str, reason: str) -> None:
+        where = f"write {names}"
+        self._error(kind, f"{where}: {reason}")
+        if f"{where}: {reason}" != self._write_reason:  # log transitions, not every retry
+            log.warning("%s: %s: %s", self._config.name, where, reason)
+            self._write_reason = f"{where}: {reason}"
+
+    def _use_safe_image(self) -> None:
+        """Max-hold expiry falls back to the last scan's safe image (as ModbusDevice)."""
+        source = self.safe_source
+        values = source() if source is not None else None
+        if values is None or values is self._safe_seen:
+            return
+        self._safe_seen = values
+        outputs, device = self.outputs, self._config.name
+        for name in outputs.failsafe:
+            value = values.get(f"{device}.{name}")
+            if value is None:
+                continue
+            try:
+                outputs.failsafe[name] = output_words(outputs.specs[name], value)
+            except CodecError as exc:  # keep the io_map failsafe rather than nothing
+                self._error("safe_image", f"{name}: safe value {value!r} refused: {exc}")
+
+    def get_status(self) -> dict[str, Any]:
+        """Connection, subscription, request and error figures for every status reader."""
+        cfg = self._config
+        return {
+            "connected": self.endpoint.connected, "endpoint": cfg.endpoint, "mode": self.mode,
+            "polls": self.polls, "notifications": self.notifications, "writes": self.writes,
+            "refused_writes": self.outputs.refused,
+            "outputs_at_failsafe": sorted(self.outputs.held),
+            "point_errors": dict(self.point_errors), "errors": dict(self.errors),
+            "last_error": self.last_error, "connection": self.endpoint.get_status(),
+        }
+
+
+async def _delete_quietly(sub: Subscription, timeout_s: float) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            await sub.delete()
