@@ -29,7 +29,7 @@ from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Sample
 from edge_runtime.core.ports import Endpoint, FieldDevice, InputTable
 from edge_runtime.core.scan import ControlBlock
-from edge_runtime.federation.link import NodeLink
+from edge_runtime.federation.link import NONCES, NodeLink
 from edge_runtime.federation.sensor_node import build_sensor_nodes
 from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
@@ -39,7 +39,10 @@ from edge_runtime.node import LinkSwitch, Node, NodeParts
 from edge_runtime.safety.config import build_safety_layer
 from edge_runtime.safety.protections import role_protections
 from edge_runtime.safety.redundancy import RedundancyBlock
+from edge_runtime.security.audit import AuditLog
 from edge_runtime.security.ids import IntrusionDetector
+from edge_runtime.servers.https.factory import command_verifier, https_service
+from edge_runtime.servers.https.service import HttpsService
 from edge_runtime.site.coordinator import SiteCoordinator
 
 # Builds a node's drivers around its input table; tests pass one that builds fakes.
@@ -145,7 +148,9 @@ def assemble(
     drivers = built.drivers
     image = ProcessImage(config.devices, live)
     events = EventLog()
-    commands = CommandQueue()
+    # [audit]: every command record also goes to the hash-chained log (security/audit.py)
+    audit = AuditLog(config.audit, wall=clock.wall) if config.audit is not None else None
+    commands = CommandQueue(sink=audit.record if audit is not None else None)
     safety = build_safety_layer(config.safety, events, wall=clock.wall,
                                 protections=role_protections(config))
     held: dict[str, float] = {}
@@ -169,16 +174,23 @@ def assemble(
     if config.disconnect_input or config.reconnect_input:
         node.engine.observers.append(LinkSwitch(commands, config.disconnect_input,
                                                 config.reconnect_input))
+    if audit is not None:
+        node.attach("audit", audit, external=False)
     if federate:
-        _attach_services(node, config)
+        _attach_services(node, config, audit)
     return node
 
 
-def _attach_services(node: Node, config: NodeConfig) -> None:
+def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = None) -> None:
     # One intrusion detector per node, shared by every transport (MQTT, OPC UA, HTTPS), so a
     # source blocked on one door is counted the same on the others.
     ids = IntrusionDetector(node.events, node.clock.monotonic, wall=node.clock.wall)
     coordinator_only = config.role == "site" and not config.devices
+    # One verifier of signed commands per node, shared by MQTT and HTTPS: a command (its
+    # nonce) is taken once, whichever transport brings it.
+    keys = config.mqtt if config.mqtt is not None and config.mqtt.command_keys else config.https
+    verifier = None if keys is None else command_verifier(node, keys.command_keys,
+                                                          keys.state_dir / NONCES)
     if config.role == "site" and config.mqtt is not None and config.coordinator is not None:
         # The coordinator is the site node's MQTT presence: admission, peers, prepare.
         mqtt, site = config.mqtt, config.coordinator
@@ -191,7 +203,14 @@ def _attach_services(node: Node, config: NodeConfig) -> None:
         link_cfg = config.mqtt
 
         def link() -> NodeLink:
-            return NodeLink(node, link_cfg, ids=ids)
+            return NodeLink(node, link_cfg, ids=ids, verify=verifier)
         node.attach("mqtt", link(), rebuild=link)
+    if config.https is not None:
+        https_cfg = config.https
+
+        def https() -> HttpsService:
+            return https_service(node, https_cfg, verifier=verifier, guard=ids,
+                                 audit=audit.append if audit is not None else None)
+        node.attach("https", https(), rebuild=https)
     if node.services:
         node.attach("ids", ids, external=False)

@@ -23,6 +23,8 @@ from edge_runtime.control.two_phase import TwoPhaseConfig, load_two_phase
 from edge_runtime.core.authority import DEFAULT_RIGHTS, Rights, read_rights
 from edge_runtime.federation.config import MqttConfig, read_mqtt
 from edge_runtime.safety.config import SafetyConfig
+from edge_runtime.security.audit import read_audit
+from edge_runtime.servers.https.config import HttpsConfig, read_https
 from edge_runtime.site.config import SiteConfig, read_site_section
 
 # The node roles (spec: rack and CDU controllers, the site coordinator); one list.
@@ -50,6 +52,8 @@ class NodeConfig:
     coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
     realtime_priority: int = 0  # [node]: SCHED_FIFO priority of the node (0: normal scheduling)
     rights: Rights = DEFAULT_RIGHTS  # [rights]: narrows the rights table (core/authority.py)
+    https: HttpsConfig | None = None  # [https]: the Table 3 endpoints (servers/https/)
+    audit: Path | None = None  # [audit] path: the hash-chained audit log (security/audit.py)
     disconnect_input: str = ""  # [node]: rising edge cuts every external link (spec 10.4 c)
     reconnect_input: str = ""  # [node]: rising edge restores them
 
@@ -127,6 +131,14 @@ def _mqtt(inp: SectionInput) -> MqttConfig:
     return read_mqtt(inp.section("mqtt"), inp.base_dir)
 
 
+def _https(inp: SectionInput) -> HttpsConfig | None:
+    return read_https(inp.section("https"), inp.base_dir)
+
+
+def _audit(inp: SectionInput) -> Path:
+    return read_audit(inp.section("audit"), inp.base_dir)
+
+
 # Optional sections, in the order they are read; [node], [devices] and [safety] are always read.
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("mqtt", ROLES, _mqtt, needs_points=False, required_by=("site",)),
@@ -136,4 +148,6 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("smoothing", ("rack",), _smoothing),
     SectionSpec("heat_recovery", ("cdu", "site"), _heat_recovery),
     SectionSpec("rights", ROLES, _rights, needs_points=False),
+    SectionSpec("https", ROLES, _https, needs_points=False),
+    SectionSpec("audit", ROLES, _audit, needs_points=False),
 )

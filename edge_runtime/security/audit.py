@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.config.reader import Section
 from edge_runtime.core.commands import AuditRecord
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,18 @@ def _tail(path: Path) -> tuple[int, str, str]:
                 e = json.loads(raw)
                 seq, prev = int(e["seq"]), str(e["hash"])
     return seq, prev, "" if verdict.ok else str(verdict)
+
+
+def read_audit(sec: Section, base_dir: Path) -> Path:
+    """`[audit] path = "state/audit.log"` (relative to the config file): where the node's
+    audit log is kept; its directory is created at start."""
+    raw = sec.get_str("path")
+    sec.finish()
+    if not isinstance(raw, str) or not raw:
+        sec.error("path", "must name a file")
+        return base_dir / "audit.log"
+    p = Path(raw)
+    return p if p.is_absolute() else (base_dir / p).resolve()
 
 
 class AuditLog:

@@ -1,0 +1,350 @@
+"""The HTTPS server of spec Table 3, end to end: a node assembled with [https] and [audit],
+its real TLS 1.3 server on 127.0.0.1, real JWTs, signed commands, an aiohttp client.
+
+Every endpoint, every error status (400, 401, 403, 404, 409, 413, 422, 429), a TLS 1.2
+client and a client without a certificate refused, an announcement answered with a
+schema-valid A.2 by the site coordinator (a real Mosquitto behind it), the 100 ms
+resolution of /PSWD/power/realtime, and the audit log holding what was done."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import shutil
+import socket
+import ssl
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime.core.commands import ForceOutput, SetOutput
+from edge_runtime.messages.annex_a import InfrastructureResponse, format_datetime, parse_as
+from edge_runtime.security.audit import verify
+from edge_runtime.security.tokens import KeyRing
+from tests.fakes import FakeDevice
+from tests.https_env import Env, Running, running
+from tests.mosquitto import Broker, mosquitto_fixture  # noqa: F401
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+VECTORS = Path(__file__).resolve().parent / "vectors" / "annex_a"
+RACK = "rack-01"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env.create(tmp_path)
+
+
+def battery(r: Running, value: float = -120.0, role: str = "grid_operator",
+            kind: str = "battery_control", **kw: Any) -> dict[str, Any]:
+    return r.env.signed(role, RACK, kind, {"action": "set_output", "point": "battery.w_set_kw",
+                                           "value": value, "command_id": "c-1"}, **kw)
+
+
+def audit_entries(r: Running) -> list[dict[str, Any]]:
+    audit = r.node.services["audit"]
+    assert audit.flush()  # type: ignore[attr-defined]
+    path = r.env.root / "audit.log"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_a_signed_battery_command_is_queued_applied_and_audited(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control", role="grid_operator",
+                                      body=battery(r))
+        assert status == 202, doc
+        assert doc["accepted"] is True and doc["source"] == "https.battery_control"
+        assert doc["command_id"] == "c-1" and doc["role"] == "grid_operator"
+        await r.until(lambda: r.node.manual.holds().get("battery.w_set_kw")
+                      == "https.battery_control")
+        assert r.node.image.output("battery.w_set_kw") == -120.0
+        # the grid signal channel reaches the same output, like cmd/grid_signal over MQTT
+        status, doc, _ = await r.call("POST", "/PSWD/grid/signal", role="grid_operator",
+                                      body=battery(r, -80.0, kind="grid_signal"))
+        assert status == 202, doc
+        await r.until(lambda: r.node.image.output("battery.w_set_kw") == -80.0)
+        entries = audit_entries(r)
+        applied = [e for e in entries if e["kind"] == "command" and e["accepted"]]
+        assert [e["source"] for e in applied][-2:] == ["https.battery_control",
+                                                       "https.grid_signal"]
+    assert verify(env.root / "audit.log").ok
+
+
+async def test_status_endpoints_answer_from_the_process_image(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        meter = r.node.drivers["rack_meter"]
+        assert isinstance(meter, FakeDevice)
+        meter.set_input("power_kw", 87.5, ts=time.time())
+        await r.until(lambda: r.node.image.inputs["rack_meter.power_kw"].value == 87.5)
+        status, doc, _ = await r.call("GET", "/PSWD/grid/status", role="municipal_partner")
+        assert status == 200, doc
+        assert doc["points"]["rack_meter.power_kw"]["value"] == 87.5
+        assert doc["outputs"]["battery.w_set_kw"]["class"] == "battery"
+        assert "smoothing" in doc["control"]
+        for path in ("/PSWD/thermal/status", "/PSWD/thermal/control"):
+            method = "GET" if path.endswith("status") else "POST"
+            status, doc, _ = await r.call(method, path, role="infrastructure_manager",
+                                          body={} if method == "POST" else None)
+            assert status == 404 and "not served by this rack node" in doc["error"], doc
+
+
+async def test_thermal_endpoints_on_the_cdu(env: Env) -> None:
+    async with running(env, "cdu.toml") as r:
+        status, doc, _ = await r.call("GET", "/PSWD/thermal/status", role="workload_operator")
+        assert status == 200, doc
+        assert "supply_temp.temperature" in doc["points"]
+        assert doc["outputs"]["pump1.speed_ref"]["class"] == "pump"
+        assert set(doc["interlocks"]) == {"engaged", "latched"}
+        body = env.signed("infrastructure_manager", "cdu-01", "thermal_control",
+                          {"action": "set_output", "point": "pump1.speed_ref", "value": 55.0})
+        status, doc, _ = await r.call("POST", "/PSWD/thermal/control",
+                                      role="infrastructure_manager", body=body)
+        assert status == 202, doc
+        await r.until(lambda: r.node.manual.holds().get("pump1.speed_ref")
+                      == "https.thermal_control")
+        for path in ("/PSWD/battery/control", "/PSWD/grid/signal"):
+            status, doc, _ = await r.call("POST", path, role="grid_operator", body={})
+            assert status == 404 and "drives no battery" in doc["error"]
+
+
+async def test_realtime_power_has_100_ms_resolution(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        meter = r.node.drivers["rack_meter"]
+        assert isinstance(meter, FakeDevice)
+        history = r.https.api.p.history
+        start = len(history.rows(10.0))
+        k = 0
+
+        def feed() -> bool:  # a new reading every check, as a 10 ms poll would give
+            nonlocal k
+            k += 1
+            meter.set_input("power_kw", 100.0 + k, ts=time.time())
+            return len(history.rows(10.0)) >= start + 8
+
+        await r.until(feed)
+        status, doc, _ = await r.call("GET", "/PSWD/power/realtime?window_s=0.75",
+                                      role="workload_operator")
+        assert status == 200, doc
+        assert doc["resolution_ms"] == 100
+        assert set(doc["points"]) == {"rack_meter.power_kw", "battery.ac_w_kw",
+                                      "battery.w_cha_max_kw", "battery.w_dis_cha_max_kw",
+                                      "battery.battery_w_kw"}
+        latest = doc["points"]["rack_meter.power_kw"]
+        assert latest["unit"] == "kW" and latest["quality"] == "good"
+        assert len(latest["timestamp"]) == len("2026-12-06T03:50:42.123Z")
+        stamps = [datetime.fromisoformat(s["timestamp"]).timestamp() for s in doc["samples"]]
+        assert 6 <= len(stamps) <= 8, stamps
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
+        assert all(0.07 <= g <= 0.13 for g in gaps), gaps  # 100 ms apart (loop jitter ~2 ms)
+        values = [s["values"]["rack_meter.power_kw"] for s in doc["samples"]]
+        assert values == sorted(values) and len(set(values)) == len(values)  # fresh each time
+        status, doc, _ = await r.call("GET", "/PSWD/power/realtime?window_s=11",
+                                      role="workload_operator")
+        assert status == 422 and doc["field"] == "window_s"
+
+
+async def test_token_failures_are_401_audited_and_a_persistent_source_blocked(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        other = KeyRing.create(env.root / "other_keys")
+        forged = other.issuer().issue(sub="mallory", role="infrastructure_manager",
+                                      audience=RACK, ttl_s=60)
+        head, payload, sig = env.token("grid_operator", RACK).split(".")
+        tampered = ".".join((head, payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB"), sig))
+        cases = {
+            "missing": (None, "bearer token is required"),
+            "expired": (env.token("grid_operator", RACK, ttl_s=60, now=time.time() - 600),
+                        "token exp"),
+            "forged": (forged, "token kid"),
+            "tampered": (tampered, "token"),
+            "wrong audience": (env.token("grid_operator", "cdu-01"), "token aud"),
+        }
+        for name, (token, words) in cases.items():
+            status, doc, headers = await r.call("GET", "/PSWD/grid/status", token=token)
+            assert status == 401, (name, doc)
+            assert words in doc["error"] and doc["field"] == "Authorization", (name, doc)
+            assert headers["WWW-Authenticate"].startswith("Bearer"), name
+        failures = [e for e in audit_entries(r) if e["kind"] == "auth_failure"]
+        assert len(failures) == len(cases)
+        assert {e["source"] for e in failures} == {"https:127.0.0.1"}
+        # five in a minute: intrusion detection blocks the source, a good token included
+        status, doc, headers = await r.call("GET", "/PSWD/grid/status", role="grid_operator")
+        assert status == 429 and "intrusion detection" in doc["error"], doc
+        assert int(headers["Retry-After"]) > 200
+
+
+async def test_envelope_failures_are_401_naming_the_field(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        body = battery(r)
+        body["value"] = -121.0  # altered after signing
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control", role="grid_operator",
+                                      body=body)
+        assert status == 401 and doc["field"] == "signature", doc
+        replay = battery(r)
+        assert (await r.call("POST", "/PSWD/battery/control", role="grid_operator",
+                             body=replay))[0] == 202
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control", role="grid_operator",
+                                      body=replay)
+        assert status == 401 and doc["field"] == "nonce" and "replay" in doc["error"], doc
+        stale = battery(r, now=time.time() - 300)
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control", role="grid_operator",
+                                      body=stale)
+        assert status == 401 and doc["field"] == "timestamp", doc
+        reasons = [e["reason"] for e in audit_entries(r) if e["kind"] == "auth_failure"]
+        assert len(reasons) == 3 and "signature" in reasons[0] and "replay" in reasons[1]
+
+
+async def test_rights_refusals_are_403_naming_the_rule(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        # municipal_partner may not move a battery (rights table), signed with its own key
+        body = battery(r, role="municipal_partner")
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control",
+                                      role="municipal_partner", body=body)
+        assert status == 403 and "may not send battery_control" in doc["error"], doc
+        # the envelope's role must be the token's
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control",
+                                      role="infrastructure_manager", body=battery(r))
+        assert status == 403 and doc["field"] == "role" and "token is for" in doc["error"]
+        # grid_operator signs a grid signal for an output class it has no right on
+        body = r.env.signed("grid_operator", RACK, "grid_signal",
+                            {"action": "set_output", "point": "battery.ctrl_hb", "value": 1})
+        status, doc, _ = await r.call("POST", "/PSWD/grid/signal", role="grid_operator",
+                                      body=body)
+        assert status == 403 and doc["error"].startswith("rights:"), doc
+        refused = [e for e in audit_entries(r) if e["kind"] == "command" and not e["accepted"]]
+        assert any(e["source"] == "https.grid_signal" for e in refused)
+
+
+async def test_precedence_and_interlock_conflicts_are_409(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        r.node.commands.submit(SetOutput("battery.w_set_kw", 10.0, source="local"))
+        await r.until(lambda: r.node.manual.holds().get("battery.w_set_kw") == "local")
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control", role="grid_operator",
+                                      body=battery(r))
+        assert status == 409 and doc["error"].startswith("precedence:"), doc
+        r.node.commands.submit(ForceOutput("battery.w_set_ena", 0.0,
+                                           role="infrastructure_manager"))
+        await r.until(lambda: r.node.safety.owner.get("battery.w_set_ena") == "force")
+        body = r.env.signed("grid_operator", RACK, "battery_control",
+                            {"action": "set_output", "point": "battery.w_set_ena", "value": 1})
+        status, doc, _ = await r.call("POST", "/PSWD/battery/control", role="grid_operator",
+                                      body=body)
+        assert status == 409 and "driven by force" in doc["error"], doc
+        assert r.node.image.output("battery.w_set_ena") == 0.0
+
+
+async def test_bad_bodies_are_400_413_and_422_naming_the_field(env: Env) -> None:
+    async with running(env, "rack.toml", max_body_bytes=2048) as r:
+        call = r.call
+        status, doc, _ = await call("POST", "/PSWD/battery/control", role="grid_operator",
+                                    raw=b'{"action": ')
+        assert status == 400 and "not valid JSON" in doc["error"], doc
+        status, doc, _ = await call("POST", "/PSWD/battery/control", role="grid_operator",
+                                    raw=b"[1, 2]")
+        assert status == 400 and doc["field"] == "$"
+        status, doc, _ = await call("POST", "/PSWD/battery/control", role="grid_operator",
+                                    raw=b"x" * 5000)
+        assert status == 413 and "2048-byte limit" in doc["error"], doc
+        out_of_range = battery(r, 900.0)
+        status, doc, _ = await call("POST", "/PSWD/battery/control", role="grid_operator",
+                                    body=out_of_range)
+        assert status == 422 and doc["field"] == "value", doc
+        body = r.env.signed("grid_operator", RACK, "battery_control",
+                            {"action": "set_output", "point": "battery.nope", "value": 1.0})
+        status, doc, _ = await call("POST", "/PSWD/battery/control", role="grid_operator",
+                                    body=body)
+        assert status == 422 and doc["field"] == "point", doc
+        status, doc, _ = await call("POST", "/PSWD/battery/control", role="grid_operator",
+                                    body={"PSWD_version": "1.0", "action": "set_output"})
+        assert status == 422 and doc["field"] == "timestamp", doc
+        status, doc, _ = await call("PUT", "/PSWD/battery/control", role="grid_operator")
+        assert status == 405 and "error" in doc
+
+
+async def test_a_source_over_the_rate_limit_gets_429(env: Env) -> None:
+    async with running(env, "rack.toml", rate_per_s=1.0, burst=3) as r:
+        answers = [(await r.call("GET", "/PSWD/grid/status", role="grid_operator"))
+                   for _ in range(5)]
+        assert [a[0] for a in answers] == [200, 200, 200, 429, 429]
+        _status, doc, headers = answers[3]
+        assert "requests/s from 127.0.0.1" in doc["error"] and int(headers["Retry-After"]) >= 1
+
+
+def _handshake(ctx: ssl.SSLContext, port: int) -> str:
+    """Handshake with the server; the TLS version on success, else why it failed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                version = tls.version() or "?"
+                tls.sendall(b"GET /PSWD/grid/status HTTP/1.1\r\nHost: x\r\n\r\n")
+                return version if tls.recv(64) else "closed after the handshake"
+        except (ssl.SSLError, OSError) as exc:
+            return f"refused: {exc}"
+
+
+async def test_only_tls_13_clients_with_a_certificate_get_in(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        port = r.https.bound_port
+        assert port is not None
+        # asyncio's TLS server drops a refused handshake without flushing its alert, so the
+        # client sees the connection end (not PROTOCOL_VERSION); it never gets an answer, and
+        # the same client offering TLS 1.3 does
+        tls12 = await asyncio.to_thread(_handshake, env.client_ssl(tls12=True), port)
+        assert tls12.startswith("refused"), tls12
+        no_cert = await asyncio.to_thread(_handshake, env.client_ssl(cert=False), port)
+        assert no_cert.startswith("refused") or no_cert == "closed after the handshake", no_cert
+        assert await asyncio.to_thread(_handshake, env.client_ssl(), port) == "TLSv1.3"
+        # an independent client: openssl s_client offering TLS 1.2 only
+        if shutil.which("openssl"):
+            proc = await asyncio.create_subprocess_exec(
+                "openssl", "s_client", "-tls1_2", "-connect", f"127.0.0.1:{port}",
+                "-CAfile", str(env.pki.ca), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await asyncio.wait_for(proc.communicate(), 10)
+            assert proc.returncode != 0 and b"Cipher is (NONE)" in out, out[-400:]
+        status, _, _ = await r.call("GET", "/PSWD/grid/status", role="grid_operator")
+        assert status == 200
+
+
+def announcement(workload_id: str = "job-https-1") -> dict[str, Any]:
+    doc = json.loads((VECTORS / "valid_workload_announcement_minimal.json").read_text())
+    doc["workload_id"] = workload_id
+    doc["timestamp"] = format_datetime(datetime.now(UTC))
+    return doc
+
+
+async def test_announce_is_answered_by_the_site_coordinator_with_an_a2(
+        env: Env, mosquitto: Broker) -> None:
+    overrides = {"mqtt": {"port": mosquitto.port}}
+    async with running(env, "site.toml", overrides=overrides) as r:
+        url = "/PSWD/workload/announce"
+        status, doc, _ = await r.call("POST", url, role="workload_operator",
+                                      body=announcement())
+        assert status == 200, doc
+        answer = parse_as(InfrastructureResponse, doc)  # schema-valid Annex A.2
+        assert answer.workload_id == "job-https-1"
+        coordinator = r.node.services["coordinator"]
+        counts = coordinator.get_status()["counts"]  # type: ignore[attr-defined]
+        assert counts["announcements"] == 1
+        status, doc, _ = await r.call("POST", url, role="grid_operator", body=announcement())
+        assert status == 403 and "may not do this: announce" in doc["error"], doc
+        bad = announcement()
+        bad["power_profile"]["peak_power_mw"] = "lots"
+        status, doc, _ = await r.call("POST", url, role="workload_operator", body=bad)
+        assert status == 422 and doc["field"] == "power_profile.peak_power_mw", doc
+        stale = announcement()
+        stale["timestamp"] = "2020-01-01T00:00:00Z"
+        status, doc, _ = await r.call("POST", url, role="workload_operator", body=stale)
+        assert status == 422 and doc["field"] == "timestamp", doc
+        status, doc, _ = await r.call("POST", url, role="workload_operator", raw=b"{oops")
+        assert status == 400, doc
+
+
+async def test_announce_on_a_rack_is_404(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        status, doc, _ = await r.call("POST", "/PSWD/workload/announce",
+                                      role="workload_operator", body=announcement())
+        assert status == 404 and "site coordinator" in doc["error"]
