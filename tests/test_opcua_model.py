@@ -129,6 +129,10 @@ def test_unece_unit_ids_match_the_published_table() -> None:
     assert UNITS["CEL"].unit_id == 4408652
     with pytest.raises(ValueError, match="UNECE common code"):
         unece_unit_id("°C")
+    with pytest.raises(ValueError, match="a property cannot have EngineeringUnits"):
+        Var("RatedPower", unit="KWT", prop=True)
+    with pytest.raises(ValueError, match="unit 'XYZ' is not in UNITS"):
+        Var("Power", unit="XYZ")
 
 
 def test_the_nodeset_is_valid_against_the_ua_nodeset_schema() -> None:

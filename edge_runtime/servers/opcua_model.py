@@ -103,6 +103,13 @@ class Var:
     unit_per_instance: bool = False
     doc: str = ""
 
+    def __post_init__(self) -> None:
+        if self.prop and (self.unit or self.unit_per_instance):
+            # a Property cannot have Properties (Part 3), so it cannot carry EngineeringUnits
+            raise ValueError(f"{self.name}: a property cannot have EngineeringUnits")
+        if self.unit is not None and self.unit not in UNITS:
+            raise ValueError(f"{self.name}: unit {self.unit!r} is not in UNITS")
+
     @property
     def variable_type(self) -> str:
         """BrowseName of the standard VariableType this declaration uses."""
@@ -281,7 +288,7 @@ TYPES: tuple[ObjectType, ...] = (
     ObjectType("FilterType", FIELD_DEVICE_TYPE, (
         _an("DifferentialPressure", "BAR", 0, 5, "pressure drop across the filter"),
         Var("ServiceHours", "Double", "HUR", optional=True),
-        Var("RatedServiceHours", "Double", "HUR", prop=True, optional=True),
+        Var("RatedServiceHours", "Double", "HUR", optional=True),
         Var("ServicedDate", "DateTime", prop=True, optional=True),
     ), doc="A coolant filter (Redfish Filter)."),
     ObjectType("BatteryType", FIELD_DEVICE_TYPE, (
@@ -308,7 +315,7 @@ TYPES: tuple[ObjectType, ...] = (
     ), doc="A coolant connection (Redfish CoolantConnector)."),
     ObjectType("CoolingUnitType", "EquipmentBaseType", (
         Var("EquipmentType", "String", prop=True, doc="CDU | HeatExchanger | ImmersionUnit"),
-        Var("CoolingCapacity", "Double", "KWT", prop=True, optional=True),
+        Var("CoolingCapacity", "Double", "KWT", optional=True),
         _folder("Pumps", "PumpType"),
         _folder("Valves", "ValveType"),
         _folder("Filters", "FilterType"),
