@@ -1,0 +1,141 @@
+"""The signed command check: edge_runtime/security/signing.py's envelope, on the board.
+
+MAC: hex HMAC-SHA256 under the board's key of "{node}/{kind}\\n" + the canonical JSON of
+every field but "signature" (jsonc.dumps). The issued-at ("timestamp") must lie within
+max_age_ms of the board's clock either way and after the board booted (nonces are kept in
+RAM only, so one captured before a reset must not be accepted after it); a nonce is
+remembered for twice max_age_ms, at most max_nonces of them; when the memory is full of live
+nonces the command is refused rather than forget one early (a replay would then pass).
+
+check() returns None when the envelope holds, else (category, field, reason): the error
+record the app publishes on .../error. Only a genuine message gets past the MAC, so the
+later, more detailed reasons are given to key holders only.
+"""
+
+import hashlib
+from binascii import hexlify
+
+from . import jsonc
+
+_HEX = "0123456789abcdef"
+_NONCE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 (RFC 2104) on hashlib.sha256: MicroPython has no hmac module."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key + bytes(64 - len(key))
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(msg)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def mac_hex(key, node, kind, doc):
+    """Hex MAC of a command document, as signing.mac computes it."""
+    body = {}
+    for k in doc:
+        if k != "signature":
+            body[k] = doc[k]
+    text = node + "/" + kind + "\n" + jsonc.dumps(body)
+    return hexlify(hmac_sha256(key, text.encode())).decode()
+
+
+def _same(a, b):
+    """Compare without an early exit (the MAC must not leak through timing)."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= ord(a[i]) ^ ord(b[i])
+    return diff == 0
+
+
+def _is_hex64(s):
+    if not isinstance(s, str) or len(s) != 64:
+        return False
+    return all(c in _HEX for c in s)
+
+
+def _is_nonce(s):
+    if not isinstance(s, str) or not 8 <= len(s) <= 64:
+        return False
+    return all(c in _NONCE_CHARS for c in s)
+
+
+class Verifier:
+    """Checks envelopes for one node and kind; remembers accepted nonces (bounded)."""
+
+    def __init__(self, key, node, kind, role, max_age_ms=30000, max_nonces=32,
+                 not_before_ms=0):
+        self.key = key
+        self.node = node
+        self.kind = kind
+        self.role = role
+        self.max_age_ms = max_age_ms
+        self.max_nonces = max_nonces
+        self.not_before_ms = not_before_ms
+        self.nonces = []  # [issued_ms, nonce], oldest first (accepted order)
+
+    def check(self, doc, now_ms):
+        """None if `doc` is a genuine, fresh, first-seen envelope, else (category, field, why)."""
+        sig = doc.get("signature")
+        if not _is_hex64(sig):
+            return ("refused", "signature",
+                    "signature: required, 64 lower-case hex digits of HMAC-SHA256")
+        role = doc.get("role")
+        if role != self.role:
+            return ("refused", "role", "role: expected %s, got %s" % (self.role,
+                                                                      _show(role)))
+        if self.key is None:
+            return ("refused", "signature", "signature: no key provisioned on this board")
+        try:
+            want = mac_hex(self.key, self.node, self.kind, doc)
+        except ValueError as exc:  # a value canonical JSON cannot hold (NaN)
+            return ("malformed", "$", "cannot canonicalise: %s" % exc)
+        if not _same(sig, want):
+            return ("refused", "signature",
+                    "signature: does not match (wrong key, node, kind or altered fields)")
+        nonce = doc.get("nonce")
+        if not _is_nonce(nonce):
+            return ("refused", "nonce",
+                    "nonce: required, 8-64 characters of letters, digits, _ . : -")
+        try:
+            issued = jsonc.parse_ms(doc.get("timestamp"))
+        except ValueError as exc:
+            return ("refused", "timestamp", "timestamp: %s" % exc)
+        age = now_ms - issued
+        if age > self.max_age_ms:
+            return ("refused", "timestamp",
+                    "timestamp: issued %.1f s ago by this board's clock, more than %d s "
+                    "(expired, or a clock is wrong)" % (age / 1000, self.max_age_ms // 1000))
+        if -age > self.max_age_ms:
+            return ("refused", "timestamp",
+                    "timestamp: issued %.1f s in the future by this board's clock, more "
+                    "than %d s (a clock is wrong)" % (-age / 1000, self.max_age_ms // 1000))
+        if issued < self.not_before_ms:
+            return ("refused", "timestamp",
+                    "timestamp: issued before this board started; refused for safety "
+                    "(nonces are not kept over a reset)")
+        self._forget(now_ms)
+        for entry in self.nonces:
+            if entry[1] == nonce:
+                return ("refused", "nonce", "nonce: already used (a replay)")
+        if len(self.nonces) >= self.max_nonces:
+            return ("refused", "nonce",
+                    "nonce: too many commands inside the replay window; refused for safety")
+        self.nonces.append((issued, nonce))
+        return None
+
+    def _forget(self, now_ms):
+        horizon = now_ms - 2 * self.max_age_ms
+        keep = [e for e in self.nonces if e[0] >= horizon]
+        if len(keep) != len(self.nonces):
+            self.nonces = keep
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

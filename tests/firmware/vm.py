@@ -1,0 +1,64 @@
+"""Run firmware scenarios on the real MicroPython VM (tests/firmware/run_vm.mjs under Node.js).
+
+The VM is npm's @micropython/micropython-webassembly-pyscript in tests/npm (installed by
+`make peers`); when it or Node.js is missing the test fails saying so. The firmware package
+goes to /lib/pswd_node on the VM's file system, the fakes to /lib, and a scenario's `data`
+to /data.json; the scenario prints "RESULT <json>".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+HERE = Path(__file__).resolve().parent
+RUNNER = HERE / "run_vm.mjs"
+VM_PACKAGE = ROOT / "tests/npm/node_modules/@micropython/micropython-webassembly-pyscript"
+SCENARIOS = HERE / "scenarios"
+
+
+def firmware_modules() -> list[Path]:
+    """Every MicroPython module of the firmware (the package, boot.py and main.py)."""
+    return [*sorted((FIRMWARE / "pswd_node").glob("*.py")), FIRMWARE / "boot.py",
+            FIRMWARE / "main.py"]
+
+
+def require_vm() -> str:
+    """The node binary; AssertionError naming the fix when the VM cannot run here."""
+    node = shutil.which("node")
+    assert node is not None, "Node.js is not installed: the firmware tests need it (make peers)"
+    assert (VM_PACKAGE / "micropython.mjs").exists(), (
+        f"MicroPython VM missing ({VM_PACKAGE}): run make peers")
+    return node
+
+
+def run_scenario(name: str, data: Any = None, *, heapsize: int = 64 * 1024,
+                 timeout: float = 60.0) -> dict[str, Any]:
+    """Run tests/firmware/scenarios/<name>.py on the VM; its RESULT as a dict."""
+    node = require_vm()
+    files = [[f"/lib/pswd_node/{p.name}", str(p)]
+             for p in sorted((FIRMWARE / "pswd_node").glob("*.py"))]
+    files += [["/lib/fakehw.py", str(HERE / "fakehw.py")],
+              ["/lib/fakemqtt.py", str(HERE / "fakemqtt.py")],
+              ["/lib/scenario_util.py", str(SCENARIOS / "scenario_util.py")]]
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = Path(tmp) / "data.json"
+        data_path.write_text(json.dumps(data))
+        files.append(["/data.json", str(data_path)])
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"heapsize": heapsize, "files": files,
+                                    "script": str(SCENARIOS / f"{name}.py")}))
+        proc = subprocess.run([node, str(RUNNER), str(spec)], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    assert proc.returncode != 2, proc.stderr
+    assert proc.returncode == 0, f"scenario {name} failed on the VM:\n{proc.stderr}"
+    results = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert results, f"scenario {name} printed no RESULT:\n{proc.stdout}\n{proc.stderr}"
+    out: dict[str, Any] = json.loads(results[-1])
+    return out
