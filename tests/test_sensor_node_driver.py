@@ -27,15 +27,13 @@ from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import MqttClient
 from edge_runtime.federation.sensor_node import (
     COMMAND_KIND,
-    NO_BROKER,
-    NOT_BORN,
     SensorKeyError,
     SensorNodeDevice,
-    SensorNodeState,
     build_sensor_nodes,
     command,
     load_sensor_key,
 )
+from edge_runtime.federation.sensor_state import NO_BROKER, NOT_BORN, SensorNodeState
 from edge_runtime.federation.state import Identity, birth_json, death_json
 from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.messages.telemetry import (

@@ -13,20 +13,22 @@ point's name in the sensor node's telemetry birth. The contract (firmware/README
                  security/signing.py, kind "output", signed for the sensor id with the key
                  `[mqtt] sensor_keys/<sensor id>.key`, role infrastructure_manager
 
-Quality (sans-IO in SensorNodeState): GOOD from a batch of the session the sensor node is born
-in; BAD, naming why, before its first birth (once `timeout_ms` passed after the start: until
-then the inputs are unread, inside the safety layer's start-up grace), after its death (the
-reason of its will), when no
-batch came for the device's `timeout_ms` (checked every timeout_ms / 4; `poll_ms` is the
-board's telemetry period, and the retry period of a command that failed), while this driver's
-broker connection is down,
-and for a value the board sends bad, not finite, not of the point's `type` or outside its
-io_map min..max (flagged and not used: control and interlocks never act on it). Values are
-taken as sent (scale and offset do not apply to a ref point). Samples are stamped with this
-node's clock at arrival: a board without a time source must not date the image. Historical
+Quality (the rules are sans-IO, in federation/sensor_state.py): GOOD from a batch of the
+session the sensor node is born in. BAD, naming why:
+- before its first birth, once `timeout_ms` passed after the start (until then the inputs
+  are unread, inside the safety layer's start-up grace);
+- after its death (the reason its will gives);
+- when no batch came for the device's `timeout_ms` (checked every timeout_ms / 4; `poll_ms`
+  is the board's telemetry period and the retry period of a command that failed);
+- while this driver's broker connection is down;
+- for a value the board sends bad, not finite, not of the point's `type` or outside its
+  io_map min..max: flagged and not used (control and interlocks never act on it).
+Values are taken as sent (scale and offset do not apply to a ref point). Samples are stamped
+with this node's clock at arrival: a board's clock must not date the image. Historical
 (replayed) batches and batches older than the last one taken are counted, not used: they are
 not the present. Invalid messages (bad CBOR, an unknown alias, a batch before its birth) are
-logged (rate-limited), counted by kind in get_status(), and never reach the scan.
+logged (rate-limited), counted by kind in get_status(), and never reach the scan. The board's
+alarms and refusals (its error topic) are logged and counted too.
 
 Outputs: the scan's stage() only records values (io/blocks.OutputSchedule, the Modbus
 driver's); a writer task sends one signed command per output that changed, every output every
@@ -59,31 +61,22 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime import PSWD_VERSION
-from edge_runtime.config.codec import CodecError, decode, encode
-from edge_runtime.config.schema import DeviceConfig, PointSpec
+from edge_runtime.config.codec import CodecError, decode
+from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.core.clock import Clock
-from edge_runtime.core.points import Quality, Sample
+from edge_runtime.core.points import Sample
 from edge_runtime.core.ports import InputTable
 from edge_runtime.federation.config import MqttConfig
 from edge_runtime.federation.mqtt import Message, MqttClient, tls_context
 from edge_runtime.federation.ratelog import RateLimitedLog
-from edge_runtime.federation.state import parse_state
+from edge_runtime.federation.sensor_state import SensorNodeState
 from edge_runtime.federation.topics import NodeTopics, check_level
 from edge_runtime.io.blocks import OutputSchedule, output_words
 from edge_runtime.io.failsafe import BlockingWriter
-from edge_runtime.messages.telemetry import (
-    KEY_KIND,
-    KIND_BIRTH,
-    Birth,
-    TelemetryError,
-    decode_batch,
-    decode_birth,
-)
 from edge_runtime.security.signing import sign
 
 log = logging.getLogger(__name__)
@@ -91,8 +84,6 @@ log = logging.getLogger(__name__)
 COMMAND_KIND = "output"  # cmd/output; also the kind inside the MAC
 SIGNING_ROLE = "infrastructure_manager"  # the rack node acts for the facility (LOCAL_ROLE)
 _HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
-NOT_BORN = "waiting for the sensor node's birth"
-NO_BROKER = "broker not connected: the sensor node cannot be heard"
 
 
 class SensorKeyError(ValueError):
@@ -125,143 +116,6 @@ def command(key: bytes, sensor: str, point: str, value: float, wall: float) -> b
                {"PSWD_version": PSWD_VERSION, "point": point, "value": number},
                role=SIGNING_ROLE, now=wall)
     return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def _is_birth(payload: bytes) -> bool:
-    try:
-        obj = cbor2.loads(payload)
-    except Exception:  # cbor2 fails many ways; the decoder then says how
-        return False
-    return isinstance(obj, dict) and obj.get(KEY_KIND) == KIND_BIRTH
-
-
-class SensorNodeState:
-    """What one sensor node's messages say (sans-IO). Each method returns the samples to
-    publish, by io_map point name; ValueError (TelemetryError) for a message not taken."""
-
-    def __init__(self, device: DeviceConfig, sensor: str, stale_s: float) -> None:
-        self.device, self.sensor, self.stale_s = device, sensor, stale_s
-        self.specs: dict[str, PointSpec] = {p.ref: p for p in device.io_map.inputs}
-        self.online = False
-        self.session: int | None = None
-        self.birth: Birth | None = None
-        self.last_seq: int | None = None
-        self.fresh_at = 0.0  # monotonic time of the last batch taken, of the birth, or start
-        self.heard = False  # any news yet (the image holds NEVER_READ until then)
-        self.why = NOT_BORN  # why every input is BAD; "" while batches flow
-        self.good: dict[str, float] = {}  # last good value per point in this session
-        self.last_value: dict[str, float | None] = {}
-        self.counts: Counter[str] = Counter()
-
-    def all_bad(self, why: str, wall: float) -> dict[str, Sample]:
-        """Every input BAD for `why` (the last value kept for display only)."""
-        self.why, self.heard = why, True
-        return {p.name: Sample.bad(why, wall, self.last_value.get(p.name))
-                for p in self.specs.values()}
-
-    def state(self, payload: bytes, now: float, wall: float) -> dict[str, Sample]:
-        """A birth or death on the state topic."""
-        st = parse_state(payload)
-        if st.node != self.sensor:
-            raise ValueError(f"state: node: expected {self.sensor!r}, got {st.node!r}")
-        if not st.online:
-            self.online = False
-            self.counts["deaths"] += 1
-            return self.all_bad(f"sensor node offline: {st.reason or 'no reason given'}", wall)
-        self.counts["births"] += 1
-        self.online, self.fresh_at = True, now
-        if st.session != self.session:
-            self.session, self.last_seq = st.session, None
-            self.good.clear()
-            if self.birth is None or self.birth.session != st.session:
-                self.birth = Birth(st.session, 0, st.points) if st.points else None
-        return self.all_bad("born; no telemetry batch yet", wall)
-
-    def telemetry(self, payload: bytes, now: float, wall: float) -> dict[str, Sample]:
-        """A CBOR birth (aliases of a session) or a batch."""
-        if _is_birth(payload):
-            self.birth = decode_birth(payload)
-            return {}
-        birth = self.birth
-        if not self.online:
-            raise TelemetryError("batch while the sensor node is not born (no online state)")
-        if birth is None or birth.session != self.session:
-            raise TelemetryError(f"batch before the birth of session {self.session}")
-        batch = decode_batch(payload, birth=birth)  # unknown aliases refused here
-        if batch.historical:
-            self.counts["historical"] += 1
-            return {}
-        if self.last_seq is not None and batch.seq <= self.last_seq:
-            self.counts["out_of_order"] += 1
-            return {}
-        self.last_seq, self.fresh_at, self.why = batch.seq, now, ""
-        self.counts["batches"] += 1
-        names = birth.by_alias()
-        out: dict[str, Sample] = {}
-        for s in batch.samples:  # in frame order: the latest sample of a point wins
-            spec = self.specs.get(names[s.alias].name)
-            if spec is not None:
-                out[spec.name] = self._sample(spec, s.value, s.quality, wall)
-        declared = {p.name for p in birth.points}
-        for ref, spec in self.specs.items():
-            if spec.name in out:
-                continue
-            if ref not in declared:
-                out[spec.name] = Sample.bad(f"{ref!r} is not in the sensor node's birth", wall)
-            elif spec.name in self.good:  # sent on change only: still the value it last sent
-                out[spec.name] = Sample(self.good[spec.name], Quality.GOOD, wall)
-        return out
-
-    def _sample(self, spec: PointSpec, value: float | None, quality: Quality,
-                wall: float) -> Sample:
-        self.good.pop(spec.name, None)
-        self.last_value[spec.name] = value
-        why = _invalid(spec, value, quality)
-        if why:
-            self.counts["bad_values"] += 1
-            return Sample.bad(why, wall, value)
-        assert value is not None
-        if quality is Quality.GOOD:
-            self.good[spec.name] = value
-        return Sample(value, quality, wall)
-
-    def check_stale(self, now: float, wall: float, *, connected: bool = True) -> dict[str, Sample]:
-        """Every input BAD once no batch came for stale_s (after the birth or the last one);
-        BAD saying why once nothing at all was heard for stale_s after the start (until then
-        the inputs stay unread, inside the safety layer's start-up grace)."""
-        if not self.heard:
-            if now - self.fresh_at <= self.stale_s:
-                return {}
-            return self.all_bad(NOT_BORN if connected else NO_BROKER, wall)
-        if not self.online or self.why.startswith("stale") or now - self.fresh_at <= self.stale_s:
-            return {}
-        self.counts["stale"] += 1
-        return self.all_bad(f"stale: no telemetry batch for {(now - self.fresh_at) * 1e3:.0f} ms "
-                            f"(timeout_ms {self.stale_s * 1e3:g})", wall)
-
-    def link_down(self, wall: float) -> dict[str, Sample]:
-        """This driver's broker connection is gone: nothing is known until it is back."""
-        self.online = False
-        return self.all_bad("broker connection lost: the sensor node cannot be heard", wall)
-
-
-def _invalid(spec: PointSpec, value: float | None, quality: Quality) -> str:
-    """Why a received value cannot be used ('' if it can)."""
-    if quality is Quality.BAD or value is None:
-        return "the sensor node reports it bad"
-    if not math.isfinite(value):
-        return "not a finite number"
-    if spec.integral and not value.is_integer():
-        return f"{value:g} is not a whole number ({spec.encoding.dtype.name.lower()})"
-    try:
-        encode(value, spec.encoding)
-    except CodecError as exc:
-        return f"{value:g} does not fit {spec.encoding.dtype.name.lower()}: {exc}"
-    lo, hi = spec.minimum, spec.maximum
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        return f"{value:g} {spec.unit} outside its range {lo}..{hi}: flagged, not used".replace(
-            "  ", " ")
-    return ""
 
 
 class SensorNodeDevice:
@@ -343,7 +197,9 @@ class SensorNodeDevice:
                     self._wake.set()
             elif msg.topic == topics.alarm:
                 self.last_alarm = _json_or_text(msg.payload)
-                self._error("alarm", f"alarm from {self.sensor}: {self.last_alarm}")
+                self.state.counts["alarms"] += 1
+                log.info("%s: alarm from %s: %s", self._config.name, self.sensor,
+                         self.last_alarm)
             elif msg.topic == topics.error:
                 self._error("sensor_error", f"{self.sensor} refused a message: "
                             f"{_json_or_text(msg.payload)}")
