@@ -3,15 +3,21 @@ by verify() and by `pswd-edge audit verify`; the command queue feeds it every Au
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.cli import main
-from edge_runtime.core.commands import CommandQueue, SetOutput
+from edge_runtime.core.commands import CommandQueue, ForceOutput, ResetTrip, SetOutput
+from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.security.audit import GENESIS, AuditLog, entry_hash, head_path, verify
+from tests.https_env import EXAMPLES, fakes
 
 
 def _log(path: Path, n: int = 6) -> Path:
@@ -168,3 +174,47 @@ def test_a_failing_sink_never_reaches_the_scan() -> None:
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _cli(tmp_path / "missing.log", capsys)
     assert code == 2 and "cannot read" in out
+
+
+def test_audit_worthy_events_are_mirrored(tmp_path: Path) -> None:
+    events = EventLog()
+    audit = AuditLog(tmp_path / "audit.log", sync=False)
+    audit.watch(events)
+    events.raise_event(1.0, "force.pump1.speed_ref", Severity.WARNING, "forced to 0", "force")
+    events.raise_event(2.0, "scan", Severity.INFO, "routine", "limit")
+    events.raise_event(3.0, "interlock.leak", Severity.INFO, "reset by x", "trip_reset")
+    events.raise_event(4.0, "ca", Severity.INFO, "node.crt rotated", "cert_rotated")
+    assert audit.mirror_events() == 3
+    assert audit.flush()
+    audit.close()
+    entries = [json.loads(line) for line in _lines(tmp_path / "audit.log")]
+    assert [(e["kind"], e["code"]) for e in entries] == [
+        ("force", "force"), ("trip_reset", "trip_reset"), ("certificate", "cert_rotated")]
+    assert verify(tmp_path / "audit.log").ok
+
+
+@pytest.mark.anyio
+async def test_a_node_with_audit_logs_commands_forces_and_resets(tmp_path: Path) -> None:
+    log_path = tmp_path / "audit.log"
+    node = assemble(load_node_config(EXAMPLES / "cdu.toml",
+                                     overrides={"audit": {"path": str(log_path)}}),
+                    driver_factory=fakes, watchdog_thread=False)
+    task = asyncio.create_task(node.run())
+    try:
+        node.commands.submit(ForceOutput("pump1.speed_ref", 20.0,
+                                         role="infrastructure_manager"))
+        node.commands.submit(ResetTrip(role="grid_operator", interlock="leak_isolate"))
+        deadline = time.monotonic() + 5
+        while len(node.commands.audit) < 2:
+            assert time.monotonic() < deadline, "commands not applied"
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    entries = [json.loads(line) for line in _lines(log_path)]
+    commands = [(e["command"].split("(")[0], e["accepted"]) for e in entries
+                if e["kind"] == "command"]
+    assert ("ForceOutput", True) in commands and ("ResetTrip", False) in commands, commands
+    assert any(e["kind"] == "force" for e in entries), entries
+    assert verify(log_path).ok

@@ -150,6 +150,8 @@ def assemble(
     events = EventLog()
     # [audit]: every command record also goes to the hash-chained log (security/audit.py)
     audit = AuditLog(config.audit, wall=clock.wall) if config.audit is not None else None
+    if audit is not None:
+        audit.watch(events)  # forces, bypasses, resets, security events the node raises
     commands = CommandQueue(sink=audit.record if audit is not None else None)
     safety = build_safety_layer(config.safety, events, wall=clock.wall,
                                 protections=role_protections(config))

@@ -1,8 +1,9 @@
 """The audit log: append-only, hash-chained, one JSON entry a line (spec 10, IEC 62443 SR 2.8).
 
 Every command (accepted or refused: the command queue hands each AuditRecord to the log's
-`record`), force, trip reset, bypass, certificate event and authentication failure becomes one
-line:
+`record`), force, trip reset, bypass, certificate event and authentication failure (the HTTPS
+server appends those) becomes one line; the safety layer's own force, bypass and reset events
+and the security events of the node are mirrored from its event log (AUDITED_EVENTS):
 
     {"seq": 7, "ts": 1765000000.123, "kind": "command", ..., "prev": "<hash of entry 6>",
      "hash": "<SHA-256 of this entry's canonical JSON without 'hash'>"}
@@ -35,17 +36,44 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edge_runtime.config.reader import Section
 from edge_runtime.core.commands import AuditRecord
+from edge_runtime.core.events import Event
 
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 GAP = "audit_gap"  # an entry saying the log was found damaged when it was reopened
-KINDS = ("command", "force", "trip_reset", "bypass", "certificate", "auth_failure", GAP)
+KINDS = ("command", "force", "trip_reset", "bypass", "certificate", "auth_failure", "security",
+         GAP)
+# Node events (core/events.py codes) the log keeps, and the kind each is filed under: what the
+# safety layer did with forces, bypasses and trip resets, certificate events, and the security
+# events (intrusion blocks, emergency disconnection, insecure mode, watchdog trips).
+AUDITED_EVENTS = {
+    "force": "force", "force_expired": "force",
+    "bypass": "bypass", "bypass_end": "bypass",
+    "trip_reset": "trip_reset", "trip_reset_refused": "trip_reset",
+    "latch_restored": "trip_reset",
+    "intrusion": "security", "emergency_disconnect": "security",
+    "links_reconnected": "security", "insecure_mode": "security", "watchdog": "security",
+}
+EVENT_POLL_S = 0.2
 _STOP = object()
+
+
+class EventSource(Protocol):
+    """The node's event log (core/events.py EventLog)."""
+
+    @property
+    def total(self) -> int:
+        """Events recorded so far."""
+        ...
+
+    def since(self, total_seen: int) -> list[Event]:
+        """Events recorded after `total_seen`."""
+        ...
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
@@ -214,6 +242,8 @@ class AuditLog:
         self.written = 0
         self.errors = 0
         self.last_error = ""
+        self._events: EventSource | None = None
+        self._events_seen = 0
         self._thread = threading.Thread(target=self._writer, name="audit-log", daemon=True)
         self._thread.start()
         if damage:
@@ -244,11 +274,42 @@ class AuditLog:
             self._q.put(_STOP)
             self._thread.join(timeout_s)
 
+    def watch(self, events: EventSource) -> None:
+        """Mirror the audit-worthy events of `events` (AUDITED_EVENTS, and every code starting
+        with "cert") into the log while run() runs."""
+        self._events = events
+        self._events_seen = events.total
+
+    def mirror_events(self) -> int:
+        """File the new audit-worthy events now; how many were filed."""
+        events = self._events
+        if events is None:
+            return 0
+        new = events.since(self._events_seen)
+        missed = events.total - self._events_seen - len(new)
+        self._events_seen = events.total
+        if missed > 0:  # more events between two polls than the event log keeps
+            self.append("security", source="audit", reason=f"{missed} node events were "
+                        "dropped by the event log before the audit log read them")
+        filed = 0
+        for e in new:
+            kind = AUDITED_EVENTS.get(e.code) or ("certificate" if e.code.startswith("cert")
+                                                  else None)
+            if kind is not None:
+                self.append(kind, ts=e.ts, source=e.source, code=e.code,
+                            severity=str(e.severity), message=e.message)
+                filed += 1
+        return filed
+
     async def run(self) -> None:
-        """Keep the log open beside the node; flushed and closed when cancelled."""
+        """Keep the log open beside the node (mirroring its events); flushed and closed
+        when cancelled."""
         try:
-            await asyncio.Event().wait()
+            while True:
+                self.mirror_events()
+                await asyncio.sleep(EVENT_POLL_S)
         finally:
+            self.mirror_events()
             self.close()
 
     def get_status(self) -> dict[str, Any]:
