@@ -362,3 +362,35 @@ async def test_a_leak_isolates_through_a_signed_command(mosquitto: Broker, keys:
         assert verify(COMMAND_KIND, doc) is None, doc
     assert valve_commands()[-1]["value"] == 0
     await sensor.client.stop()
+
+
+@pytest.mark.anyio
+async def test_broker_loss_reads_bad_and_a_reconnect_resends_the_outputs(
+        mosquitto: Broker, keys: Path) -> None:
+    sensor = PySensor(mosquitto.mqtt_config())
+    await sensor.start()
+    topic = f"{sensor.topics.base}/cmd/output"
+    async with rack_running(rack_config(mosquitto, keys)) as node:
+        sensor.send(HEALTHY)
+        await scan_until(node, lambda: quality(node) is Quality.GOOD, "GOOD")
+        mosquitto.kill()  # as a crash: no wills, nothing retained survives
+        await scan_until(node, lambda: quality(node) is Quality.BAD, "BAD without a broker")
+        assert node.image.sample("sensors.leak").reason.startswith("broker connection lost")
+        sent = len(sensor.commands.on(topic))
+        mosquitto.start()
+        await sensor.client.wait_connected(10)  # it births again on its new connection
+
+        async def telemetry() -> None:  # batches on, as a board sends them
+            while True:
+                sensor.send(HEALTHY)
+                await asyncio.sleep(0.1)
+
+        sending = asyncio.create_task(telemetry())
+        try:
+            await scan_until(node, lambda: quality(node) is Quality.GOOD,
+                             "GOOD after the broker", timeout=10.0)
+        finally:
+            sending.cancel()
+        await sensor.commands.wait_until(lambda box: len(box.on(topic)) > sent,
+                                         what="the valve command resent")
+    await sensor.client.stop()
