@@ -66,7 +66,7 @@ def test_services_follow_the_config(tmp_path: Path) -> None:
     assert set(linked.services) == {"mqtt", "ids"}
     assert set(assemble(cfg, federate=False, driver_factory=fakes).services) == set()
     site = assemble(load_node_config(EXAMPLES / "site.toml"), driver_factory=fakes)
-    assert set(site.services) == {"coordinator"}  # no devices: nothing of its own to publish
+    assert set(site.services) == {"coordinator", "ids"}  # no devices: no telemetry of its own
 
 
 def test_every_role_assembles_from_a_minimal_config(tmp_path: Path) -> None:

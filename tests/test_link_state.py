@@ -241,7 +241,7 @@ async def test_assembled_node_runs_its_link_and_ends_with_a_death(mosquitto: Bro
                     watchdog_thread=False, blocks=[],
                     driver_factory=lambda c, live, clock: {d.name: FakeDevice(d, live)
                                                            for d in c.devices})
-    assert set(node.services) == {"mqtt"}
+    assert set(node.services) == {"mqtt", "ids"}
     async with watching(cfg, t.state) as inbox:
         await node.run(1.0)
         await inbox.wait_for(2, t.state)

@@ -228,8 +228,8 @@ class SafetySearch(RuleBasedStateMachine):
         self._build(first=True)
 
     # -- plumbing -----------------------------------------------------------------------------
-    def _capture(self, devices: Any, timeout_s: float,
-                 values: Mapping[str, float]) -> list[str]:
+    def _capture(self, devices: Any, timeout_s: float, values: Mapping[str, float],
+                 writers: Any = None) -> list[str]:
         # the blocking Modbus writer of the watchdog thread and the shutdown: below the driver
         # boundary, so the search records what would have gone on the wire instead
         for dev in devices:
