@@ -21,12 +21,14 @@ from typing import Any
 
 import pytest
 
+from edge_runtime.assembly import load_node_config
+from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.commands import ForceOutput, SetOutput
 from edge_runtime.messages.annex_a import InfrastructureResponse, format_datetime, parse_as
 from edge_runtime.security.audit import verify
 from edge_runtime.security.tokens import KeyRing
 from tests.fakes import FakeDevice
-from tests.https_env import Env, Running, running
+from tests.https_env import EXAMPLES, Env, Running, running
 from tests.mosquitto import Broker, mosquitto_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -348,3 +350,20 @@ async def test_announce_on_a_rack_is_404(env: Env) -> None:
         status, doc, _ = await r.call("POST", "/PSWD/workload/announce",
                                       role="workload_operator", body=announcement())
         assert status == 404 and "site coordinator" in doc["error"]
+
+
+def test_https_command_keys_other_than_mqtts_are_refused_at_load(env: Env) -> None:
+    other = env.root / "other_keys"
+    other.mkdir()
+    extra = env.https_overrides(command_keys=str(other))
+    extra["mqtt"] = {"host": "127.0.0.1", "command_keys": str(env.root / "keys")}
+    with pytest.raises(ConfigError) as info:
+        load_node_config(EXAMPLES / "rack.toml", overrides=extra)
+    assert any("[https] command_keys: must be [mqtt] command_keys" in line
+               for line in info.value.lines), info.value.lines
+    extra = env.https_overrides(cert=str(env.root / "missing.crt"), port=0)
+    with pytest.raises(ConfigError) as info:
+        load_node_config(EXAMPLES / "rack.toml", overrides=extra)
+    assert any("[https] cert:" in line and "does not exist" in line
+               for line in info.value.lines), info.value.lines
+    assert any("[https] port: must be >= 1" in line for line in info.value.lines)

@@ -89,6 +89,12 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     if complete:
         sections["safety"] = load_safety(safety_table, file, inputs, outputs, errors,
                                          limits=limits)
+    https, mqtt = sections.get("https"), sections.get("mqtt")
+    if (https is not None and mqtt is not None and https.command_keys is not None
+            and mqtt.command_keys is not None and https.command_keys != mqtt.command_keys):
+        # one verifier per node: a command's nonce is spent once, whichever transport
+        errors.add(file, "https", "command_keys", f"must be [mqtt] command_keys "
+                   f"({mqtt.command_keys}) or left out: the node has one command verifier")
     errors.raise_if_any()
     sections["coordinator"] = sections.pop("site", None)
     return NodeConfig(
