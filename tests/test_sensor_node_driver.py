@@ -45,7 +45,13 @@ from edge_runtime.messages.telemetry import (
 )
 from edge_runtime.node import Node
 from edge_runtime.security.signing import CommandVerifier, generate_key
-from tests.mosquitto import Broker, Inbox, mosquitto_fixture  # noqa: F401
+from tests.mosquitto import (  # noqa: F401
+    Broker,
+    Inbox,
+    free_port,
+    mosquitto_fixture,
+    mosquitto_tls_fixture,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rack_sensors.toml"
 RACK = load_node_config(EXAMPLE)
@@ -394,3 +400,27 @@ async def test_broker_loss_reads_bad_and_a_reconnect_resends_the_outputs(
         await sensor.commands.wait_until(lambda box: len(box.on(topic)) > sent,
                                          what="the valve command resent")
     await sensor.client.stop()
+
+
+@pytest.mark.anyio
+async def test_over_tls_with_the_nodes_certificate(mosquitto_tls: Broker, keys: Path) -> None:
+    sensor = PySensor(mosquitto_tls.mqtt_config())
+    await sensor.start()
+    topic = f"{sensor.topics.base}/cmd/output"
+    async with rack_running(rack_config(mosquitto_tls, keys)) as node:
+        sensor.send(HEALTHY)
+        await scan_until(node, lambda: quality(node) is Quality.GOOD, "GOOD over TLS 1.3")
+        assert node.drivers["sensors"].get_status()["connection"]["tls"]
+    # the safe image at shutdown goes over a fresh TLS connection too
+    await sensor.commands.wait_until(lambda box: bool(box.on(topic)), what="a valve command")
+    await sensor.client.stop()
+
+
+def test_the_safe_image_writer_reports_an_unreachable_broker(keys: Path) -> None:
+    cfg = dataclasses.replace(RACK, mqtt=MqttConfig(port=free_port(), sensor_keys=keys))
+    _, writer = build_sensor_nodes(cfg.mqtt, cfg.devices, site="demo", node="r", live={},
+                                   clock=VirtualClock())
+    t0 = time.monotonic()
+    errors = writer(cfg.devices, 0.5, {"sensors.valve": 0.0})
+    assert len(errors) == 1 and "sensor nodes via 127.0.0.1" in errors[0], errors
+    assert time.monotonic() - t0 < 2.0
