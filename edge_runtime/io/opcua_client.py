@@ -270,7 +270,7 @@ class OpcUaDevice:
         self.mode = "unbound"  # subscription | polling | unbound
         self._write_reason = ""
         self._wake = asyncio.Event()
-        self.polls = self.writes = self.notifications = 0
+        self.polls = self.reads = self.writes = self.notifications = 0
         self.errors: Counter[str] = Counter()
         self.last_error = ""
         self.safe_source: Callable[[], Mapping[str, float]] | None = None  # see ModbusDevice
@@ -407,6 +407,7 @@ class OpcUaDevice:
         params = ua.ReadParameters(TimestampsToReturn=ua.TimestampsToReturn.Both, NodesToRead=[
             ua.ReadValueId(NodeId=self.nodeids[n], AttributeId=AttributeIds.Value)
             for n in names])
+        self.reads += 1
         try:
             values = await self.endpoint.request(lambda c: c.uaclient.read(params))
         except FieldError as err:
@@ -541,7 +542,8 @@ class OpcUaDevice:
         cfg = self._config
         return {
             "connected": self.endpoint.connected, "endpoint": cfg.endpoint, "mode": self.mode,
-            "polls": self.polls, "notifications": self.notifications, "writes": self.writes,
+            "polls": self.polls, "reads": self.reads, "notifications": self.notifications,
+            "writes": self.writes,
             "refused_writes": self.outputs.refused,
             "outputs_at_failsafe": sorted(self.outputs.held),
             "point_errors": dict(self.point_errors), "errors": dict(self.errors),

@@ -1,0 +1,323 @@
+"""The OPC UA client driver against a real asyncua server served by the plant simulator.
+
+The simulator's OPC UA device (pswd_plant_sim/opcua_device.py) is the battery element behind a
+PLC: its values come from the plant model, client writes go through the device's register bank.
+The tests look at the simulator's side (the model, the bank) or read the server with their own
+asyncua client, never through the driver they test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import ua
+from asyncua.client.client import Client
+
+from edge_runtime.assembly import assemble, load_node_config
+from edge_runtime.config.reader import ErrorLog
+from edge_runtime.core.clock import WallClock
+from edge_runtime.core.commands import SetOutput
+from edge_runtime.core.points import Quality, Sample
+from edge_runtime.io.opcua_client import OpcUaDevice, OpcUaEndpoint
+from edge_runtime.node import Node
+from pswd_plant_sim.config import build_sim_config
+from pswd_plant_sim.simulator import Simulator
+from tests.conftest import free_port
+from tests.test_end_to_end import Stall, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+BESS_MAP = ROOT / "io_maps" / "bess_controller_opcua.toml"
+BIN = Path(sys.executable).parent
+ENA, SETPOINT = "ns=2;s=BESS.PowerSetpointEnable", "ns=2;s=BESS.PowerSetpoint"
+
+
+def plant_data(port: int) -> dict[str, Any]:
+    """A plant with its rack battery behind an OPC UA battery system controller."""
+    return {"sim": {"step_ms": 20, "realtime": True},
+            "trace": {"pattern": "constant"},
+            "endpoints": {"bess": {"protocol": "opcua", "port": port, "update_ms": 20}},
+            "devices": {"battery": {"io_map": "bess_controller_opcua", "endpoint": "bess",
+                                    "binds": "battery"}}}
+
+
+@pytest.fixture
+async def plant() -> AsyncIterator[Simulator]:
+    """The simulator in this process, stepping in real time."""
+    errors = ErrorLog()
+    config = build_sim_config(plant_data(free_port()), "plant.toml", ROOT, errors)
+    assert not errors.lines, errors.lines
+    sim = Simulator(config)
+    await sim.start()
+    stepper = asyncio.create_task(sim.run_realtime())
+    try:
+        yield sim
+    finally:
+        stepper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stepper
+        await sim.stop()
+
+
+def url_of(sim: Simulator) -> str:
+    return sim.opcua["battery"].url
+
+
+def node_file(tmp_path: Path, url: str, *, io_map: str | None = None, extra: str = "",
+              watchdog_ms: int = 500) -> Path:
+    """A rack node with one OPC UA battery; `io_map` replaces the shipped map's text."""
+    maps = ""
+    if io_map is not None:
+        (tmp_path / "maps").mkdir(exist_ok=True)
+        (tmp_path / "maps" / "bess_controller_opcua.toml").write_text(io_map)
+        maps = 'io_maps_dir = "maps"\n'
+    path = tmp_path / "rack.toml"
+    path.write_text(f"""
+[node]
+name = "rack-ua"
+role = "rack"
+scan_period_ms = 50
+watchdog_ms = {watchdog_ms}
+{maps}
+[devices.battery]
+io_map = "bess_controller_opcua"
+endpoint = "{url}"
+poll_ms = 100
+refresh_ms = 500
+timeout_ms = 500
+
+[safety]
+startup_s = 0.5
+{extra}""")
+    return path
+
+
+async def run_node(node: Node) -> asyncio.Task[None]:
+    return asyncio.create_task(node.run())
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def inputs_good(node: Node, *, skip: tuple[str, ...] = ()) -> bool:
+    names = [n for n in node.image.inputs if n.startswith("battery.") and n not in skip]
+    return bool(names) and all(node.image.sample(n).quality is Quality.GOOD for n in names)
+
+
+async def server_value(url: str, nodeid: str) -> ua.DataValue:
+    """One Read with a client of the test's own."""
+    async with Client(url, timeout=2) as client:
+        dvs = await client.read_attributes([client.get_node(nodeid)])
+        return dvs[0]
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_reads_subscribes_writes_and_shuts_down_to_the_safe_image(
+        plant: Simulator, tmp_path: Path) -> None:
+    # The node's map: the shipped one plus a point the server does not have, and w_set_kw's
+    # safer side "low", so an isolation at -20 kW makes a safe image unlike the failsafe (0).
+    text = BESS_MAP.read_text().replace('safe_direction = "zero"', 'safe_direction = "low"')
+    text += '\n[points.ghost]\nref = "ns=2;s=BESS.NoSuchPoint"\ntype = "float32"\n'
+    isolate = """
+[safety.interlocks.hold_charge]
+when = "battery.soh_pct > 50"
+action = "isolate"
+outputs = { "battery.w_set_kw" = -20 }
+reset_role = "infrastructure_manager"
+"""
+    node = assemble(load_node_config(node_file(tmp_path, url_of(plant), io_map=text,
+                                               extra=isolate)), watchdog_thread=False)
+    driver = node.drivers["battery"]
+    assert isinstance(driver, OpcUaDevice)
+    runner = await run_node(node)
+    try:
+        await wait_for(lambda: inputs_good(node, skip=("battery.ghost",)), 10,
+                       "every battery input GOOD")
+        assert driver.get_status()["mode"] == "subscription"
+        # The unknown NodeId: that point alone BAD, saying which point and why.
+        ghost = node.image.sample("battery.ghost")
+        assert ghost.quality is Quality.BAD
+        assert "ghost" in ghost.reason and "BadNodeIdUnknown" in ghost.reason, ghost.reason
+        # Values and source timestamps are the server's (read with our own client).
+        dv = await server_value(url_of(plant), "ns=2;s=BESS.SoH")
+        soh = node.image.sample("battery.soh_pct")
+        assert soh.value == pytest.approx(dv.Value.Value)
+        assert dv.SourceTimestamp is not None
+        assert soh.ts == pytest.approx(dv.SourceTimestamp.replace(tzinfo=dt.UTC).timestamp(),
+                                       abs=1e-3)
+        assert abs(soh.ts - time.time()) < 30
+        # Subscription updates: the controller's heartbeat (a browse-path ref) ticks each
+        # second; the changes arrive as notifications, not reads.
+        seen = {node.image.value("battery.hb")}
+        await wait_for(lambda: seen.add(node.image.value("battery.hb")) or len(seen) >= 3, 5,
+                       "two heartbeat changes")
+        assert driver.notifications > 0 and driver.reads == 0
+        # Writes reach the device: the enable command, and the isolation's -20 kW setpoint.
+        node.commands.submit(SetOutput("battery.w_set_ena", 1))
+        await wait_for(lambda: plant.plant.battery.enabled, 5, "the battery enabled")
+        await wait_for(lambda: plant.plant.battery.setpoint_kw == pytest.approx(-20.0), 5,
+                       "the isolation's -20 kW setpoint in the plant")
+        await wait_for(lambda: (node.image.value("battery.ac_w_kw") or 0) < -19, 5,
+                       "the node reading the battery charging at 20 kW")
+    finally:
+        await stop(runner)
+    # Shutdown wrote the safe image at once (well before the device's own 2 s reversion):
+    # w_set_ena to its failsafe 0, w_set_kw to the isolation's -20 kW, not the failsafe 0.
+    bank = plant.rig.units["battery"].bank
+    assert bank.get("w_set_ena") == 0 and "w_set_ena" not in bank.failsafe_active
+    assert bank.get("w_set_kw") == pytest.approx(-20.0)
+    assert not node.drivers["battery"].get_status()["outputs_at_failsafe"]
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(40)
+async def test_comms_loss_is_bad_with_a_reason_and_recovers(plant: Simulator,
+                                                           tmp_path: Path) -> None:
+    node = assemble(load_node_config(node_file(tmp_path, url_of(plant))), watchdog_thread=False)
+    runner = await run_node(node)
+    server = plant.opcua["battery"]
+    try:
+        await wait_for(lambda: inputs_good(node), 10, "every battery input GOOD")
+        node.commands.submit(SetOutput("battery.w_set_ena", 1))
+        await wait_for(lambda: plant.plant.battery.enabled, 5, "the battery enabled")
+        # The device behind the PLC goes quiet: every value Bad_NoCommunication from the server.
+        plant.inject("battery", "offline")
+        await wait_for(lambda: node.image.sample("battery.soc_pct").quality is Quality.BAD, 3,
+                       "soc_pct BAD")
+        assert "BadNoCommunication" in node.image.sample("battery.soc_pct").reason
+        plant.clear("battery")
+        await wait_for(lambda: inputs_good(node), 3, "GOOD again after the fault")
+        # The server itself goes away: BAD with the reason, the scan carries on.
+        await server.pause()
+        await wait_for(lambda: node.image.sample("battery.soc_pct").quality is Quality.BAD, 5,
+                       "soc_pct BAD after the server stopped")
+        reason = node.image.sample("battery.soc_pct").reason
+        assert "disconnected" in reason or "subscription ended" in reason, reason
+        cycles = node.engine.stats.cycles
+        await wait_for(lambda: node.engine.stats.cycles >= cycles + 20, 5, "20 more scans")
+        await wait_for(lambda: not plant.plant.battery.enabled, 5,
+                       "the device's own hold reversion while nobody writes")
+        await server.resume()
+        await wait_for(lambda: inputs_good(node), 12, "GOOD after the server is back")
+        # A new session rewrites every output: the device follows the node again.
+        await wait_for(lambda: plant.plant.battery.enabled, 5, "w_set_ena rewritten")
+        assert node.drivers["battery"].get_status()["connection"]["connects"] >= 2
+    finally:
+        await stop(runner)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_server_without_subscriptions_is_polled(plant: Simulator, tmp_path: Path) -> None:
+    cfg = load_node_config(node_file(tmp_path, url_of(plant)))
+    dev = cfg.device("battery")
+    table: dict[str, Sample] = {}
+    driver = OpcUaDevice(dev, OpcUaEndpoint(dev), table, WallClock(), subscribe=False)
+    task = asyncio.create_task(driver.run())
+    try:
+        await wait_for(lambda: table.get("battery.hb") is not None
+                       and table["battery.hb"].quality is Quality.GOOD, 10, "hb read")
+        first = table["battery.hb"].value
+        await wait_for(lambda: table["battery.hb"].value != first, 5, "hb changing")
+        assert driver.mode == "polling" and driver.notifications == 0 and driver.reads > 3
+        driver.stage({"w_set_ena": 1, "w_set_kw": 12.5, "ctrl_hb": 7}, time.monotonic())
+        await wait_for(lambda: plant.plant.battery.setpoint_kw == pytest.approx(12.5), 5,
+                       "12.5 kW in the plant")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)  # stops promptly on cancel
+        driver.endpoint.close()
+
+
+def test_a_ref_that_is_no_nodeid_is_a_clear_error_naming_the_point(tmp_path: Path) -> None:
+    text = BESS_MAP.read_text().replace('ref = "ns=2;s=BESS.SoC"', 'ref = "ns=2;x=SoC"')
+    cfg = load_node_config(node_file(tmp_path, "opc.tcp://127.0.0.1:4840", io_map=text))
+    with pytest.raises(ValueError, match=r"device 'battery'.*point 'soc_pct'.*ns=2;x=SoC"):
+        assemble(cfg, watchdog_thread=False)
+
+
+# -- the watchdog thread writes the safe image while the event loop is frozen ------------------
+
+@pytest.fixture
+def plant_process(tmp_path: Path) -> Iterator[str]:
+    """`pswd-plant-sim` in its own process, so it keeps serving while the test's loop freezes."""
+    port = free_port()
+    lines = ["[sim]", "step_ms = 20", "[trace]", 'pattern = "constant"',
+             "[endpoints.bess]", 'protocol = "opcua"', f"port = {port}", "update_ms = 20",
+             "[devices.battery]", 'io_map = "bess_controller_opcua"', 'endpoint = "bess"',
+             'binds = "battery"']
+    cfg = tmp_path / "plant.toml"
+    cfg.write_text("\n".join(lines) + "\n")
+    exe = BIN / "pswd-plant-sim"
+    assert exe.exists(), f"{exe}: the console script is missing (pip install -e .)"
+    proc = subprocess.Popen([str(exe), "--config", str(cfg), "--log-level", "WARNING"],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("step "):
+                break
+        else:
+            pytest.fail(f"pswd-plant-sim exited with {proc.wait()} before serving")
+        yield f"opc.tcp://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def observe(url: str, seen: list[tuple[float, float]], stop: threading.Event) -> None:
+    """Read the device's enable flag every 20 ms with a client of our own, in this thread."""
+    async def loop() -> None:
+        async with Client(url, timeout=2) as client:
+            node = client.get_node(ENA)
+            while not stop.is_set():
+                seen.append((time.monotonic(), float(await node.read_value())))
+                await asyncio.sleep(0.02)
+    asyncio.run(loop())
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(40)
+async def test_watchdog_thread_writes_the_safe_image_while_the_loop_is_frozen(
+        plant_process: str, tmp_path: Path) -> None:
+    cfg = load_node_config(node_file(tmp_path, plant_process))
+    stall = Stall(after_scans=40, seconds=2.5)
+    node = assemble(cfg, blocks=[stall])  # the real watchdog thread
+    seen: list[tuple[float, float]] = []
+    halt = threading.Event()
+    watcher = threading.Thread(target=observe, args=(plant_process, seen, halt), daemon=True)
+    node.commands.submit(SetOutput("battery.w_set_ena", 1))
+    runner = await run_node(node)
+    watcher.start()
+    try:
+        await wait_for(lambda: stall.frozen is not None, 20, "the stall to happen")
+    finally:
+        await stop(runner)
+        halt.set()
+        watcher.join(5)
+    assert stall.frozen is not None
+    start, end = stall.frozen
+    before = [v for t, v in seen if t < start]
+    assert before and before[-1] == 1.0, "the node enabled the battery before the freeze"
+    during = [(t, v) for t, v in seen if start <= t <= end]
+    tripped_at = next((t for t, v in during if v == 0.0), None)
+    assert tripped_at is not None, f"no safe value (0) on the device while frozen: {during}"
+    # Watchdog 500 ms checked every 125 ms, plus a fresh session: well inside the device's
+    # own 2 s hold, so this is the node's write, not the device reverting by itself.
+    assert tripped_at - start < 1.5, tripped_at - start
+    assert node.watchdog.tripped
