@@ -24,12 +24,14 @@ import pytest
 from edge_runtime.assembly import load_node_config
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.commands import ForceOutput, SetOutput
+from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.messages.annex_a import InfrastructureResponse, format_datetime, parse_as
 from edge_runtime.security.audit import verify
 from edge_runtime.security.tokens import KeyRing
 from tests.fakes import FakeDevice
 from tests.https_env import EXAMPLES, Env, Running, running
 from tests.mosquitto import Broker, mosquitto_fixture  # noqa: F401
+from tests.test_link_state import watching
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 VECTORS = Path(__file__).resolve().parent / "vectors" / "annex_a"
@@ -367,3 +369,33 @@ def test_https_command_keys_other_than_mqtts_are_refused_at_load(env: Env) -> No
     assert any("[https] cert:" in line and "does not exist" in line
                for line in info.value.lines), info.value.lines
     assert any("[https] port: must be >= 1" in line for line in info.value.lines)
+
+
+async def test_one_verifier_a_command_taken_over_https_is_a_replay_on_mqtt(
+        env: Env, mosquitto: Broker) -> None:
+    """The node's one CommandVerifier serves both transports: a signed command accepted by the
+    HTTPS server and then published on cmd/battery_control is refused as a replay."""
+    mqtt = {"host": "127.0.0.1", "port": mosquitto.port, "command_keys": str(env.root / "keys"),
+            "state_dir": str(env.root / "mqtt_state"), "require_coordinator": False}
+    async with running(env, "rack.toml", overrides={"mqtt": mqtt}) as r:
+        link = r.node.services["mqtt"]
+        topics = NodeTopics("demo", RACK)
+        cfg = mosquitto.mqtt_config()
+        async with watching(cfg, topics.error) as inbox:
+            await inbox.wait_until(lambda _: link.get_status()["online"], what="online")
+            doc = battery(r, -60.0)
+            status, answer, _ = await r.call("POST", "/PSWD/battery/control",
+                                             role="grid_operator", body=doc)
+            assert status == 202, answer
+            await link.client.publish_acked(topics.cmd("battery_control"),  # type: ignore[attr-defined]
+                                            json.dumps(doc).encode())
+            (err,) = [json.loads(m.payload) for m in await inbox.wait_for(1, topics.error)]
+            assert err["field"] == "nonce" and "replay" in err["error"], err
+            # and the other way round: taken over MQTT first, then refused over HTTPS
+            doc = battery(r, -70.0)
+            await link.client.publish_acked(topics.cmd("battery_control"),  # type: ignore[attr-defined]
+                                            json.dumps(doc).encode())
+            await r.until(lambda: r.node.image.output("battery.w_set_kw") == -70.0)
+            status, answer, _ = await r.call("POST", "/PSWD/battery/control",
+                                             role="grid_operator", body=doc)
+            assert status == 401 and answer["field"] == "nonce", answer
