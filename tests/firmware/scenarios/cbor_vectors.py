@@ -1,6 +1,6 @@
 """The firmware's CBOR and telemetry encoders/decoders on golden vectors from the host.
 
-Values travel as tagged JSON: ["i", int], ["f", float64 hex], ["s", text], ["b", hex],
+Values travel as tagged JSON: ["i", int], ["f", float64 hex], ["s", UTF-8 hex], ["b", hex],
 ["a", [...]], ["m", [[k, v], ...]], ["n"], ["t"], ["F"].
 """
 
@@ -13,8 +13,10 @@ from scenario_util import load_data, result
 
 def build(v):
     tag = v[0]
-    if tag == "i" or tag == "s":
+    if tag == "i":
         return v[1]
+    if tag == "s":
+        return str(binascii.unhexlify(v[1]), "utf-8")
     if tag == "f":
         return struct.unpack(">d", binascii.unhexlify(v[1]))[0]
     if tag == "b":
@@ -38,7 +40,7 @@ def tagged(o):
     if isinstance(o, float):
         return ["f", binascii.hexlify(struct.pack(">d", o)).decode()]
     if isinstance(o, str):
-        return ["s", o]
+        return ["s", binascii.hexlify(o.encode()).decode()]
     if isinstance(o, bytes):
         return ["b", binascii.hexlify(o).decode()]
     if isinstance(o, list):
