@@ -1,0 +1,138 @@
+"""verify against the plant simulator over Modbus TCP: a clean plant passes; a faulted device
+(exception 11 and a silent one), a point scaled by 10 and a point with swapped words fail, each
+with its reason; bad input is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.commission.rig import (
+    ROOT,
+    cdu_config,
+    flowing,
+    rows,
+    running_plant,
+    tool,
+    tool_json,
+)
+from tests.conftest import free_port
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(40)
+async def test_verify_passes_a_clean_plant_and_catches_three_planted_faults(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = str(tmp_path / "work")
+    async with running_plant() as sim:
+        await flowing(sim)
+        config = str(cdu_config(tmp_path, sim))
+        code, doc = await tool_json(capsys, "verify", "--config", config, "--work-dir", work)
+        assert code == 0, doc
+        assert {r["status"] for r in doc["points"]} == {"PASS"}
+        assert len(doc["points"]) == 26
+
+        sim.inject("leak", "offline")  # the gateway answers exception 11 for it
+        sim.inject("return_pressure", "offline", response="silent")  # no answer: timeouts
+        sim.inject("return_temp", "scale", point="temperature", factor=10.0)
+        sim.inject("flow", "word_order", point="flow")
+        code, doc = await tool_json(capsys, "verify", "--config", config, "--work-dir", work,
+                                    "--timeout-ms", "200")
+    assert code == 1
+    by = rows(doc, "points")
+    for p in ("leak.leak_state", "leak.status"):
+        assert by[p]["status"] == "FAIL"
+        assert "exception 11" in by[p]["reason"]
+    assert by["return_pressure.pressure"]["status"] == "FAIL"
+    assert "timeout" in by["return_pressure.pressure"]["reason"]
+    scaled = by["return_temp.temperature"]
+    assert scaled["status"] == "FAIL"
+    assert "outside -50..150" in scaled["reason"] and "looks scaled by 10" in scaled["reason"]
+    swapped = by["flow.flow"]
+    assert swapped["status"] == "FAIL" and "words look swapped" in swapped["reason"]
+    for p in ("supply_temp.temperature", "supply_pressure.pressure", "pump1.speed_actual",
+              "valve.position_fb", "flow.totalizer"):
+        assert by[p]["status"] == "PASS", by[p]
+    assert doc["stats"]["errors"].get("timeout", 0) >= 1
+    journal = (tmp_path / "work" / "journal.jsonl").read_text().splitlines()
+    assert [json.loads(line)["exit"] for line in journal] == [0, 1]
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_verify_flags_a_point_a_power_of_ten_from_its_neighbours(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # x 0.1 keeps the supply temperature inside its -50..150 range: only the neighbours (the
+    # return temperature) and its alarm band show it.
+    async with running_plant() as sim:
+        await asyncio.sleep(0.3)
+        sim.inject("supply_temp", "scale", point="temperature", factor=0.1)
+        code, doc = await tool_json(capsys, "verify", "--config",
+                                    str(cdu_config(tmp_path, sim)),
+                                    "--work-dir", str(tmp_path / "w"))
+    assert code == 1
+    by = rows(doc, "points")
+    assert by["supply_temp.temperature"]["status"] == "FAIL"
+    assert "looks scaled by 1/10" in by["supply_temp.temperature"]["reason"]
+    assert by["return_temp.temperature"]["status"] == "PASS"
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_console_script_in_a_subprocess(tmp_path: Path) -> None:
+    """The installed console script, as a technician runs it: JSON out, and bad input as one
+    line on stderr with a non-zero exit and no traceback."""
+    exe = str(Path(sys.executable).parent / "pswd-commission")
+    async with running_plant() as sim:
+        await asyncio.sleep(0.3)
+        config = str(cdu_config(tmp_path, sim))
+        proc = await asyncio.create_subprocess_exec(
+            exe, "verify", "--config", config, "--json", "--work-dir", str(tmp_path / "w"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+        out, err = await asyncio.wait_for(proc.communicate(), 25)
+    assert proc.returncode == 0, err.decode()
+    doc = json.loads(out)
+    assert doc["command"] == "verify" and doc["exit"] == 0 and len(doc["points"]) == 26
+
+    dead = cdu_config(tmp_path, sim).read_text().replace(
+        f"127.0.0.1:{sim.endpoints[0].port}", f"127.0.0.1:{free_port()}")
+    (tmp_path / "dead.toml").write_text(dead)
+    proc = await asyncio.create_subprocess_exec(
+        exe, "verify", "--config", str(tmp_path / "dead.toml"), "--work-dir",
+        str(tmp_path / "w"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 25)
+    assert proc.returncode == 3
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "cannot connect to 127.0.0.1:" in lines[0], lines
+    assert b"Traceback" not in err
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("argv", "code", "says"), [
+    (["verify", "--config", "no/such.toml"], 2, "no/such.toml: file: not found"),
+    (["discover", "--hosts", "10.0.0.0/8"], 2, "scan at most 256"),
+    (["discover", "--hosts", "not-an-address"], 2, "is not an IP address"),
+    (["discover", "--units", "1-300"], 2, "must lie within 0..247"),
+    (["loopcheck", "--config", "examples/cdu.toml", "--output", "pump9.speed_ref"], 2,
+     "not an output of cdu-01"),
+    (["verify", "--config", "examples/cdu.toml", "--timeout-ms", "-5"], 2, "must be > 0"),
+    # a blackhole address (TEST-NET-1): connect fails or times out, one line either way
+    (["discover", "--hosts", "192.0.2.1", "--ports", "502", "--timeout-ms", "200"], 3,
+     "cannot connect to 192.0.2.1:502"),
+])
+async def test_bad_input_is_one_line_and_a_nonzero_exit(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
+        says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    got, out, err = await tool(capsys, *argv, "--work-dir", str(tmp_path / "w"))
+    assert got == code, (out, err)
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert says in err, err
+    if code != 2 or argv[0] != "verify" or "--timeout-ms" not in argv:
+        assert len(lines) == 1, lines
