@@ -27,23 +27,24 @@ function certManager(name) {
   });
 }
 
-async function browse(session, nodeId, refType, includeSubtypes = true, nodeClassMask = 0) {
-  const r = await session.browse({
+// Every helper takes a batch: one request per tree level, not per node (a loaded 2-core
+// machine makes a round trip per node cost tens of seconds).
+async function browseMany(session, nodeIds, refType, includeSubtypes, nodeClassMask = 0) {
+  if (!nodeIds.length) return [];
+  const results = await session.browse(nodeIds.map((nodeId) => ({
     nodeId, referenceTypeId: refType, browseDirection: BrowseDirection.Forward,
     includeSubtypes, nodeClassMask, resultMask: 0x3f,
+  })));
+  return results.map((r, i) => {
+    if (r.statusCode.value !== 0) throw new Error(`browse ${nodeIds[i]}: ${r.statusCode.toString()}`);
+    return r.references;
   });
-  if (r.statusCode.value !== 0) throw new Error(`browse ${nodeId}: ${r.statusCode.toString()}`);
-  return r.references;
 }
 
-async function firstTarget(session, nodeId, refType) {
-  const refs = await browse(session, nodeId, refType, false);
-  return refs.length ? refs[0] : null;
-}
-
-async function readValue(session, nodeId) {
-  const dv = await session.read({ nodeId, attributeId: AttributeIds.Value });
-  return dv.value.value;
+async function readMany(session, nodeIds, attributeId) {
+  if (!nodeIds.length) return [];
+  const dvs = await session.read(nodeIds.map((nodeId) => ({ nodeId, attributeId })));
+  return dvs.map((dv) => dv.value.value);
 }
 
 function plain(v) {
@@ -51,39 +52,58 @@ function plain(v) {
   return JSON.parse(JSON.stringify(v, (k, x) => (typeof x === "bigint" ? Number(x) : x)));
 }
 
-async function walk(session, nodeId, prefix, out) {
-  // Object | Variable | Method: HasSubtype is hierarchical too, and subtypes are not members
-  for (const ref of await browse(session, nodeId, HIERARCHICAL, true, 1 | 2 | 4)) {
-    const name = ref.browseName.name;
-    const p = prefix ? `${prefix}/${name}` : name;
-    const id = ref.nodeId.toString();
-    const rule = await firstTarget(session, id, "i=37"); // HasModellingRule
-    const entry = {
-      nodeClass: NodeClass[ref.nodeClass], typeDefinition: null, modellingRule: rule?.browseName.name ?? null,
-      browseNamespace: ref.browseName.namespaceIndex,
-    };
-    const td = await firstTarget(session, id, "i=40"); // HasTypeDefinition
-    if (td) entry.typeDefinition = td.browseName.name;
-    if (ref.nodeClass === NodeClass.Variable) {
-      const dt = await session.read({ nodeId: id, attributeId: AttributeIds.DataType });
-      const vr = await session.read({ nodeId: id, attributeId: AttributeIds.ValueRank });
-      entry.dataType = dt.value.value.toString();
-      entry.valueRank = vr.value.value;
-      if (["EngineeringUnits", "EURange", "InputArguments", "OutputArguments"].includes(name)) {
-        entry.value = plain(await readValue(session, id));
-      }
-    }
-    out[p] = entry;
-    await walk(session, id, p, out);
+const VALUES = ["EngineeringUnits", "EURange", "InputArguments", "OutputArguments"];
+
+// Instance declarations of every type, breadth first: path -> what a client sees.
+async function walk(session, roots) {
+  let frontier = roots.map(([type, id]) => ({ type, id, path: "" }));
+  const out = Object.fromEntries(roots.map(([type]) => [type, {}]));
+  while (frontier.length) {
+    // Object | Variable | Method: HasSubtype is hierarchical too, and subtypes are not members
+    const lists = await browseMany(session, frontier.map((f) => f.id), HIERARCHICAL, true, 1 | 2 | 4);
+    const next = [];
+    lists.forEach((refs, i) => refs.forEach((ref) => {
+      const name = ref.browseName.name;
+      const path = frontier[i].path ? `${frontier[i].path}/${name}` : name;
+      next.push({ type: frontier[i].type, id: ref.nodeId.toString(), path, ref });
+    }));
+    const ids = next.map((n) => n.id);
+    const rules = await browseMany(session, ids, "i=37", false); // HasModellingRule
+    const tdefs = await browseMany(session, ids, "i=40", false); // HasTypeDefinition
+    const vars = next.filter((n) => n.ref.nodeClass === NodeClass.Variable);
+    const vids = vars.map((n) => n.id);
+    const dts = await readMany(session, vids, AttributeIds.DataType);
+    const vrs = await readMany(session, vids, AttributeIds.ValueRank);
+    const withValue = vars.filter((n) => VALUES.includes(n.ref.browseName.name));
+    const values = await readMany(session, withValue.map((n) => n.id), AttributeIds.Value);
+    next.forEach((n, i) => {
+      n.entry = {
+        nodeClass: NodeClass[n.ref.nodeClass], typeDefinition: tdefs[i][0]?.browseName.name ?? null,
+        modellingRule: rules[i][0]?.browseName.name ?? null, browseNamespace: n.ref.browseName.namespaceIndex,
+      };
+      out[n.type][n.path] = n.entry;
+    });
+    vars.forEach((n, i) => { n.entry.dataType = dts[i].toString(); n.entry.valueRank = vrs[i]; });
+    withValue.forEach((n, i) => { n.entry.value = plain(values[i]); });
+    frontier = next;
   }
+  return out;
 }
 
-async function subtypes(session, nodeId, nsIndex, found) {
-  const refs = await browse(session, nodeId, "i=45", false); // HasSubtype
-  for (const ref of refs) {
-    if (ref.nodeId.namespace === nsIndex) found.push([ref, nodeId]);
-    await subtypes(session, ref.nodeId.toString(), nsIndex, found);
+// ObjectTypes of namespace nsIndex below BaseObjectType: [ref, parent name], breadth first.
+async function ourTypes(session, nsIndex) {
+  let frontier = [["i=58", "BaseObjectType"]];
+  const found = [];
+  while (frontier.length) {
+    const lists = await browseMany(session, frontier.map(([id]) => id), "i=45", false, 8);
+    const next = [];
+    lists.forEach((refs, i) => refs.forEach((ref) => {
+      if (ref.nodeId.namespace === nsIndex) found.push([ref, frontier[i][1]]);
+      next.push([ref.nodeId.toString(), ref.browseName.name]);
+    }));
+    frontier = next;
   }
+  return found;
 }
 
 const server = new OPCUAServer({
@@ -101,23 +121,22 @@ try {
   await server.start();
   await client.connect(`opc.tcp://127.0.0.1:${port}`);
   const session = await client.createSession();
-  const nsArray = await readValue(session, "i=2255"); // Server.NamespaceArray
+  const [nsArray] = await readMany(session, ["i=2255"], AttributeIds.Value); // NamespaceArray
   const nsIndex = nsArray.indexOf(NS_URI);
   if (nsIndex < 0) throw new Error(`namespace ${NS_URI} not in ${nsArray}`);
-  const found = [];
-  await subtypes(session, "i=58", nsIndex, found); // BaseObjectType, event types included
+  const found = await ourTypes(session, nsIndex); // event types are below BaseObjectType too
+  const ids = found.map(([ref]) => ref.nodeId.toString());
+  const abstract = await readMany(session, ids, AttributeIds.IsAbstract);
+  const events = await browseMany(session, ids, "i=41", false); // GeneratesEvent
+  const members = await walk(session, found.map(([ref]) => [ref.browseName.name, ref.nodeId.toString()]));
   const types = {};
-  for (const [ref, parent] of found) {
-    const id = ref.nodeId.toString();
-    const abs = await session.read({ nodeId: id, attributeId: AttributeIds.IsAbstract });
-    const parentName = await session.read({ nodeId: parent, attributeId: AttributeIds.BrowseName });
-    const members = {};
-    await walk(session, id, "", members);
-    const events = (await browse(session, id, "i=41", false)).map((r) => r.browseName.name);
-    types[ref.browseName.name] = {
-      nodeId: id, base: parentName.value.value.name, abstract: abs.value.value, events, members,
+  found.forEach(([ref, base], i) => {
+    const name = ref.browseName.name;
+    types[name] = {
+      nodeId: ids[i], base, abstract: abstract[i], events: events[i].map((r) => r.browseName.name),
+      members: members[name],
     };
-  }
+  });
   await session.close();
   console.log("PSWD-JSON " + JSON.stringify({ namespaceIndex: nsIndex, types }));
 } catch (err) {

@@ -263,6 +263,7 @@ async def _check_type_over_the_wire(client: Client, idx: int, type_name: str) ->
                 for a in args], path
 
 
+@pytest.mark.timeout(90)
 @pytest.mark.anyio
 async def test_asyncua_imports_the_nodeset_and_a_client_browses_every_type(
         port: int, caplog: pytest.LogCaptureFixture) -> None:
