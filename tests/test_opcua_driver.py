@@ -29,7 +29,8 @@ from edge_runtime.config.reader import ErrorLog
 from edge_runtime.core.clock import WallClock
 from edge_runtime.core.commands import SetOutput
 from edge_runtime.core.points import Quality, Sample
-from edge_runtime.io.opcua_client import OpcUaDevice, OpcUaEndpoint
+from edge_runtime.io.opcua_client import OpcUaDevice
+from edge_runtime.io.opcua_endpoint import OpcUaEndpoint
 from edge_runtime.node import Node
 from pswd_plant_sim.config import build_sim_config
 from pswd_plant_sim.simulator import Simulator

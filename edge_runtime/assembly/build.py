@@ -33,7 +33,8 @@ from edge_runtime.federation.link import NONCES, NodeLink
 from edge_runtime.federation.sensor_node import build_sensor_nodes
 from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
-from edge_runtime.io.opcua_client import OpcUaDevice, OpcUaEndpoint
+from edge_runtime.io.opcua_client import OpcUaDevice
+from edge_runtime.io.opcua_endpoint import OpcUaEndpoint
 from edge_runtime.io.opcua_failsafe import write_failsafe_opcua
 from edge_runtime.node import LinkSwitch, Node, NodeParts
 from edge_runtime.safety.config import build_safety_layer

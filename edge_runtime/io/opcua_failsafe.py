@@ -24,8 +24,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 
 from edge_runtime.config.codec import CodecError, encode
 from edge_runtime.config.schema import DeviceConfig
-from edge_runtime.io.opcua_client import SESSION_TIMEOUT_MS, OpcUaEndpoint, resolve
 from edge_runtime.io.opcua_codec import device_refs, server_type, status_text, to_variant
+from edge_runtime.io.opcua_endpoint import SESSION_TIMEOUT_MS, OpcUaEndpoint, resolve
 from edge_runtime.io.opcua_security import apply_security
 
 log = logging.getLogger(__name__)
