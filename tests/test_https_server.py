@@ -53,6 +53,8 @@ def audit_entries(r: Running) -> list[dict[str, Any]]:
     audit = r.node.services["audit"]
     assert audit.flush()  # type: ignore[attr-defined]
     path = r.env.root / "audit.log"
+    if not path.exists():
+        return []
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -399,3 +401,30 @@ async def test_one_verifier_a_command_taken_over_https_is_a_replay_on_mqtt(
             status, answer, _ = await r.call("POST", "/PSWD/battery/control",
                                              role="grid_operator", body=doc)
             assert status == 401 and answer["field"] == "nonce", answer
+
+
+async def test_emergency_disconnect_closes_the_https_server_until_reconnected(env: Env) -> None:
+    async with running(env, "rack.toml") as r:
+        before = r.https
+        port = before.bound_port
+        assert (await r.call("GET", "/PSWD/grid/status", role="grid_operator"))[0] == 200
+        r.node.disconnect("test: security incident")
+        await r.until(lambda: _refused(port))
+        scans = r.node.engine.stats.cycles
+        await r.until(lambda: r.node.engine.stats.cycles > scans + 5)  # runs on
+        r.node.reconnect()
+        await r.until(lambda: r.https is not before and r.https.started.is_set())
+        status, doc, _ = await r.call("GET", "/PSWD/grid/status", role="grid_operator")
+        assert status == 200, doc
+        await r.until(lambda: {("security", "emergency_disconnect"),
+                               ("security", "links_reconnected")}
+                      <= {(e["kind"], e.get("code")) for e in audit_entries(r)})
+
+
+def _refused(port: int | None) -> bool:
+    assert port is not None
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return True
+    return False
