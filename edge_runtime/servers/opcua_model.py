@@ -27,6 +27,9 @@ CONTROL_LOOP_TYPE = "ControlLoopType"
 TRIP_ALARM_TYPE = "PSWDTripAlarmType"
 CONTROL_MODES = ("Automatic", "Override", "Manual", "Disabled")  # Redfish Control.ControlMode
 COMM_STATES = ("Online", "Degraded", "Offline")  # FieldDeviceType.CommState
+# ControllerType.Mode, first that applies: outputs at the safe image (watchdog, link loss),
+# external links cut by the emergency disconnect (spec 10.4 c), else running.
+NODE_MODES = ("SafeImage", "Disconnected", "Running")
 HEALTH_STATES = ("OK", "Warning", "Critical")  # Redfish Status.Health
 LOOPS_FOLDER, EQUIPMENT_FOLDER = "Loops", "Equipment"  # folders of a ControllerType object
 WATCHDOG_INTERLOCK = "watchdog"  # ResetTrip(Interlock="watchdog") resets the watchdog latch
@@ -61,6 +64,9 @@ UNITS: dict[str, Unit] = {u.code: u for u in (
     Unit("KEL", "K", "kelvin"),  # temperature differences
     Unit("BAR", "bar", "bar [unit of pressure]"),
     Unit("KWT", "kW", "kilowatt"),
+    Unit("WTT", "W", "watt"),
+    Unit("KPA", "kPa", "kilopascal"),
+    Unit("RPM", "r/min", "revolutions per minute"),
     Unit("MAW", "MW", "megawatt"),
     Unit("KWH", "kWh", "kilowatt hour"),
     Unit("P1", "%", "percent"),
@@ -79,7 +85,8 @@ UNITS: dict[str, Unit] = {u.code: u for u in (
 IO_MAP_UNITS: dict[str, str] = {
     "degC": "CEL", "°C": "CEL", "K": "KEL", "bar": "BAR", "kW": "KWT", "MW": "MAW",
     "kWh": "KWH", "%": "P1", "L/min": "L2", "l/min": "L2", "h": "HUR", "s": "SEC",
-    "ms": "C26", "Hz": "HTZ", "V": "VLT", "A": "AMP", "m": "MTR", "m3": "MTQ",
+    "ms": "C26", "Hz": "HTZ", "V": "VLT", "A": "AMP", "m": "MTR", "m3": "MTQ", "W": "WTT",
+    "kPa": "KPA", "rpm": "RPM",
 }
 
 
@@ -228,7 +235,7 @@ TYPES: tuple[ObjectType, ...] = (
         Var("JitterP99", "Double", "C26", doc="scan start lateness, p99 of the last window"),
         Var("Overruns", "UInt64", doc="scans that overran their period"),
         Var("ClockOffset", "Double", "C26", doc="wall clock offset from the time source"),
-        Var("Mode", "String", doc="node operating mode, as get_status() names it"),
+        Var("Mode", "String", doc="SafeImage | Disconnected | Running (the first that applies)"),
         Var("WatchdogTripped", "Boolean", doc="watchdog latch set"),
         Var("SafeImageActive", "Boolean", doc="outputs held at the safe image"),
         Var("ActiveTrips", "String", array=True, doc="latched interlocks"),
