@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import ipaddress
 import os
 import subprocess
 import sys
@@ -23,9 +25,13 @@ from typing import Any
 import pytest
 from asyncua import ua
 from asyncua.client.client import Client
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge_runtime.assembly import assemble, load_node_config
-from edge_runtime.config.reader import ErrorLog
+from edge_runtime.config.reader import ConfigError, ErrorLog
 from edge_runtime.core.clock import WallClock
 from edge_runtime.core.commands import SetOutput
 from edge_runtime.core.points import Quality, Sample
@@ -322,3 +328,124 @@ async def test_watchdog_thread_writes_the_safe_image_while_the_loop_is_frozen(
     # own 2 s hold, so this is the node's write, not the device reverting by itself.
     assert tripped_at - start < 1.5, tripped_at - start
     assert node.watchdog.tripped
+
+
+# -- Basic256Sha256 SignAndEncrypt, the server's certificate pinned, a trust list on the server --
+
+def app_cert(directory: Path, name: str, uri: str) -> tuple[Path, Path]:
+    """A self-signed RSA-2048 application instance certificate (DER) and key (PEM) for `uri`,
+    with the usages OPC UA asks for; cA=true so a peer can trust it as its own anchor."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=True, key_encipherment=True,
+                data_encipherment=True, key_agreement=False, key_cert_sign=True,
+                crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / f"{name}.der", directory / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(40)
+async def test_sign_and_encrypt_with_a_trusted_client_certificate(tmp_path: Path) -> None:
+    pki, trust = tmp_path / "pki", tmp_path / "pki" / "trusted"
+    trust.mkdir(parents=True)
+    server_cert, server_key = app_cert(pki, "bess-plc", "urn:pswd:test:bess-plc")
+    client_cert, client_key = app_cert(pki, "rack-ua", "urn:pswd:test:rack-ua")
+    stranger_cert, stranger_key = app_cert(pki, "stranger", "urn:pswd:test:stranger")
+    (trust / "rack-ua.der").write_bytes(client_cert.read_bytes())
+    data = plant_data(free_port())
+    data["endpoints"]["bess"].update(security="Basic256Sha256_SignAndEncrypt",
+                                     cert=str(server_cert), key=str(server_key),
+                                     trust=str(trust))
+    errors = ErrorLog()
+    sim = Simulator(build_sim_config(data, "plant.toml", ROOT, errors))
+    assert not errors.lines, errors.lines
+    await sim.start()
+    stepper = asyncio.create_task(sim.run_realtime())
+
+    def secured(cert: Path, key: Path) -> str:
+        return (f'security = "Basic256Sha256_SignAndEncrypt"\nclient_cert = "{cert}"\n'
+                f'client_key = "{key}"\nserver_cert = "{server_cert}"\n')
+
+    path = node_file(tmp_path, url_of(sim))
+    path.write_text(path.read_text().replace("[safety]", secured(client_cert, client_key)
+                                             + "\n[safety]"))
+    cfg = load_node_config(path)
+    stranger = dataclasses.replace(cfg.device("battery"), security=dataclasses.replace(
+        cfg.device("battery").security, client_cert=stranger_cert, client_key=stranger_key))
+    refused: dict[str, Sample] = {}
+    outsider = OpcUaDevice(stranger, OpcUaEndpoint(stranger), refused, WallClock())
+    node = assemble(cfg, watchdog_thread=False)
+    runner = await run_node(node)
+    outsider_task = asyncio.create_task(outsider.run())
+    try:
+        await wait_for(lambda: inputs_good(node), 15, "every input GOOD over SignAndEncrypt")
+        status = node.drivers["battery"].get_status()["connection"]
+        assert status["security"] == "Basic256Sha256_SignAndEncrypt" and status["connected"]
+        node.commands.submit(SetOutput("battery.w_set_ena", 1))
+        await wait_for(lambda: sim.plant.battery.enabled, 5, "the enable written")
+        # A certificate not in the server's trust list gets no session.
+        await wait_for(lambda: outsider.endpoint.connect_failures >= 1, 10, "refusal")
+        assert not outsider.endpoint.connected
+        assert "Untrusted" in outsider.endpoint.last_error, outsider.endpoint.last_error
+        assert refused["battery.soc_pct"].quality is Quality.BAD
+    finally:
+        outsider_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await outsider_task
+        outsider.endpoint.close()
+        await stop(runner)
+        stepper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stepper
+        await sim.stop()
+    # Shutdown's safe image went over a fresh secure session.
+    assert sim.rig.units["battery"].bank.get("w_set_ena") == 0
+    assert "w_set_ena" not in sim.rig.units["battery"].bank.failsafe_active
+
+
+@pytest.mark.parametrize(("keys", "expected"), [
+    ('security = "Basic256Sha256_SignAndEncrypt"',
+     "[devices.battery] client_cert: required with security"),
+    ('security = "Basic256Sha256_Sign"\nclient_cert = "nope.der"\nclient_key = "k.pem"\n'
+     'server_cert = "s.der"', "[devices.battery] client_cert: no file"),
+    ('client_cert = "c.der"', '[devices.battery] client_cert: only with a security other'),
+    ('security = "Aes128"', "[devices.battery] security:"),
+])
+def test_security_keys_are_checked_naming_the_key(tmp_path: Path, keys: str,
+                                                  expected: str) -> None:
+    path = node_file(tmp_path, "opc.tcp://127.0.0.1:4840")
+    path.write_text(path.read_text().replace("[safety]", keys + "\n[safety]"))
+    with pytest.raises(ConfigError) as info:
+        load_node_config(path)
+    assert any(expected in line for line in info.value.lines), info.value.lines
+
+
+def test_security_keys_belong_to_opcua_devices(tmp_path: Path) -> None:
+    path = tmp_path / "cdu.toml"
+    path.write_text('[node]\nname = "c"\nrole = "cdu"\n[devices.flow]\nio_map = "flow_meter"\n'
+                    'endpoint = "127.0.0.1:502"\nsecurity = "Basic256Sha256_Sign"\n')
+    with pytest.raises(ConfigError) as info:
+        load_node_config(path)
+    assert any("[devices.flow] security: only OPC UA devices" in line
+               for line in info.value.lines), info.value.lines

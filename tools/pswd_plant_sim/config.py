@@ -27,6 +27,7 @@ from pswd_plant_sim.heat_plants import DistrictHeatSetup, TwoPhaseSetup
 from pswd_plant_sim.loop import LoopConfig
 from pswd_plant_sim.model import MeterConfig, PlantConfig
 from pswd_plant_sim.opcua_device import (
+    SECURITY,
     SIMULATED_BY,
     OpcUaDeviceSpec,
     OpcUaEndpointSpec,
@@ -181,7 +182,7 @@ def build_sim_config(data: Mapping[str, Any], file: str, base_dir: Path,
     elements = frozenset(name for name, e in (("two_phase", two_phase),
                                               ("district_heat", district_heat)) if e)
 
-    endpoints, ua_endpoints = _read_endpoints(top, errors)
+    endpoints, ua_endpoints = _read_endpoints(top, errors, base_dir)
     opcua: list[OpcUaDeviceSpec] = []
     devices = _read_devices(top, file, maps_dir, {e.name for e in endpoints}, loop.pumps,
                             elements, errors, ua_endpoints, opcua)
@@ -214,7 +215,7 @@ def _read_district_heat(sec: Section, seed: int) -> DistrictHeatSetup:
                              source_from_loop=from_loop, **setup)
 
 
-def _read_endpoints(top: Section, errors: ErrorLog
+def _read_endpoints(top: Section, errors: ErrorLog, base_dir: Path | None = None,
                     ) -> tuple[tuple[EndpointSpec, ...], dict[str, OpcUaEndpointSpec]]:
     out: list[EndpointSpec] = []
     ua_out: dict[str, OpcUaEndpointSpec] = {}
@@ -228,6 +229,7 @@ def _read_endpoints(top: Section, errors: ErrorLog
         path = sec.get_str("path", "") if opcua else ""
         update_ms = sec.get_float("update_ms", 50.0, minval=1.0, maxval=60_000.0) if opcua \
             else 50.0
+        security = _read_ua_security(sec, base_dir or Path(".")) if opcua else {}
         sec.finish()
         if isinstance(path, str) and path and not path.startswith("/"):
             sec.error("path", f"must start with '/', got {path!r}")
@@ -238,7 +240,8 @@ def _read_endpoints(top: Section, errors: ErrorLog
                 sec.error("port", f"{host}:{port} is already endpoint {seen[(host, port)]!r}")
             seen[(host, port)] = name
             if opcua:
-                ua_out[name] = OpcUaEndpointSpec(name, host, port, str(path), update_ms / 1000)
+                ua_out[name] = OpcUaEndpointSpec(name, host, port, str(path), update_ms / 1000,
+                                                 **security)
             else:
                 out.append(EndpointSpec(name, host, port))
     return tuple(out), ua_out
@@ -291,6 +294,26 @@ def _read_devices(top: Section, file: str, maps_dir: Path, endpoints: set[str], 
         if io_map is not None and isinstance(endpoint, str) and isinstance(unit_id, int):
             out.append(DeviceSpec(name, io_map, endpoint, unit_id, bind or ""))
     return tuple(out)
+
+
+def _read_ua_security(sec: Section, base_dir: Path) -> dict[str, Any]:
+    """An OPC UA endpoint's `security` and, unless "none", its `cert`, `key` and `trust`."""
+    mode = sec.get_str("security", "none", choices=("none", *SECURITY))
+    paths = {k: sec.get_str(k, None) for k in ("cert", "key", "trust")}
+    if mode not in SECURITY:
+        for key, given in paths.items():
+            if given is not None:
+                sec.error(key, 'only with a security other than "none"')
+        return {}
+    out: dict[str, Any] = {"security": mode}
+    for key, given in paths.items():
+        if not isinstance(given, str):
+            sec.error(key, f"required with security = {mode!r}")
+            return {}
+        out[key] = base_dir / given
+        if not out[key].exists():
+            sec.error(key, f"no such file or folder {str(out[key])!r}")
+    return out
 
 
 def _opcua_device(sec: Section, name: str, io_map: IoMap, endpoint: OpcUaEndpointSpec | None,

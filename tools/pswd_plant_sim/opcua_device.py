@@ -25,11 +25,14 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.address_space import AttributeService
 from asyncua.server.binary_server_asyncio import BinaryServer
 from asyncua.server.server import Server
@@ -39,6 +42,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from edge_runtime.config.codec import CodecError, DataType, encode
 from edge_runtime.config.schema import IoMap, PointSpec
+from edge_runtime.io.opcua_security import application_uri
 from pswd_plant_sim.registers import ILLEGAL_ADDRESS, ILLEGAL_VALUE
 from pswd_plant_sim.rig import Rig, Unit
 
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # OPC UA io_map model -> the simulated (Modbus) model whose element and points back it.
 SIMULATED_BY = {"bess_controller_opcua": "battery_inverter"}
+SECURITY = {"Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+            "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt}
 _TYPES = {DataType.INT16: ua.VariantType.Int16, DataType.UINT16: ua.VariantType.UInt16,
           DataType.INT32: ua.VariantType.Int32, DataType.UINT32: ua.VariantType.UInt32,
           DataType.FLOAT32: ua.VariantType.Float}
@@ -60,6 +66,12 @@ class OpcUaEndpointSpec:
     port: int
     path: str = ""
     update_s: float = 0.05
+    # "none", or a Basic256Sha256 mode (SECURITY) with the server's certificate and key and a
+    # trust list (a file or folder of client certificates); untrusted clients are refused.
+    security: str = "none"
+    cert: Path | None = None
+    key: Path | None = None
+    trust: Path | None = None
 
     @property
     def url(self) -> str:
@@ -152,7 +164,7 @@ class OpcUaDeviceServer:
         await srv.init()
         srv.set_endpoint(ep.url)
         srv.set_server_name(f"PSWD plant simulator: {self.spec.device}")
-        srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await self._secure(srv, ep)
         await self._build()
         srv.iserver.attribute_service = _DeviceWrites(self, srv.iserver.attribute_service)
         try:
@@ -161,6 +173,24 @@ class OpcUaDeviceServer:
             raise OSError(f"cannot listen on {ep.url} ({ep.name}): {exc}") from exc
         self._task = asyncio.create_task(self._sync_loop(), name=f"opcua-{self.spec.device}")
         log.info("OPC UA endpoint %s serving %s at %s", ep.name, self.spec.device, ep.url)
+
+    @staticmethod
+    async def _secure(srv: Server, ep: OpcUaEndpointSpec) -> None:
+        """SecurityPolicy None, or one Basic256Sha256 endpoint with a trust list checked."""
+        if ep.security == "none" or ep.cert is None or ep.key is None or ep.trust is None:
+            srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            return
+        await srv.load_certificate(str(ep.cert))
+        await srv.load_private_key(str(ep.key))
+        uri = application_uri(ep.cert)
+        if uri:
+            await srv.set_application_uri(uri)
+        srv.set_security_policy([SECURITY[ep.security]])
+        store = TrustStore([ep.trust], [])
+        await store.load()
+        options = (CertificateValidatorOptions.TRUSTED_VALIDATION
+                   | CertificateValidatorOptions.PEER_CLIENT)
+        srv.set_certificate_validator(CertificateValidator(options, store).validate)
 
     async def stop(self) -> None:
         """Stop syncing and close the server; safe to call twice."""
