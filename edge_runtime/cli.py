@@ -24,6 +24,7 @@ from edge_runtime.config.reader import ConfigError, ErrorLog
 from edge_runtime.federation import command_client, workload_client
 from edge_runtime.federation.workload_client import positive_seconds
 from edge_runtime.messages import validate_cli
+from edge_runtime.security.secure_default import StartCheck, check_start
 from edge_runtime.security.signing import ROLES
 
 EXIT_CONFIG = 2
@@ -101,23 +102,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def load_for_run(path: Path) -> NodeConfig:
+def load_for_run(path: Path, *, first_start: bool = False) -> NodeConfig:
     """Every check `run` makes before it starts anything (ConfigError lists the problems):
-    the node config (one loader for every role), then what its [mqtt] needs from the machine
-    (a writable state_dir, created if missing; TLS files that load)."""
+    the node config (one loader for every role), the secure start (certificates, keys, TLS
+    and signed commands, unless [security] insecure = true: security/secure_default.py; with
+    `first_start`, what an online CA can make is made first), then what its [mqtt] needs from
+    the machine (a writable state_dir, created if missing; TLS files that load)."""
     cfg = load_node_config(path)
+    errors = ErrorLog()
+    check = security_check(cfg, generate=first_start)
+    for made in check.made:
+        log.warning("%s: first start made %s", path, made)
+    if cfg.security.insecure:
+        log.critical("%s: INSECURE: [security] insecure = true (a lab setting); a production "
+                     "node would refuse to start: %s", path,
+                     "; ".join(check.reasons) or "nothing missing")
+    else:
+        check.report(str(path), errors)
+        for warning in check.warnings:
+            log.warning("%s: %s", path, warning)
     if cfg.mqtt is not None:
         from edge_runtime.federation.preflight import check_mqtt_runtime
 
-        errors = ErrorLog()
         check_mqtt_runtime(cfg.mqtt, str(path), errors)
-        errors.raise_if_any()
+    errors.raise_if_any()
     return cfg
 
 
-def _load_or_report(path: Path) -> NodeConfig | None:
+def security_check(cfg: NodeConfig, *, generate: bool = False) -> StartCheck:
+    """What keeps `cfg` from a secure start (security/secure_default.py), every link named."""
+    return check_start(cfg.security, node=cfg.name, links={"mqtt": cfg.mqtt},
+                       generate=generate)
+
+
+def _load_or_report(path: Path, *, first_start: bool = False) -> NodeConfig | None:
     try:
-        return load_for_run(path)
+        return load_for_run(path, first_start=first_start)
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return None
@@ -128,12 +148,14 @@ def _check_config(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     print(f"{args.config}: ok: node {cfg.name} ({cfg.role}), {len(cfg.devices)} devices, "
-          f"scan {cfg.scan_period_s * 1000:g} ms")
+          f"scan {cfg.scan_period_s * 1000:g} ms"
+          + (" - INSECURE ([security] insecure = true: a lab only)" if cfg.security.insecure
+             else ""))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = _load_or_report(args.config)
+    cfg = _load_or_report(args.config, first_start=True)
     if cfg is None:
         return EXIT_CONFIG
     if cfg.mqtt is not None:
@@ -206,6 +228,11 @@ async def _run_node(cfg: NodeConfig, path: Path, duration_s: float | None,
     from edge_runtime.runlog import RunLog
 
     node = assemble(cfg)
+    if cfg.security.insecure:  # said at start and every minute, as an alarm on the node
+        from edge_runtime.security.secure_default import InsecureNotice
+
+        node.attach("insecure", InsecureNotice(node.events, node.clock,
+                                               security_check(cfg).reasons), external=False)
     runlog = RunLog(cfg.name, period_s=status_every_s)
     runlog.add("node", node.get_status)
     await runlog.around(node.run(duration_s))

@@ -24,6 +24,7 @@ from edge_runtime.core.authority import DEFAULT_RIGHTS, Rights, read_rights
 from edge_runtime.federation.config import MqttConfig, read_mqtt
 from edge_runtime.safety.config import SafetyConfig
 from edge_runtime.security.audit import read_audit
+from edge_runtime.security.secure_default import SecurityConfig, read_security
 from edge_runtime.servers.https.config import HttpsConfig, read_https
 from edge_runtime.site.config import SiteConfig, read_site_section
 
@@ -52,6 +53,8 @@ class NodeConfig:
     coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
     realtime_priority: int = 0  # [node]: SCHED_FIFO priority of the node (0: normal scheduling)
     rights: Rights = DEFAULT_RIGHTS  # [rights]: narrows the rights table (core/authority.py)
+    # [security]: certificates, keys, insecure (checked by `pswd-edge run`: secure_default.py)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     https: HttpsConfig | None = None  # [https]: the Table 3 endpoints (servers/https/)
     audit: Path | None = None  # [audit] path: the hash-chained audit log (security/audit.py)
     disconnect_input: str = ""  # [node]: rising edge cuts every external link (spec 10.4 c)
@@ -131,6 +134,10 @@ def _mqtt(inp: SectionInput) -> MqttConfig:
     return read_mqtt(inp.section("mqtt"), inp.base_dir)
 
 
+def _security(inp: SectionInput) -> SecurityConfig:
+    return read_security(inp.section("security"), inp.base_dir)
+
+
 def _https(inp: SectionInput) -> HttpsConfig | None:
     return read_https(inp.section("https"), inp.base_dir)
 
@@ -148,6 +155,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("smoothing", ("rack",), _smoothing),
     SectionSpec("heat_recovery", ("cdu", "site"), _heat_recovery),
     SectionSpec("rights", ROLES, _rights, needs_points=False),
+    SectionSpec("security", ROLES, _security, needs_points=False),
     SectionSpec("https", ROLES, _https, needs_points=False),
     SectionSpec("audit", ROLES, _audit, needs_points=False),
 )
