@@ -138,7 +138,9 @@ class Scanner:
         return await self.link.read(f.host, f.port, f.unit_id, table, start, count)
 
     async def present(self, f: Found) -> bool:
-        """Anything but 'nothing at this unit id' (exception 10) or silence counts."""
+        """Anything but 'nothing at this unit id' (exception 10) or silence counts; a gateway
+        saying the target failed to answer (exception 11) is a device that is there but down."""
+        answered = False
         for table in (Table.HOLDING, Table.INPUT):
             try:
                 await self._read(f, table, 0, 1)
@@ -148,10 +150,10 @@ class Scanner:
                     f.note = "gateway target failed to respond (device offline?)"
                     return True
                 if exc.kind == "exception" and exc.code not in ABSENT_CODES:
-                    return True  # e.g. illegal address: a device, just not at register 0
-                if exc.kind in ("timeout", "disconnected"):
-                    return False
-        return False
+                    answered = True  # e.g. illegal address: a device, not at register 0
+                elif exc.kind in ("timeout", "disconnected"):
+                    return answered
+        return answered
 
     async def sunspec(self, f: Found) -> dict[str, Any] | None:
         """The SunSpec model chain, or None when there is no marker."""

@@ -224,6 +224,7 @@ class Settings:
     sample_s: float = 0.1
     refresh_s: float = 0.5  # rewrite the test value well inside max_hold_s
     settle_samples: int = 3
+    steady_s: float = 0.3  # feedback must hold still this long before the test
 
 
 class LoopChecker:
@@ -291,6 +292,15 @@ class LoopChecker:
             res.status, res.reason = "REFUSED", why
             return res
         fb_now = _feedback_value(reads.get(pairing.feedback, PointRead(None)), pairing.bit)
+        if fb_now is not None:
+            # A feedback still moving (a drive ramping after power-up) would time the ramp,
+            # not the loop: wait until it holds still.
+            fb_now = await self._steady(pairing, fb_now)
+            if fb_now is None:
+                res.status = "FAIL"
+                res.reason = (f"feedback {pairing.feedback} never held still before the test "
+                              f"({self.settings.timeout_s:g} s)")
+                return res
         if fb_now is None:
             res.status = "FAIL"
             res.reason = f"feedback {pairing.feedback} unreadable: " + \
@@ -380,6 +390,24 @@ class LoopChecker:
             if t >= timeout:
                 return None, samples, sib
             await asyncio.sleep(s.sample_s)
+
+    async def _steady(self, pairing: Pairing, value: float) -> float | None:
+        """The feedback once two reads `steady_s` apart agree within 0.5 % of its range (or
+        exactly, for a bit); None when it keeps moving for timeout_s."""
+        _, spec = self._point(pairing.feedback)
+        band = 0.0 if pairing.bit is not None or spec.integral else 0.005 * (
+            (spec.maximum - spec.minimum) if spec.maximum is not None
+            and spec.minimum is not None else 100.0)
+        deadline = time.monotonic() + self.settings.timeout_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.settings.steady_s)
+            now = _feedback_value(await self._read(pairing.feedback), pairing.bit)
+            if now is None:
+                return None
+            if abs(now - value) <= band:
+                return now
+            value = now
+        return None
 
     async def _restore(self, dev: DeviceConfig, spec: PointSpec, before: float,
                        pairing: Pairing, tol: float, timeout: float) -> bool:
