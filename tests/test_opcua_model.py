@@ -10,6 +10,7 @@ the model, so a rename in the model fails a test.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -365,3 +366,43 @@ def test_node_opcua_loads_the_nodeset_and_its_client_browses_every_type(
     for name, (dt, rank) in CONTRACT_CONTROLLER_VARS.items():
         assert (ctrl[name]["dataType"], ctrl[name]["valueRank"]) == (
             f"ns=0;i={DATA_TYPES[dt]}", rank), name
+
+
+class _Events:
+    """Collects event notifications from an asyncua subscription."""
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+        self.arrived = asyncio.Event()
+
+    def event_notification(self, event: Any) -> None:
+        self.got.append(event)
+        self.arrived.set()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.anyio
+async def test_a_pswd_trip_alarm_reaches_a_client_with_its_interlock(port: int) -> None:
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
+    await server.import_xml(str(NODESET_PATH))
+    idx = await server.get_namespace_index(NAMESPACE_URI)
+    node = await server.nodes.objects.add_object(idx, "cdu-01",
+                                                 objecttype=ua.NodeId("ControllerType", idx))
+    await node.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+    trip_type = ua.NodeId("PSWDTripAlarmType", idx)
+    gen = await server.get_event_generator(trip_type, node)
+    events = _Events()
+    async with server, Client(f"opc.tcp://127.0.0.1:{port}/", timeout=10) as client:
+        sub = await client.create_subscription(50, events)
+        await sub.subscribe_events(node.nodeid, trip_type)
+        # asyncua types each event field from the type's Value, null here: say String
+        gen.event.add_property("Interlock", "flow_low_low", ua.VariantType.String)
+        gen.event.Message = ua.LocalizedText("flow low-low: pumps tripped")
+        await gen.trigger()
+        await asyncio.wait_for(events.arrived.wait(), timeout=20)
+        await sub.delete()
+    [event] = events.got
+    assert event.Interlock == "flow_low_low"
+    assert event.EventType == trip_type

@@ -24,7 +24,8 @@ UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 CONTROLLER_TYPE = "ControllerType"
 FIELD_DEVICE_TYPE = "FieldDeviceType"
 CONTROL_LOOP_TYPE = "ControlLoopType"
-TRIP_ALARM_TYPE = "PSWDTripAlarmType"
+TRIP_ALARM_TYPE = "PSWDTripAlarmType"  # its field "Interlock" is a String: with asyncua set it
+# by event.add_property("Interlock", name, VariantType.String), as its declaration has no value
 CONTROL_MODES = ("Automatic", "Override", "Manual", "Disabled")  # Redfish Control.ControlMode
 COMM_STATES = ("Online", "Degraded", "Offline")  # FieldDeviceType.CommState
 # ControllerType.Mode, first that applies: outputs at the safe image (watchdog, link loss),
