@@ -125,6 +125,9 @@ async def running(env: Env, example: str, *, overrides: dict[str, Any] | None = 
     """The example node with [https] (and [audit]) running, and a client session."""
     extra = env.https_overrides(**https)
     extra["node"] = {"realtime_priority": 0}
+    # The fake devices are never read: without a long start-up grace the safety layer would
+    # judge them lost after its startup_s and drive their outputs safe mid-test (409s).
+    extra["safety"] = {"startup_s": 600.0}
     for key, value in (overrides or {}).items():
         extra[key] = {**extra.get(key, {}), **value}
     node = assemble(load_node_config(EXAMPLES / example, overrides=extra),

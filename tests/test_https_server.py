@@ -23,11 +23,13 @@ import pytest
 
 from edge_runtime.assembly import load_node_config
 from edge_runtime.config.reader import ConfigError
+from edge_runtime.core.authority import DEFAULT_RIGHTS, USER_ROLES
 from edge_runtime.core.commands import ForceOutput, SetOutput
 from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.messages.annex_a import InfrastructureResponse, format_datetime, parse_as
 from edge_runtime.security.audit import verify
 from edge_runtime.security.tokens import KeyRing
+from tests.conftest import free_port
 from tests.fakes import FakeDevice
 from tests.https_env import EXAMPLES, Env, Running, running
 from tests.mosquitto import Broker, mosquitto_fixture  # noqa: F401
@@ -428,3 +430,50 @@ def _refused(port: int | None) -> bool:
     except OSError:
         return True
     return False
+
+
+CONTROL = {"/PSWD/thermal/control": ("cdu.toml", "cdu-01", "thermal_control", "pump1.speed_ref",
+                                     30.0),
+           "/PSWD/battery/control": ("rack.toml", RACK, "battery_control", "battery.w_set_kw",
+                                     -10.0),
+           "/PSWD/grid/signal": ("rack.toml", RACK, "grid_signal", "battery.w_set_kw", -20.0)}
+
+
+async def test_every_role_on_every_endpoint_follows_the_rights_table(env: Env) -> None:
+    """Each of the four roles against each Table 3 endpoint, on the node that owns it, signing
+    with its own key: the status expected is derived from the one rights table."""
+    rights = DEFAULT_RIGHTS
+    seen: dict[tuple[str, str], int] = {}
+    for example in ("rack.toml", "cdu.toml"):
+        async with running(env, example) as r:
+            for role in USER_ROLES:
+                for path in ("/PSWD/power/realtime", "/PSWD/thermal/status",
+                             "/PSWD/grid/status"):
+                    if r.https.api.served[path]:
+                        continue
+                    status, doc, _ = await r.call("GET", path, role=role)
+                    assert status == 200, (role, path, doc)
+                    seen[(role, path)] = status
+                for path, (owner, node, kind, point, value) in CONTROL.items():
+                    if owner != example:
+                        continue
+                    body = env.signed(role, node, kind, {"action": "set_output", "point": point,
+                                                         "value": value})
+                    cls = r.node.image.outputs_info[point].spec.output_class
+                    allowed = (rights.allows(role, "set_output", cls)
+                               and rights.allows(role, kind, cls))
+                    status, doc, _ = await r.call("POST", path, role=role, body=body)
+                    assert status == (202 if allowed else 403), (role, path, doc)
+                    seen[(role, path)] = status
+    # announcements, on the site node (its coordinator needs no broker to decide)
+    async with running(env, "site.toml", overrides={"mqtt": {"port": free_port()}}) as r:
+        for role in USER_ROLES:
+            allowed = rights.allows(role, "announce") and rights.allows(role, "workload")
+            status, doc, _ = await r.call("POST", "/PSWD/workload/announce", role=role,
+                                          body=announcement(f"job-{role}"))
+            assert status == (200 if allowed else 403), (role, doc)
+            seen[(role, "/PSWD/workload/announce")] = status
+    assert {p for _, p in seen} == {"/PSWD/power/realtime", "/PSWD/thermal/status",
+                                    "/PSWD/grid/status", "/PSWD/workload/announce",
+                                    *CONTROL}
+    assert {s for s in seen.values()} == {200, 202, 403}  # allowed and refused cells both
