@@ -104,19 +104,20 @@ async def test_a_session_from_discovery_to_the_report(
     assert code == 0, prov
     items = {i["name"]: i for i in prov["items"]}
     pki = Path(prov["out"])
-    for name in ("mqtt", "https", "opcua"):
-        cert = x509.load_pem_x509_certificate((pki / f"{name}.crt").read_bytes())
+    assert prov["start_check"] == []  # the runtime's own start check accepts the files
+    for name, file in (("node TLS", "cdu-01"), ("OPC UA", "opcua")):
+        cert = x509.load_pem_x509_certificate((pki / f"{file}.crt").read_bytes())
         assert items[name]["fingerprint_sha256"] == cert.fingerprint(hashes.SHA256()).hex(
             ":").upper()
-        assert stat.S_IMODE((pki / f"{name}.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE((pki / f"{file}.key").stat().st_mode) == 0o600
     opcua = x509.load_pem_x509_certificate((pki / "opcua.crt").read_bytes())
     uris = opcua.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "urn:pswd-edge:demo:cdu-01" in uris.get_values_for_type(
         x509.UniformResourceIdentifier)
-    assert stat.S_IMODE((pki / "keys" / "grid_operator.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((pki / "command_keys" / "grid_operator.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "work" / "ca" / "ca.key").stat().st_mode) == 0o600
     code, again = await tool_json(capsys, "provision", "--config", config, *common)
-    assert code == 0 and {i["action"] for i in again["items"]} == {"kept"}
+    assert code == 0 and {i["action"] for i in again["items"]} == {"kept", "copied"}
 
     code, rep = await tool_json(capsys, "report", *common)
     assert code == 0
@@ -137,7 +138,7 @@ async def test_a_session_from_discovery_to_the_report(
     assert hashlib.sha256(zeroed.encode()).hexdigest() == parsed.meta_hash == rep["sha256"]
     # no secret anywhere: neither key material in the report, the journal nor any output
     journal = (tmp_path / "work" / "journal.jsonl").read_text()
-    for key_file in [*pki.glob("*.key"), *(pki / "keys").glob("*.key"),
+    for key_file in [*pki.glob("*.key"), *(pki / "command_keys").glob("*.key"),
                      tmp_path / "work" / "ca" / "ca.key"]:
         secret = key_file.read_text()
         body = secret.replace("-----BEGIN PRIVATE KEY-----", "").replace(

@@ -242,17 +242,22 @@ def cmd_provision(args: argparse.Namespace, out: Output, session: Session) -> Re
         raise CommissionError("give --config CONFIG (or --node NAME)")
     out_dir = Path(args.out) if args.out else session.work_dir / "pki" / node
     ca_dir = Path(args.ca_dir) if args.ca_dir else session.work_dir / "ca"
-    items = provision(out_dir, ca_dir, node=node, site=site, hosts=args.host or [],
-                      roles=args.roles.split(","), days=args.days)
+    items, problems = provision(out_dir, ca_dir, node=node, site=site, hosts=args.host or [],
+                                roles=args.roles.split(","), days=args.days)
     out.table(f"provision {node} ({out_dir})",
-              ("item", "kind", "mode", "fingerprint (SHA-256)", "expires", "action"),
-              [(i.name, i.kind, i.mode, i.fingerprint_sha256, i.not_after[:10], i.action)
-               for i in items])
+              ("item", "kind", "mode", "fingerprint (SHA-256)", "expires", "action", "purpose"),
+              [(i.name, i.kind, i.mode, i.fingerprint_sha256, i.not_after[:10], i.action,
+                i.purpose) for i in items])
+    for line in problems:
+        out.line(f"start check: {line}")
     created = sum(i.action == "created" for i in items)
-    summary = f"{created} created, {len(items) - created} kept in {out_dir}"
+    summary = (f"{created} created, {len(items) - created} kept or copied in {out_dir}; "
+               f"[security] lines in {out_dir / 'security.toml'}")
     out.line(summary)
-    return OK, {"summary": summary, "node": node, "site": site, "out": str(out_dir),
-                "ca_dir": str(ca_dir), "items": [i.as_dict() for i in items]}
+    return (FAILED if problems else OK), {
+        "summary": summary, "node": node, "site": site, "out": str(out_dir),
+        "ca_dir": str(ca_dir), "items": [i.as_dict() for i in items],
+        "start_check": problems}
 
 
 def cmd_report(args: argparse.Namespace, out: Output, session: Session) -> Result:
@@ -349,11 +354,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="install directory (default WORK/pki/NODE)")
     s.add_argument("--ca-dir", default=None, help="site CA directory (default WORK/ca)")
     s.add_argument("--host", action="append", default=None,
-                   help="DNS name or address the node serves on (repeatable; default "
-                        "localhost, 127.0.0.1)")
+                   help="DNS name or address the node serves on (repeatable; the node name, "
+                        "localhost and 127.0.0.1 always are)")
     s.add_argument("--roles", default="infrastructure_manager",
                    help="roles to make command-signing keys for, comma-separated")
-    s.add_argument("--days", type=int, default=825, help="certificate validity (default 825)")
+    s.add_argument("--days", type=int, default=397, help="certificate validity (default 397)")
     s.set_defaults(handler=cmd_provision)
 
     s = sub.add_parser("report", parents=[common], help="HTML report from the journal")

@@ -202,9 +202,9 @@ def render(entries: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
         items = pr["result"].get("items", [])
         sections.append("<h2>Certificates and keys</h2><p>Fingerprints and expiry only; no "
                         "key material is in this report.</p>" + table(
-                            ("item", "kind", "path", "mode", "fingerprint (SHA-256)", "subject",
-                             "expires", "action"),
-                            [(i["name"], i["kind"], i["path"], i["mode"],
+                            ("item", "purpose", "kind", "path", "mode", "fingerprint (SHA-256)",
+                             "subject", "expires", "action"),
+                            [(i["name"], i.get("purpose"), i["kind"], i["path"], i["mode"],
                               i["fingerprint_sha256"], i.get("subject"), i.get("not_after"),
                               i.get("action")) for i in items]))
 
