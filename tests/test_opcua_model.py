@@ -350,6 +350,10 @@ def test_node_opcua_loads_the_nodeset_and_its_client_browses_every_type(
         members = {p: (m["nodeClass"], m["typeDefinition"], m["modellingRule"])
                    for p, m in seen["members"].items()}
         assert members == expected_members(t.name), t.name
+        standard = ("EngineeringUnits", "EURange", "InputArguments", "OutputArguments")
+        for path, m in seen["members"].items():
+            ns = 0 if path.rsplit("/", 1)[-1] in standard else got["namespaceIndex"]
+            assert m["browseNamespace"] == ns, path
         for path, (unit_id, rng) in expected_units(t.name).items():
             eu = seen["members"][f"{path}/EngineeringUnits"]["value"]
             assert (eu["namespaceUri"], eu["unitId"]) == (UNECE_NAMESPACE, unit_id), path
