@@ -215,12 +215,17 @@ def test_the_model_keeps_the_contract_names() -> None:
         assert names <= set(expected_members(type_name)), type_name
 
 
-async def _walk(client: Client, node: Node, prefix: str, out: Members) -> None:
+STANDARD_PROPS = ("EngineeringUnits", "EURange", "InputArguments", "OutputArguments")
+
+
+async def _walk(client: Client, node: Node, prefix: str, out: Members, idx: int) -> None:
     mask = ua.NodeClass.Object | ua.NodeClass.Variable | ua.NodeClass.Method
     for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences,
                                          nodeclassmask=mask):
-        name = (await child.read_browse_name()).Name
+        qname = await child.read_browse_name()
+        name = qname.Name
         path = f"{prefix}/{name}" if prefix else name
+        assert qname.NamespaceIndex == (0 if name in STANDARD_PROPS else idx), path
         cls = await child.read_node_class()
         tdef = None
         if cls != ua.NodeClass.Method:
@@ -230,7 +235,7 @@ async def _walk(client: Client, node: Node, prefix: str, out: Members) -> None:
         rule = (await rules[0].read_browse_name()).Name if rules else None
         assert path not in out, f"{path} reached twice"
         out[path] = (cls.name, tdef, rule)
-        await _walk(client, child, path, out)
+        await _walk(client, child, path, out, idx)
 
 
 async def _check_type_over_the_wire(client: Client, idx: int, type_name: str) -> None:
@@ -243,7 +248,7 @@ async def _check_type_over_the_wire(client: Client, idx: int, type_name: str) ->
     abstract = await node.read_attribute(ua.AttributeIds.IsAbstract)
     assert abstract.Value.Value is t.abstract
     got: Members = {}
-    await _walk(client, node, "", got)
+    await _walk(client, node, "", got, idx)
     assert got == expected_members(type_name)
     for path, (unit_id, rng) in expected_units(type_name).items():
         var = await node.get_child([f"{idx}:{p}" for p in path.split("/")])
@@ -350,9 +355,8 @@ def test_node_opcua_loads_the_nodeset_and_its_client_browses_every_type(
         members = {p: (m["nodeClass"], m["typeDefinition"], m["modellingRule"])
                    for p, m in seen["members"].items()}
         assert members == expected_members(t.name), t.name
-        standard = ("EngineeringUnits", "EURange", "InputArguments", "OutputArguments")
         for path, m in seen["members"].items():
-            ns = 0 if path.rsplit("/", 1)[-1] in standard else got["namespaceIndex"]
+            ns = 0 if path.rsplit("/", 1)[-1] in STANDARD_PROPS else got["namespaceIndex"]
             assert m["browseNamespace"] == ns, path
         for path, (unit_id, rng) in expected_units(t.name).items():
             eu = seen["members"][f"{path}/EngineeringUnits"]["value"]
