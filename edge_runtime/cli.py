@@ -24,6 +24,7 @@ from edge_runtime.config.reader import ConfigError, ErrorLog
 from edge_runtime.federation import command_client, workload_client
 from edge_runtime.federation.workload_client import positive_seconds
 from edge_runtime.messages import validate_cli
+from edge_runtime.security import certs_cli
 from edge_runtime.security.secure_default import StartCheck, check_start
 from edge_runtime.security.signing import ROLES
 
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     workload_client.add_announce_arguments(add("announce",
                                                workload_client.ANNOUNCE_DESCRIPTION))
     command_client.add_arguments(add("command", command_client.DESCRIPTION))
+
+    certs_cli.add_certs_arguments(add("certs", certs_cli.CERTS_DESCRIPTION), [common])
+    certs_cli.add_token_arguments(add("token", certs_cli.TOKEN_DESCRIPTION), [common])
 
     keygen = add("keygen", "make a role's command-signing key (mode 0600)")
     keygen.add_argument("--role", required=True, choices=ROLES)
@@ -218,6 +222,7 @@ def _demo(args: argparse.Namespace) -> int:
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
     "run": _run, "check-config": _check_config, "validate": _validate, "announce": _announce,
     "command": _command, "keygen": _keygen, "audit": _audit, "demo": _demo,
+    "certs": certs_cli.run_certs, "token": certs_cli.run_token,
 }
 
 

@@ -4,6 +4,7 @@ renewal before expiry, file modes, an offline CA; checked with `cryptography` an
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import stat
 import subprocess
@@ -179,3 +180,63 @@ def test_command_keys_made_once(tmp_path: Path) -> None:
     assert {r: p.read_text() for r, p in again.items()} == first
     with pytest.raises(ValueError, match="unknown role"):
         ensure_command_keys(tmp_path / "keys", ["root"])
+
+
+def test_certs_and_token_command_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_runtime.cli import main
+    from edge_runtime.security.tokens import KeyRing
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--log-level", "ERROR", *argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    ca_dir, out = str(tmp_path / "ca"), str(tmp_path / "pki")
+    code, said, _ = run("certs", "init-ca", ca_dir, "--name", "Lab CA")
+    assert code == 0 and "site CA 'Lab CA'" in said
+    assert run("certs", "init-ca", ca_dir)[2].strip().endswith("(nothing was overwritten)")
+    code, said, _ = run("certs", "issue", "rack-01", "--ca-dir", ca_dir, "--out", out,
+                        "--dns", "rack-01.site", "--ip", "127.0.0.1")
+    assert code == 0 and "SHA-256" in said
+    cert = load_cert(tmp_path / "pki/rack-01.crt")
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    code, said, _ = run("certs", "rotate", "--ca-dir", ca_dir, "--cert", f"{out}/rack-01.crt",
+                        "--key", f"{out}/rack-01.key")
+    assert code == 0 and "not due" in said
+    code, said, _ = run("certs", "rotate", "--ca-dir", ca_dir, "--cert", f"{out}/rack-01.crt",
+                        "--key", f"{out}/rack-01.key", "--force")
+    assert code == 0 and load_cert(tmp_path / "pki/rack-01.crt") != cert
+    code, said, _ = run("certs", "revoke", f"{cert.serial_number:x}", "--ca-dir", ca_dir,
+                        "--reason", "superseded")
+    assert code == 0 and is_revoked(cert, tmp_path / "ca/crl.pem", tmp_path / "ca/ca.crt")
+    assert run("certs", "crl", "--ca-dir", ca_dir, "--copy-to", f"{out}/crl.pem")[0] == 0
+    assert (tmp_path / "pki/crl.pem").read_bytes() == (tmp_path / "ca/crl.pem").read_bytes()
+    code, said, _ = run("certs", "list", "--ca-dir", ca_dir, "--json")
+    listed = json.loads(said)
+    assert [r["reason"] for r in listed] == ["superseded", ""]
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hmi")]))
+           .sign(key, hashes.SHA256()))
+    (tmp_path / "hmi.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    code, _, _ = run("certs", "sign-csr", str(tmp_path / "hmi.csr"), "--ca-dir", ca_dir,
+                     "--out", str(tmp_path / "hmi.crt"), "--client")
+    assert code == 0 and load_cert(tmp_path / "hmi.crt").public_key() == key.public_key()
+    code, _, err = run("certs", "revoke", "nope", "--ca-dir", ca_dir)
+    assert code == 2 and "neither a certificate file nor a hex serial" in err
+    assert run("certs", "list", "--ca-dir", str(tmp_path / "none"))[0] == 2
+    # Tokens.
+    keys = str(tmp_path / "tk")
+    assert run("token", "init", keys)[0] == 0
+    code, token, _ = run("token", "issue", "--keys", keys, "--role", "grid_operator",
+                         "--aud", "rack-01", "--ttl", "60", "--sub", "ops", "--scope", "read")
+    assert code == 0
+    claims = KeyRing(Path(keys)).verifier().verify(token.strip(), audience="rack-01")
+    assert (claims.role, claims.sub, claims.scope) == ("grid_operator", "ops", ("read",))
+    assert run("token", "rotate", keys)[0] == 0
+    assert KeyRing(Path(keys)).verifier().verify(token.strip(), audience="rack-01")
+    assert run("token", "issue", "--keys", keys, "--role", "root", "--aud", "x",
+               "--ttl", "5")[0] == 2
+    assert run("token", "issue", "--keys", str(tmp_path / "none"), "--role", "grid_operator",
+               "--aud", "x", "--ttl", "5")[0] == 2
