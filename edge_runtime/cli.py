@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = getattr(args, "log_level", None) or ("WARNING" if args.command == "demo" else "INFO")
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # asyncua logs each publish and request at INFO; the OPC UA driver and server log the
+    # transitions an operator needs themselves, so only its warnings and errors go through.
+    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

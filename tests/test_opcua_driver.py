@@ -38,7 +38,7 @@ from edge_runtime.core.points import Quality, Sample
 from edge_runtime.io.opcua_client import OpcUaDevice
 from edge_runtime.io.opcua_endpoint import OpcUaEndpoint
 from edge_runtime.node import Node
-from pswd_plant_sim.config import build_sim_config
+from pswd_plant_sim.config import build_sim_config, load_sim_config
 from pswd_plant_sim.simulator import Simulator
 from tests.conftest import free_port
 from tests.test_end_to_end import Stall, wait_for
@@ -449,3 +449,14 @@ def test_security_keys_belong_to_opcua_devices(tmp_path: Path) -> None:
         load_node_config(path)
     assert any("[devices.flow] security: only OPC UA devices" in line
                for line in info.value.lines), info.value.lines
+
+
+def test_the_opcua_examples_pair_up() -> None:
+    """examples/plant_opcua_bess.toml serves what examples/rack_opcua_bess.toml expects."""
+    plant = load_sim_config(ROOT / "examples" / "plant_opcua_bess.toml")
+    node = load_node_config(ROOT / "examples" / "rack_opcua_bess.toml")
+    (served,) = plant.opcua
+    assert node.device("battery").url == served.endpoint.url
+    assert node.device("battery").io_map.model == served.io_map.model
+    meter = next(e for e in plant.endpoints if e.name == "rack")
+    assert node.device("rack_meter").endpoint == meter.address

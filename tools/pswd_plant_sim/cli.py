@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pymodbus 3.16 logs each request at DEBUG through its own logger; keep it quiet
     logging.getLogger("pymodbus").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         config = load_sim_config(args.config)
     except ConfigError as exc:
