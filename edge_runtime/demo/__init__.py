@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SITE = "demo"
 NODE_FILES = ("site.toml", "cdu.toml", "rack.toml")
+# The demo's nodes are lab nodes ([security] insecure = true in examples/*.toml): said at the
+# start here, and by each node's INSECURE alarm (security/secure_default.py) in its events.
+INSECURE_LINE = ("INSECURE lab demo: its nodes set [security] insecure = true (no certificates, "
+                 "plain MQTT on loopback, unsigned commands); a production node refuses to "
+                 "start like this (docs/security.md)")
 ANNOUNCE_AT_FRAC = 0.3  # the training job announces itself at this share of the run
 START_AFTER_FRAC = 0.2  # ...to start this share of the run later
 
@@ -103,6 +108,8 @@ async def run_demo(duration_s: float = 60.0, ui: bool = True,
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
+    if any(c.security.insecure for c in configs):
+        print_line(INSECURE_LINE)
     rec = Record()
     interrupted = False
     children = Children()

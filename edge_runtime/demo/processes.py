@@ -35,6 +35,7 @@ from edge_runtime.demo.view import NodeView, snapshot
 from edge_runtime.federation.config import MqttConfig
 from edge_runtime.messages.annex_a import parse_message
 from edge_runtime.node import Node
+from edge_runtime.security.secure_default import InsecureNotice
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,9 @@ async def _node_main(path: Path, role: str, mqtt: MqttConfig, conn: Connection) 
     except ConfigError as exc:
         conn.send(("error", "\n".join(exc.lines)))
         return
+    if config.security.insecure:  # the same INSECURE alarm as `pswd-edge run` raises
+        node.attach("insecure", InsecureNotice(node.events, node.clock, [
+            "lab demo: no certificates, plain MQTT, unsigned commands"]), external=False)
     # The first announcement a process parses compiles the Annex A validators: ~16 ms holding
     # the GIL, enough to make the scan overrun when it happens mid-run. Paid here, at start.
     training_job(datetime.now(UTC), 60.0, 100.0)
