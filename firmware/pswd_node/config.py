@@ -16,7 +16,7 @@ DEFAULTS = {
     "key_file": "key.hex",
     "cmd_role": "infrastructure_manager",
     "max_age_s": 30,
-    "max_nonces": 32,
+    "max_nonces": 64,
     "state_dir": "",
     "ntp_host": "",
     "mqtt": {"host": "", "port": 1883, "keepalive_s": 30, "net_timeout_ms": 1000,

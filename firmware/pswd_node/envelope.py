@@ -21,63 +21,67 @@ _HEX = "0123456789abcdef"
 _NONCE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
 
 
-def hmac_sha256(key, msg):
-    """HMAC-SHA256 (RFC 2104) on hashlib.sha256: MicroPython has no hmac module."""
+def pads(key):
+    """The HMAC key pads (inner, outer) for `key`: computed once per key, not per message."""
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    return bytes([b ^ 0x36 for b in key]), bytes([b ^ 0x5C for b in key])
+
+
+def hmac_sha256(key, msg, key_pads=None):
+    """HMAC-SHA256 (RFC 2104) on hashlib.sha256: MicroPython has no hmac module."""
+    ipad, opad = key_pads if key_pads is not None else pads(key)
+    inner = hashlib.sha256(ipad)
     inner.update(msg)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    outer = hashlib.sha256(opad)
     outer.update(inner.digest())
     return outer.digest()
 
 
-def mac_hex(key, node, kind, doc):
+def mac_hex(key, node, kind, doc, key_pads=None):
     """Hex MAC of a command document, as signing.mac computes it."""
     body = {}
     for k in doc:
         if k != "signature":
             body[k] = doc[k]
     text = node + "/" + kind + "\n" + jsonc.dumps(body)
-    return hexlify(hmac_sha256(key, text.encode())).decode()
+    return hexlify(hmac_sha256(key, text.encode(), key_pads)).decode()
 
 
 def _same(a, b):
-    """Compare without an early exit (the MAC must not leak through timing)."""
-    if len(a) != len(b):
-        return False
-    diff = 0
-    for i in range(len(a)):
-        diff |= ord(a[i]) ^ ord(b[i])
-    return diff == 0
+    """Equal, without a timing signal: the hashes of both are compared, so how long the
+    comparison takes says nothing about how much of `a` matched (double-hash compare)."""
+    return hashlib.sha256(a.encode()).digest() == hashlib.sha256(b.encode()).digest()
 
 
 def _is_hex64(s):
-    if not isinstance(s, str) or len(s) != 64:
-        return False
-    return all(c in _HEX for c in s)
+    # strip() with a set of characters removes them all only if nothing else is there:
+    # a whole-string check at C speed
+    return isinstance(s, str) and len(s) == 64 and not s.strip(_HEX)
 
 
 def _is_nonce(s):
-    if not isinstance(s, str) or not 8 <= len(s) <= 64:
-        return False
-    return all(c in _NONCE_CHARS for c in s)
+    return isinstance(s, str) and 8 <= len(s) <= 64 and not s.strip(_NONCE_CHARS)
 
 
 class Verifier:
     """Checks envelopes for one node and kind; remembers accepted nonces (bounded)."""
 
-    def __init__(self, key, node, kind, role, max_age_ms=30000, max_nonces=32,
+    def __init__(self, key, node, kind, role, max_age_ms=30000, max_nonces=64,
                  not_before_ms=0):
         self.key = key
+        self.pads = None if key is None else pads(key)
         self.node = node
         self.kind = kind
         self.role = role
         self.max_age_ms = max_age_ms
         self.max_nonces = max_nonces
         self.not_before_ms = not_before_ms
-        self.nonces = []  # [issued_ms, nonce], oldest first (accepted order)
+        # (issued, nonce) in accepted order; issued in s from `epoch_s`, a small int (a full
+        # epoch-ms timestamp would be a heap-allocated big int on a 32-bit board)
+        self.epoch_s = not_before_ms // 1000
+        self.nonces = []
 
     def check(self, doc, now_ms):
         """None if `doc` is a genuine, fresh, first-seen envelope, else (category, field, why)."""
@@ -92,7 +96,7 @@ class Verifier:
         if self.key is None:
             return ("refused", "signature", "signature: no key provisioned on this board")
         try:
-            want = mac_hex(self.key, self.node, self.kind, doc)
+            want = mac_hex(self.key, self.node, self.kind, doc, self.pads)
         except ValueError as exc:  # a value canonical JSON cannot hold (NaN)
             return ("malformed", "$", "cannot canonicalise: %s" % exc)
         if not _same(sig, want):
@@ -126,14 +130,15 @@ class Verifier:
         if len(self.nonces) >= self.max_nonces:
             return ("refused", "nonce",
                     "nonce: too many commands inside the replay window; refused for safety")
-        self.nonces.append((issued, nonce))
+        self.nonces.append((issued // 1000 - self.epoch_s, nonce))
         return None
 
     def _forget(self, now_ms):
-        horizon = now_ms - 2 * self.max_age_ms
-        keep = [e for e in self.nonces if e[0] >= horizon]
-        if len(keep) != len(self.nonces):
-            self.nonces = keep
+        # kept for twice max_age (as the runtime): a command stays acceptable until max_age
+        # after its issued-at, which may itself lie max_age ahead of this clock
+        horizon = (now_ms - 2 * self.max_age_ms) // 1000 - self.epoch_s - 1
+        if (self.nonces and self.nonces[0][0] < horizon) or len(self.nonces) >= self.max_nonces:
+            self.nonces = [e for e in self.nonces if e[0] >= horizon]
 
 
 def _show(value):

@@ -15,6 +15,9 @@ _ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "
 
 
 def _str(s, out):
+    if not s or (min(s) >= " " and max(s) <= "~" and '"' not in s and "\\" not in s):
+        out.append('"' + s + '"')  # printable ASCII, nothing to escape: the common case
+        return
     out.append('"')
     for ch in s:
         o = ord(ch)
@@ -123,7 +126,7 @@ def format_ms(ms):
 
 def _digits(s, i, n):
     part = s[i:i + n]
-    if len(part) != n or not all("0" <= c <= "9" for c in part):
+    if len(part) != n or part.strip("0123456789"):
         raise ValueError("not a valid RFC 3339 date-time")
     return int(part)
 

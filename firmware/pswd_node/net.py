@@ -30,10 +30,9 @@ class socket:  # stands in for the socket module's socket()
 
     def __init__(self, *args):
         self.raw = _socket.socket(AF_INET, SOCK_STREAM)
-        try:  # umqtt writes a packet in pieces: without this, Nagle holds each QoS 1 ~40 ms
+        if hasattr(_socket, "TCP_NODELAY"):  # not on every lwIP port
+            # umqtt writes a packet in pieces: without this, Nagle holds each QoS 1 ~40 ms
             self.raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        except (AttributeError, OSError):
-            pass  # lwIP ports without the option
         self.raw.settimeout(TIMEOUT_S)
         self.blocking = True
         self.last_rx = compat.ticks_ms()

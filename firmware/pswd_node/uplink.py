@@ -5,7 +5,7 @@ fed. Disconnected, it tries to connect when the backoff allows (first retry afte
 backoff_min_ms, doubling to backoff_max_ms, back to the minimum after a good connect): it
 sets the will (the death the app gives for the session the next birth takes), connects with
 a clean session, subscribes to cmd/#, then calls on_connect (the app publishes its births).
-Connected, it takes at most MAX_MSGS incoming messages a scan, pings at half the keepalive
+Connected, it takes at most MAX_MSGS (1) incoming message a scan, pings at half the keepalive
 and drops a link that has been silent (no PINGRESP, nothing) for 1.5 keepalives. Any error
 drops the connection: the broker publishes the will.
 
@@ -16,7 +16,9 @@ net.py's bounded sockets.
 
 from . import compat
 
-MAX_MSGS = 4
+# One incoming message a scan: bounds the scan's work (a flood of forged commands costs one
+# MAC check a scan, the rest wait in the broker and TCP buffers).
+MAX_MSGS = 1
 
 
 def default_client_factory(net_timeout_ms):
