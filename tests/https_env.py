@@ -121,9 +121,12 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(env: Env, example: str, *, overrides: dict[str, Any] | None = None,
-                  **https: Any) -> AsyncIterator[Running]:
-    """The example node with [https] (and [audit]) running, and a client session."""
+                  drop: tuple[str, ...] = (), **https: Any) -> AsyncIterator[Running]:
+    """The example node with [https] (and [audit]) running, and a client session; `drop`
+    leaves keys out of [https]."""
     extra = env.https_overrides(**https)
+    for key in drop:
+        del extra["https"][key]
     extra["node"] = {"realtime_priority": 0}
     # The fake devices are never read: without a long start-up grace the safety layer would
     # judge them lost after its startup_s and drive their outputs safe mid-test (409s).

@@ -477,3 +477,24 @@ async def test_every_role_on_every_endpoint_follows_the_rights_table(env: Env) -
                                     "/PSWD/grid/status", "/PSWD/workload/announce",
                                     *CONTROL}
     assert {s for s in seen.values()} == {200, 202, 403}  # allowed and refused cells both
+
+
+async def test_https_takes_the_nodes_pki_from_security_by_default(env: Env) -> None:
+    """[https] names no files: the node's [security] certificate, key, CA and token keys."""
+    plain = {k: v for k, v in env.https_overrides()["https"].items()
+             if k not in ("cert", "key", "ca", "token_keys")}
+    security = {"cert": str(env.pki.server_cert), "key": str(env.pki.server_key),
+                "ca": str(env.pki.ca), "token_keys": str(env.root / "token_keys")}
+    cfg = load_node_config(EXAMPLES / "rack.toml",
+                           overrides={"https": plain, "security": security})
+    assert cfg.https is not None and cfg.https.cert == env.pki.server_cert
+    assert cfg.https.token_keys == env.root / "token_keys"
+    async with running(env, "rack.toml", overrides={"security": security},
+                       drop=("cert", "key", "ca", "token_keys")) as r:
+        assert r.node.config.https.cert == env.pki.server_cert  # type: ignore[attr-defined]
+        status, doc, _ = await r.call("GET", "/PSWD/grid/status", role="grid_operator")
+        assert status == 200, doc
+    with pytest.raises(ConfigError) as info:
+        load_node_config(EXAMPLES / "rack.toml", overrides={"https": plain})
+    assert any("[https] cert: required here or in [security]" in line
+               for line in info.value.lines), info.value.lines

@@ -15,6 +15,7 @@ from edge_runtime.config.iomap import default_io_maps_dir
 from edge_runtime.config.reader import ErrorLog, Section, read_toml
 from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.safety.config import device_points, load_safety
+from edge_runtime.servers.https.config import with_security
 
 SECTION_BY_KEY = {spec.key: spec for spec in SECTIONS}
 
@@ -89,6 +90,9 @@ def load_node_config(path: Path | str, *, overrides: dict[str, Any] | None = Non
     if complete:
         sections["safety"] = load_safety(safety_table, file, inputs, outputs, errors,
                                          limits=limits)
+    if sections.get("https") is not None:  # its files default to [security]'s
+        sections["https"] = with_security(sections["https"], sections.get("security"),
+                                          "https", lambda s, k, r: errors.add(file, s, k, r))
     https, mqtt = sections.get("https"), sections.get("mqtt")
     if (https is not None and mqtt is not None and https.command_keys is not None
             and mqtt.command_keys is not None and https.command_keys != mqtt.command_keys):

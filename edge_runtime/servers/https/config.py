@@ -6,7 +6,7 @@
     cert = "pki/node.crt"       # the node's server certificate and key (TLS 1.3 only)
     key = "pki/node.key"
     ca = "pki/ca.crt"           # the site CA: client certificates are verified against it
-    crl = "pki/crl.pem"         # optional; with it a revoked client certificate is refused
+    crl = "pki/crl.pem"         # with it a revoked client certificate is refused
     client_cert = "required"    # required (spec 10.2.1, mutual) | optional | none
     token_keys = "token_keys"   # the site's JWT public keys (security/tokens.py KeyRing)
     audience = "rack-01"        # the aud a token must name (default: the node's name)
@@ -18,14 +18,19 @@
     rate_per_s = 20.0           # per source, after a burst of `burst` requests
     burst = 40
 
-Paths are relative to the config file. The files must exist when the config is loaded
-(`pswd-edge certs ...` and `pswd-edge token ...` make them).
+cert, key, ca, crl and token_keys default to the same keys of `[security]` (the node's one
+PKI, security/secure_default.py), which `pswd-edge run` checks, and on a first start with an
+online CA makes; given here, they must exist when the config is loaded. Paths are relative
+to the config file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.config.reader import Section
 
@@ -36,10 +41,10 @@ CLIENT_CERT = ("required", "optional", "none")
 class HttpsConfig:
     """The HTTPS server of one node."""
 
-    cert: Path
-    key: Path
-    ca: Path
-    token_keys: Path
+    cert: Path | None = None  # None: [security]'s (see with_security)
+    key: Path | None = None
+    ca: Path | None = None
+    token_keys: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8443
     crl: Path | None = None
@@ -70,32 +75,42 @@ def _path(sec: Section, key: str, base_dir: Path, *, required: bool = True,
     return p
 
 
-def read_https(sec: Section, base_dir: Path) -> HttpsConfig | None:
+def read_https(sec: Section, base_dir: Path) -> HttpsConfig:
     """An HttpsConfig from `[https]`; errors (naming the key) go to the section's ErrorLog."""
-    d = HttpsConfig(Path(), Path(), Path(), Path())
-    cert = _path(sec, "cert", base_dir)
-    key = _path(sec, "key", base_dir)
-    ca = _path(sec, "ca", base_dir)
-    token_keys = _path(sec, "token_keys", base_dir, directory=True)
-    crl = _path(sec, "crl", base_dir, required=False)
-    command_keys = _path(sec, "command_keys", base_dir, required=False, directory=True)
-    state_dir = (base_dir / sec.get_str("state_dir", str(d.state_dir))).resolve()
+    d = HttpsConfig()
     cfg = HttpsConfig(
-        cert=cert or d.cert, key=key or d.key, ca=ca or d.ca, token_keys=token_keys or d.cert,
+        cert=_path(sec, "cert", base_dir, required=False),
+        key=_path(sec, "key", base_dir, required=False),
+        ca=_path(sec, "ca", base_dir, required=False),
+        token_keys=_path(sec, "token_keys", base_dir, required=False, directory=True),
         host=sec.get_str("host", d.host),
         port=sec.get_int("port", d.port, minval=1, maxval=65535),
-        crl=crl,
+        crl=_path(sec, "crl", base_dir, required=False),
         client_cert=sec.get_str("client_cert", d.client_cert, choices=CLIENT_CERT),
         audience=sec.get_str("audience", d.audience),
         issuer=sec.get_str("issuer", d.issuer),
-        command_keys=command_keys,
-        state_dir=state_dir,
+        command_keys=_path(sec, "command_keys", base_dir, required=False, directory=True),
+        state_dir=(base_dir / sec.get_str("state_dir", str(d.state_dir))).resolve(),
         max_body_bytes=sec.get_int("max_body_bytes", d.max_body_bytes, minval=1024,
                                    maxval=16 * 1024 * 1024),
         rate_per_s=sec.get_float("rate_per_s", d.rate_per_s, above=0.0, maxval=100_000.0),
         burst=sec.get_int("burst", d.burst, minval=1, maxval=100_000),
     )
     sec.finish()
-    if None in (cert, key, ca, token_keys):
-        return None
     return cfg
+
+
+def with_security(cfg: HttpsConfig, security: Any, sec_name: str,
+                  error: Callable[[str, str, str], None]) -> HttpsConfig:
+    """`cfg` with the files it leaves out taken from `[security]` (SecurityConfig); an error
+    (section, key, reason) for each still missing."""
+    def pick(key: str) -> Path | None:
+        own: Path | None = getattr(cfg, key)
+        return own if own is not None else getattr(security, key, None)
+
+    filled = dataclasses.replace(cfg, cert=pick("cert"), key=pick("key"), ca=pick("ca"),
+                                 crl=pick("crl"), token_keys=pick("token_keys"))
+    for key in ("cert", "key", "ca", "token_keys"):
+        if getattr(filled, key) is None:
+            error(sec_name, key, f"required here or in [security] (the node's {key})")
+    return filled

@@ -27,6 +27,9 @@ def https_service(node: Node, cfg: HttpsConfig, *, verifier: Verifier | None,
     `verifier` is the node's one CommandVerifier (shared with its MQTT link), None when the
     node holds no command keys (control POSTs are then refused)."""
     config = node.config
+    if cfg.cert is None or cfg.key is None or cfg.ca is None or cfg.token_keys is None:
+        raise ValueError("[https]: cert, key, ca and token_keys are needed (here or in "
+                         "[security]); the loader fills them with with_security")
     ring = KeyRing(cfg.token_keys, issuer=cfg.issuer)
     tokens = ring.verifier(now=node.clock.wall)
     audience = cfg.audience or config.name
