@@ -31,11 +31,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge_runtime.assembly import assemble, load_node_config
+from edge_runtime.config.codec import CodecError, encode
+from edge_runtime.config.iomap import load_io_map
 from edge_runtime.config.reader import ConfigError, ErrorLog
+from edge_runtime.config.schema import IoMap
 from edge_runtime.core.clock import WallClock
 from edge_runtime.core.commands import SetOutput
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.io.opcua_client import OpcUaDevice
+from edge_runtime.io.opcua_codec import parse_ref, resolve_uri, to_sample, to_variant
 from edge_runtime.io.opcua_endpoint import OpcUaEndpoint
 from edge_runtime.node import Node
 from pswd_plant_sim.config import build_sim_config, load_sim_config
@@ -460,3 +464,59 @@ def test_the_opcua_examples_pair_up() -> None:
     assert node.device("battery").io_map.model == served.io_map.model
     meter = next(e for e in plant.endpoints if e.name == "rack")
     assert node.device("rack_meter").endpoint == meter.address
+
+
+# -- the codec, sans I/O -------------------------------------------------------------------------
+
+def test_refs_parse_as_nodeids_namespace_uris_and_browse_paths() -> None:
+    assert parse_ref("ns=2;s=BESS.SoC").nodeid == ua.NodeId("BESS.SoC", 2)
+    assert parse_ref("i=2258").nodeid == ua.NodeId(2258, 0)
+    nsu = parse_ref("nsu=urn:vendor:bess;i=7")
+    assert nsu.nodeid is None and nsu.uri == "urn:vendor:bess"
+    assert resolve_uri(nsu, ["http://opcfoundation.org/UA/", "urn:x", "urn:vendor:bess"]) \
+        == ua.NodeId(7, 2)
+    assert resolve_uri(nsu, ["http://opcfoundation.org/UA/"]) is None
+    path = parse_ref("/Objects/2:BESS/2:Heartbeat")
+    assert [(q.NamespaceIndex, q.Name) for q in path.path] == [(0, "Objects"), (2, "BESS"),
+                                                              (2, "Heartbeat")]
+    for bad in ("ns=2;x=1", "garbage", "nsu=urn:x", "/Objects//x", ""):
+        with pytest.raises(ValueError):
+            parse_ref(bad)
+
+
+def test_status_codes_become_qualities_and_source_times_the_timestamp() -> None:
+    spec = load_io_map_text(BESS_MAP).point("soc_pct")
+    when = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+    def dv(value: Any, code: int = 0, source: dt.datetime | None = when) -> ua.DataValue:
+        return ua.DataValue(ua.Variant(value), ua.StatusCode(code), SourceTimestamp=source)
+
+    good = to_sample(dv(55.5), spec, now=1.0)
+    assert (good.value, good.quality, good.ts) == (55.5, Quality.GOOD, when.timestamp())
+    unsure = to_sample(dv(55.5, ua.StatusCodes.UncertainLastUsableValue), spec, now=1.0)
+    assert unsure.quality is Quality.UNCERTAIN and "UncertainLastUsableValue" in unsure.reason
+    bad = to_sample(dv(None, ua.StatusCodes.BadSensorFailure), spec, now=1.0, previous=good)
+    assert bad.quality is Quality.BAD and "BadSensorFailure" in bad.reason
+    assert bad.value == 55.5  # kept for display only
+    assert to_sample(dv("x"), spec, now=1.0).quality is Quality.BAD
+    assert to_sample(dv(55.5, source=None), spec, now=7.0).ts == 7.0  # no time given: ours
+
+
+def test_outputs_take_the_servers_type_within_its_range() -> None:
+    maps = load_io_map_text(BESS_MAP)
+    kw, ena = maps.point("w_set_kw"), maps.point("w_set_ena")
+    assert to_variant(kw, encode(-12.5, kw.encoding), None) == ua.Variant(-12.5,
+                                                                        ua.VariantType.Float)
+    assert to_variant(kw, encode(-12.5, kw.encoding), ua.VariantType.Double).VariantType \
+        is ua.VariantType.Double
+    assert to_variant(ena, encode(1, ena.encoding), ua.VariantType.Boolean) == ua.Variant(
+        True, ua.VariantType.Boolean)
+    with pytest.raises(CodecError):
+        to_variant(kw, encode(300.0, kw.encoding), ua.VariantType.Byte)
+
+
+def load_io_map_text(path: Path) -> IoMap:
+    errors = ErrorLog()
+    io_map = load_io_map(path, errors)
+    assert io_map is not None and not errors.lines, errors.lines
+    return io_map

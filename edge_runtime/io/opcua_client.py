@@ -149,7 +149,7 @@ class OpcUaDevice:
         nodeids, problems = await resolve(ep, self.refs)
         names = list(nodeids)
         types = await ep.request(lambda c: c.uaclient.read_attributes(
-            [nodeids[n] for n in names], AttributeIds.DataType))
+            [nodeids[n] for n in names], AttributeIds.DataType)) if names else []
         for name, dv in zip(names, types, strict=True):
             if dv.StatusCode is not None and dv.StatusCode.is_bad():
                 problems[name] = f"{self.specs[name].ref}: {status_text(dv.StatusCode)}"
