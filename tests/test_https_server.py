@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edge_runtime.assembly import load_node_config
+from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.authority import DEFAULT_RIGHTS, USER_ROLES
 from edge_runtime.core.commands import ForceOutput, SetOutput
@@ -29,9 +31,12 @@ from edge_runtime.federation.topics import NodeTopics
 from edge_runtime.messages.annex_a import InfrastructureResponse, format_datetime, parse_as
 from edge_runtime.security.audit import verify
 from edge_runtime.security.tokens import KeyRing
+from edge_runtime.servers.https.control import ControlGate, announce
+from edge_runtime.servers.https.errors import ApiError
+from edge_runtime.servers.https.factory import command_verifier
 from tests.conftest import free_port
 from tests.fakes import FakeDevice
-from tests.https_env import EXAMPLES, Env, Running, running
+from tests.https_env import EXAMPLES, Env, Running, fakes, running
 from tests.mosquitto import Broker, mosquitto_fixture  # noqa: F401
 from tests.test_link_state import watching
 
@@ -498,3 +503,48 @@ async def test_https_takes_the_nodes_pki_from_security_by_default(env: Env) -> N
         load_node_config(EXAMPLES / "rack.toml", overrides={"https": plain})
     assert any("[https] cert: required here or in [security]" in line
                for line in info.value.lines), info.value.lines
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats()
+                     | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+_FIELDS = st.sampled_from(["PSWD_version", "timestamp", "action", "point", "value",
+                           "command_id", "signature", "nonce", "role", "extra"])
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200) | st.dictionaries(_FIELDS, _JSON, max_size=9).map(
+    lambda d: json.dumps(d).encode()),
+       kind=st.sampled_from(["thermal_control", "battery_control", "grid_signal"]),
+       role=st.sampled_from(USER_ROLES))
+def test_any_body_is_answered_with_a_documented_refusal_never_an_exception(
+        env: Env, raw: bytes, kind: str, role: str) -> None:
+    """Fuzzing the POST bodies (sans-IO: the gate and the announcement check)."""
+    gate, node = _fuzz_gate(env)
+    try:
+        gate.submit(kind, raw, role)
+    except ApiError as err:
+        assert err.status in (400, 401, 403, 409, 413, 422) and isinstance(err.field, str)
+    try:
+        announce(raw, role, DEFAULT_RIGHTS, None, time.time())
+    except ApiError as err:
+        assert err.status in (400, 403, 404, 422) and isinstance(err.field, str)
+    assert node.commands.drain() == []  # nothing without a genuine signature is queued
+
+
+_GATES: dict[Path, Any] = {}
+
+
+def _fuzz_gate(env: Env) -> Any:
+    if env.root not in _GATES:
+        node = assemble(load_node_config(EXAMPLES / "rack.toml",
+                                         overrides=env.https_overrides()),
+                        driver_factory=fakes, watchdog_thread=False, federate=False)
+        verifier = command_verifier(node, env.root / "keys", env.root / "fuzz-nonces.log")
+        _GATES[env.root] = (ControlGate(image=node.image, manual=node.manual,
+                                        commands=node.commands, owner=lambda p: "",
+                                        wall=time.time, verifier=verifier, max_bytes=65536),
+                            node)
+    return _GATES[env.root]
