@@ -76,6 +76,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_runtime.federation.config import MqttConfig
+from edge_runtime.security.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +227,11 @@ def node_packet_limit(max_message_bytes: int) -> int:
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
-    """A TLS 1.3-only client context with the node's certificate; None without [mqtt.tls]."""
+    """A TLS 1.3-only client context with the node's certificate; None without [mqtt.tls].
+    The site's one client TLS policy (security/tls.py): TLS 1.2 brokers are refused."""
     if cfg.tls is None:
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cfg.tls.ca))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
-    return ctx
+    return client_context(cfg.tls.ca, cfg.tls.cert, cfg.tls.key)
 
 
 class MqttClient:
