@@ -47,13 +47,14 @@ def mpy_cross(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
 
 def run_scenario(name: str, data: Any = None, *, heapsize: int = 64 * 1024,
                  timeout: float = 60.0, compiled: bool = False,
-                 repeat: tuple[str, int] | None = None, finish: str | None = None
-                 ) -> dict[str, Any]:
+                 repeat: tuple[str, int] | None = None, finish: str | None = None,
+                 prefix: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run tests/firmware/scenarios/<name>.py on the VM; its RESULT as a dict.
 
     compiled: the firmware goes to the VM as mpy-cross output (.mpy), not source.
     repeat (code, n) then finish: Python run after the script, each call on its own
-    (run_vm.mjs says why that matters for gc figures)."""
+    (run_vm.mjs says why that matters for gc figures). prefix: a command the VM runs under
+    (the benchmark's `chrt -f 50`)."""
     node = require_vm()
     extra: dict[str, Any] = {}
     if repeat is not None:
@@ -61,10 +62,11 @@ def run_scenario(name: str, data: Any = None, *, heapsize: int = 64 * 1024,
     if finish is not None:
         extra["finish"] = finish
     with tempfile.TemporaryDirectory() as tmp:
-        return _run(node, name, data, heapsize, timeout, compiled, Path(tmp), extra)
+        return _run([*prefix, node], name, data, heapsize, timeout, compiled, Path(tmp),
+                    extra)
 
 
-def _run(node: str, name: str, data: Any, heapsize: int, timeout: float, compiled: bool,
+def _run(node: list[str], name: str, data: Any, heapsize: int, timeout: float, compiled: bool,
          tmp: Path, extra: dict[str, Any]) -> dict[str, Any]:
     files = []
     for p in sorted((FIRMWARE / "pswd_node").glob("*.py")):
@@ -84,7 +86,7 @@ def _run(node: str, name: str, data: Any, heapsize: int, timeout: float, compile
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({"heapsize": heapsize, "files": files,
                                 "script": str(SCENARIOS / f"{name}.py"), **extra}))
-    proc = subprocess.run([node, str(RUNNER), str(spec)], capture_output=True, text=True,
+    proc = subprocess.run([*node, str(RUNNER), str(spec)], capture_output=True, text=True,
                           timeout=timeout, check=False)
     assert proc.returncode != 2, proc.stderr
     assert proc.returncode == 0, f"scenario {name} failed on the VM:\n{proc.stderr}"

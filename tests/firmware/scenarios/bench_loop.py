@@ -36,7 +36,7 @@ before = array.array("i", [0] * N)
 peaks = array.array("i", [0] * N)
 mem = {}
 ctx = {"i": 0, "phase": 0}
-leak_at = N // 2
+leak_at = data.get("leak_at", N // 2)
 mods = {}
 
 
