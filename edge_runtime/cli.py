@@ -241,6 +241,11 @@ async def _run_node(cfg: NodeConfig, path: Path, duration_s: float | None,
 
         node.attach("insecure", InsecureNotice(node.events, node.clock,
                                                security_check(cfg).reasons), external=False)
+    elif cfg.security.cert is not None:  # renewed before its end while running (online CA)
+        from edge_runtime.security.secure_default import CertMonitor
+
+        node.attach("certs", CertMonitor(cfg.security, node.events, node.clock),
+                    external=False)
     runlog = RunLog(cfg.name, period_s=status_every_s)
     runlog.add("node", node.get_status)
     await runlog.around(node.run(duration_s))

@@ -19,7 +19,12 @@ from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.clock import VirtualClock
 from edge_runtime.core.events import EventLog, Severity
 from edge_runtime.security.ca import SiteCA, load_cert
-from edge_runtime.security.secure_default import InsecureNotice, SecurityConfig, check_start
+from edge_runtime.security.secure_default import (
+    CertMonitor,
+    InsecureNotice,
+    SecurityConfig,
+    check_start,
+)
 from edge_runtime.security.signing import generate_key
 from tests.mosquitto import free_port
 from tests.test_cli_errors import dump_toml, example
@@ -209,3 +214,40 @@ def test_run_of_an_insecure_node_raises_the_alarm(tmp_path: Path,
     alarms = [r.getMessage() for r in caplog.records
               if r.name == "edge_runtime.core.events" and "INSECURE" in r.getMessage()]
     assert len(alarms) == 1 and alarms[0].startswith("security: INSECURE")
+
+
+def test_running_node_renews_its_certificate_before_its_end(tmp_path: Path) -> None:
+    """On the node's (virtual) clock: an hour after start the certificate, 20 days from its
+    end, is renewed in place from the online CA; a TLS context watching it reloads it."""
+    from edge_runtime.security.tls import CertWatcher, server_context
+
+    ca = SiteCA.init(tmp_path / "ca")
+    cf = ca.issue_node("n", tmp_path / "pki", days=20)
+    sec = SecurityConfig(ca=ca.cert_path, cert=cf.cert, key=cf.key, crl=ca.crl_path,
+                         ca_dir=ca.directory)
+    clock = VirtualClock(start=0.0, wall_offset=dt.datetime.now(dt.UTC).timestamp())
+    events = EventLog()
+    ctx = server_context(cf.cert, cf.key, ca.cert_path, crl=ca.crl_path)
+    watcher = CertWatcher(ctx, cf.cert, cf.key, crl=ca.crl_path)
+    monitor = CertMonitor(sec, events, clock)
+    assert monitor.poll() is None                         # the start checked it just now
+    clock.advance(3599.0)
+    assert monitor.poll() is None
+    clock.advance(1.0)
+    assert monitor.poll() == "renewed"
+    renewed = load_cert(cf.cert)
+    assert renewed.serial_number != cf.serial
+    assert renewed.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
+    assert [e.code for e in events.recent(5)] == ["cert_renewed"]
+    assert watcher.check()                                # the live context has it now
+    clock.advance(3600.0)
+    assert monitor.poll() is None                         # not due any more
+    # Offline CA: a warning each period while due, nothing written.
+    short = ca.issue_node("m", tmp_path / "pki2", days=10)
+    ca.key_path.rename(tmp_path / "offline.key")
+    offline = CertMonitor(SecurityConfig(ca=ca.cert_path, cert=short.cert, key=short.key,
+                                         ca_dir=ca.directory), events, clock)
+    clock.advance(3600.0)
+    assert offline.poll() == "warned"
+    assert events.recent(1)[0].code == "cert_expiring"
+    assert load_cert(short.cert).serial_number == short.serial

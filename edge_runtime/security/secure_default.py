@@ -57,6 +57,7 @@ from edge_runtime.security.ca import (
     SiteCA,
     check_crl,
     load_cert,
+    needs_renewal,
     renew_if_due,
 )
 from edge_runtime.security.tokens import KeyRing
@@ -332,3 +333,63 @@ class InsecureNotice:
     def get_status(self) -> dict[str, Any]:
         """Insecure, why, and how often it was said."""
         return {"insecure": True, "missing": list(self.reasons), "alarms": self.count}
+
+
+class CertMonitor:
+    """A node service: the node's certificate renewed before its end while the node runs
+    (online CA in ca_dir: new key and certificate in place, which a tls.CertWatcher loads into
+    running servers), or a warning event every period while it is due (offline CA)."""
+
+    def __init__(self, sec: SecurityConfig, events: EventLog, clock: Clock, *,
+                 period_s: float = 3600.0) -> None:
+        if sec.cert is None or sec.key is None:
+            raise ValueError("CertMonitor needs [security] cert and key")
+        self.sec = sec
+        self.cert, self.key = sec.cert, sec.key
+        self.events = events
+        self.clock = clock
+        self.period_s = period_s
+        self._next = clock.monotonic() + period_s  # the start has just checked it
+        self.renewed = 0
+        self.warned = 0
+
+    def _event(self, severity: Severity, message: str, code: str) -> None:
+        self.events.raise_event(self.clock.wall(), "security", severity, message, code)
+
+    def poll(self) -> str | None:
+        """Check if a period has passed: "renewed", "warned", "failed", or None."""
+        if self.clock.monotonic() < self._next:
+            return None
+        self._next = self.clock.monotonic() + self.period_s
+        now = dt.datetime.fromtimestamp(self.clock.wall(), dt.UTC)
+        try:
+            if not needs_renewal(self.cert, within_days=self.sec.renew_within_days, now=now):
+                return None
+            ca = SiteCA.open(self.sec.ca_dir) if self.sec.ca_dir is not None else None
+            if ca is None or not ca.has_key or self.sec.ca is None \
+                    or load_cert(self.sec.ca) != ca.cert:
+                self.warned += 1
+                end = load_cert(self.cert).not_valid_after_utc
+                self._event(Severity.WARNING, f"certificate {self.cert} expires on "
+                            f"{end.isoformat()}: renew it (pswd-edge certs rotate)",
+                            "cert_expiring")
+                return "warned"
+            cf = ca.renew(self.cert, self.key, now=now)
+        except (OSError, ValueError) as exc:
+            self._event(Severity.ALARM, f"certificate renewal of {self.cert} failed: {exc}",
+                        "cert_renewal_failed")
+            return "failed"
+        self.renewed += 1
+        self._event(Severity.INFO, f"certificate {self.cert} renewed: new key, until "
+                    f"{cf.not_after.isoformat()}, SHA-256 {cf.fingerprint}", "cert_renewed")
+        return "renewed"
+
+    async def run(self) -> None:
+        """Poll about once a minute until cancelled."""
+        while True:
+            self.poll()
+            await asyncio.sleep(min(60.0, self.period_s))
+
+    def get_status(self) -> dict[str, Any]:
+        """The certificate watched and what was done."""
+        return {"cert": str(self.cert), "renewed": self.renewed, "warned": self.warned}
