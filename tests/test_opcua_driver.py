@@ -233,7 +233,8 @@ async def test_comms_loss_is_bad_with_a_reason_and_recovers(plant: Simulator,
 
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
-async def test_a_server_without_subscriptions_is_polled(plant: Simulator, tmp_path: Path) -> None:
+async def test_polled_without_subscriptions_and_max_hold_writes_the_safe_image(
+        plant: Simulator, tmp_path: Path) -> None:
     cfg = load_node_config(node_file(tmp_path, url_of(plant)))
     dev = cfg.device("battery")
     table: dict[str, Sample] = {}
@@ -245,9 +246,19 @@ async def test_a_server_without_subscriptions_is_polled(plant: Simulator, tmp_pa
         first = table["battery.hb"].value
         await wait_for(lambda: table["battery.hb"].value != first, 5, "hb changing")
         assert driver.mode == "polling" and driver.notifications == 0 and driver.reads > 3
+        # The safety layer's safe image, as Node hands it to every driver with safe_source.
+        driver.safe_source = lambda: {"battery.w_set_kw": -5.0, "battery.w_set_ena": 1.0}
         driver.stage({"w_set_ena": 1, "w_set_kw": 12.5, "ctrl_hb": 7}, time.monotonic())
         await wait_for(lambda: plant.plant.battery.setpoint_kw == pytest.approx(12.5), 5,
                        "12.5 kW in the plant")
+        staged = time.monotonic()
+        # No scan stages again: after max_hold_s (2 s) the driver writes the safe image
+        # (-5 kW here), refreshed until then so the device's own hold never expired.
+        await wait_for(lambda: plant.plant.battery.setpoint_kw == pytest.approx(-5.0), 5,
+                       "the safe image after max_hold_s")
+        assert time.monotonic() - staged >= 1.9
+        assert "w_set_kw" in driver.get_status()["outputs_at_failsafe"]
+        assert "w_set_kw" not in plant.rig.units["battery"].bank.failsafe_active
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -307,7 +318,7 @@ def observe(url: str, seen: list[tuple[float, float]], stop: threading.Event) ->
 async def test_watchdog_thread_writes_the_safe_image_while_the_loop_is_frozen(
         plant_process: str, tmp_path: Path) -> None:
     cfg = load_node_config(node_file(tmp_path, plant_process))
-    stall = Stall(after_scans=40, seconds=2.5)
+    stall = Stall(after_scans=60, seconds=2.5)
     node = assemble(cfg, blocks=[stall])  # the real watchdog thread
     seen: list[tuple[float, float]] = []
     halt = threading.Event()
