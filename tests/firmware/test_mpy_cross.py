@@ -9,12 +9,13 @@ The compiled .mpy files then run the basic scenario on the VM.
 from __future__ import annotations
 
 import ast
+import json
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.firmware.vm import firmware_modules, mpy_cross, run_scenario
+from tests.firmware.vm import FIRMWARE, firmware_modules, mpy_cross, run_scenario
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,3 +68,26 @@ def test_compiled_firmware_runs_on_the_vm() -> None:
     assert r["status"]["scans"] == 25 and r["feeds"] == 25 and r["valve"] == 1
     topics = [t.rsplit("/", 1)[1] for t, _, _, _ in r["published"]]
     assert topics[:3] == ["state", "telemetry", "telemetry"]
+
+
+def test_package_json_installs_every_module_and_umqtt() -> None:
+    pkg = json.loads((FIRMWARE / "package.json").read_text())
+    listed = {dest for dest, _ in pkg["urls"]}
+    modules = {f"pswd_node/{p.name}" for p in (FIRMWARE / "pswd_node").glob("*.py")}
+    assert listed == modules
+    for dest, src in pkg["urls"]:  # relative sources: mip resolves them next to package.json
+        assert (FIRMWARE / src).is_file() and dest == src
+    assert ["umqtt.simple", "latest"] in pkg["deps"]
+    manifest = (FIRMWARE / "manifest.py").read_text()
+    assert 'package("pswd_node")' in manifest and 'require("umqtt.simple")' in manifest
+
+
+def test_example_config_is_valid_and_holds_no_secret() -> None:
+    text = (FIRMWARE / "config.json").read_text()
+    raw = json.loads(text)
+    from pswd_node import config  # firmware/ is on sys.path (tests/firmware/__init__.py)
+
+    assert config.check(raw)["sensor_id"] == "rs-01"
+    assert raw["key_file"] == "key.hex" and "password" not in {k.lower() for k in raw["wifi"]}
+    for p in FIRMWARE.rglob("*"):  # no key or Wi-Fi password file in the tree
+        assert p.name not in ("key.hex", "key.bin", "wifi.key"), p
