@@ -39,10 +39,10 @@ from asyncua.server.server import Server
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from cryptography import x509
 
 from edge_runtime.config.codec import CodecError, DataType, encode
 from edge_runtime.config.schema import IoMap, PointSpec
-from edge_runtime.io.opcua_security import application_uri
 from pswd_plant_sim.registers import ILLEGAL_ADDRESS, ILLEGAL_VALUE
 from pswd_plant_sim.rig import Rig, Unit
 
@@ -182,7 +182,7 @@ class OpcUaDeviceServer:
             return
         await srv.load_certificate(str(ep.cert))
         await srv.load_private_key(str(ep.key))
-        uri = application_uri(ep.cert)
+        uri = _certificate_uri(ep.cert)
         if uri:
             await srv.set_application_uri(uri)
         srv.set_security_policy([SECURITY[ep.security]])
@@ -376,6 +376,20 @@ class OpcUaDeviceServer:
         """Where it serves, whether it is paused, client writes taken and refused."""
         return {"url": self.url, "paused": self.paused, "writes": self.writes,
                 "refused": self.refused}
+
+
+def _certificate_uri(path: Path) -> str | None:
+    """The SubjectAltName URI of a certificate (PEM or DER): the server's ApplicationUri must
+    equal it. (Read here, not with the driver's helper: the simulator stays independent.)"""
+    data = path.read_bytes()
+    cert = (x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----")
+            else x509.load_der_x509_certificate(data))
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    uris = alt.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
 
 
 def _path_nodeid(path: str) -> ua.NodeId:
