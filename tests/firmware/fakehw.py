@@ -30,6 +30,8 @@ class FakeHw:
         self.cost_ms = 0
         self.feeds = 0
         self.wdt_ms = None
+        self.last_feed = None
+        self.bites = 0  # times the modelled watchdog would have reset the board
         self.log = log
 
     # clock
@@ -80,8 +82,13 @@ class FakeHw:
 
     def wdt_start(self, ms):
         self.wdt_ms = ms
+        self.last_feed = self.ticks_ms()
 
     def wdt_feed(self):
+        now = self.ticks_ms()
+        if self.wdt_ms is not None and now - self.last_feed > self.wdt_ms:
+            self.bites += 1  # the real WDT would have reset the board before this feed
+        self.last_feed = now
         self.feeds += 1
         if self.log is not None:
             self.log.append(("feed",))

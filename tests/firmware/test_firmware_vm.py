@@ -255,13 +255,20 @@ def test_out_of_range_readings_are_flagged_not_used() -> None:
     assert r["valve"] == 1
 
 
-def test_overruns_are_counted_and_published() -> None:
-    r = run_scenario("overrun", {**BASE, "costs": [0, 150, 0, 250, 99, 0]})
+def test_overruns_are_counted_and_a_stuck_scan_starves_the_watchdog() -> None:
+    r = run_scenario("overrun", {**BASE, "costs": [0, 150, 0, 250, 99, 0], "hang_ms": 4500})
     trace = r["trace"]
     assert [t[1] for t in trace] == [0, 1, 1, 2, 2, 2]
     # an on-time scan takes the full period; a late one restarts the schedule at once
     assert [t[2] for t in trace] == [100, 150, 100, 250, 100, 100]
-    assert r["overruns"] == 2 and r["feeds"] == r["scans"]
+    assert r["feeds"] == r["scans"]
+    # fed every scan, the watchdog (4000 ms) never bites at 100-250 ms scans; a scan stuck
+    # for 4500 ms goes past it: on a board that is a reset (boot: valve at failsafe)
+    assert r["wdt_ms"] == 4000 and r["bites_before"] == 0 and r["bites_after"] == 1
+    assert r["overruns"] == 3
+    birth = decode_birth(bytes.fromhex(r["batches"][0]))  # the retained CBOR birth
+    published = [f["overruns"] for f in samples(r["batches"][1:], birth)]
+    assert published[0] == (0.0, "GOOD") and (2.0, "GOOD") in published  # the count travels
 
 
 def test_reconnect_backoff_will_and_rebirth() -> None:
