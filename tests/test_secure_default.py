@@ -251,3 +251,36 @@ def test_running_node_renews_its_certificate_before_its_end(tmp_path: Path) -> N
     assert offline.poll() == "warned"
     assert events.recent(1)[0].code == "cert_expiring"
     assert load_cert(short.cert).serial_number == short.serial
+
+
+def test_first_start_node_joins_a_tls13_broker_with_what_it_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole chain: a site CA, a Mosquitto requiring client certificates from it, and a
+    production site node whose certificate does not exist yet: `pswd-edge run` makes it
+    from ca_dir, its [mqtt.tls] uses the same files, and the broker takes it as 'site-01'."""
+    from tests.mosquitto import Broker
+
+    ca = SiteCA.init(tmp_path / "site-ca")
+    broker_cf = ca.issue_node("localhost", tmp_path / "broker", server=True, client=False,
+                              dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    broker = Broker(tmp_path / "mosq")
+    broker.config_path.write_text(broker.config_path.read_text() + "\n".join([
+        f"cafile {ca.cert_path}", f"certfile {broker_cf.cert}", f"keyfile {broker_cf.key}",
+        "tls_version tlsv1.3", "require_certificate true", "use_identity_as_username true",
+        f"crlfile {ca.crl_path}", ""]))
+    broker.start()
+    try:
+        doc = _production("site.toml", {"ca_dir": str(ca.directory), **PKI})
+        doc["mqtt"].update(port=broker.port, command_keys="keys",
+                           tls={"ca": PKI["ca"], "cert": PKI["cert"], "key": PKI["key"]})
+        from edge_runtime.security.ca import ensure_command_keys
+
+        ensure_command_keys(tmp_path / "keys", ["infrastructure_manager"])
+        config = _write(tmp_path, doc)
+        code, _, err = _cli(capsys, "run", "--config", str(config), "--duration", "2")
+        assert code == 0, err
+        assert load_cert(tmp_path / "pki/node.crt").issuer == ca.cert.subject
+        assert "u'site-01'" in broker.log_tail(60), \
+            broker.log_tail(60)
+    finally:
+        broker.kill()
