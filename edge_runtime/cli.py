@@ -138,8 +138,15 @@ def load_for_run(path: Path, *, first_start: bool = False) -> NodeConfig:
 
 def security_check(cfg: NodeConfig, *, generate: bool = False) -> StartCheck:
     """What keeps `cfg` from a secure start (security/secure_default.py), every link named."""
-    return check_start(cfg.security, node=cfg.name, links={"mqtt": cfg.mqtt},
-                       generate=generate)
+    check = check_start(cfg.security, node=cfg.name, links={"mqtt": cfg.mqtt},
+                        generate=generate)
+    if cfg.https is not None and cfg.https.client_cert == "none":
+        check.error("https.client_cert", "none: a production node authenticates its HTTPS "
+                    "clients by certificate (mutual TLS, spec 10.2.1; \"optional\" lets an "
+                    "endpoint decide)")
+    if cfg.https is not None and cfg.https.crl is None:
+        check.warnings.append("[https] crl not set: a revoked client certificate is accepted")
+    return check
 
 
 def _load_or_report(path: Path, *, first_start: bool = False) -> NodeConfig | None:

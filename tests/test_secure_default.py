@@ -284,3 +284,25 @@ def test_first_start_node_joins_a_tls13_broker_with_what_it_made(
             broker.log_tail(60)
     finally:
         broker.kill()
+
+
+def test_https_without_client_certificates_is_not_production(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from edge_runtime.security.tokens import KeyRing
+
+    ca = SiteCA.init(tmp_path / "site-ca")
+    ca.issue_files(tmp_path / PKI["cert"], tmp_path / PKI["key"], "rack-01", server=True,
+                   client=True)
+    shutil.copyfile(ca.cert_path, tmp_path / PKI["ca"])
+    shutil.copyfile(ca.crl_path, tmp_path / PKI["crl"])
+    KeyRing.create(tmp_path / "token_keys")
+    doc = _production("rack.toml", {"token_keys": "token_keys", **PKI})
+    doc["https"] = {"port": free_port(), "client_cert": "none"}
+    config = _write(tmp_path, doc)
+    code, _, err = _cli(capsys, "check-config", str(config))
+    assert code == 2 and f"{config}: [https] client_cert: none: a production node" in err, err
+    doc["https"]["client_cert"] = "optional"
+    code, out, err = _cli(capsys, "check-config", str(_write(tmp_path, doc)))
+    assert code == 0 and "INSECURE" not in out, err
