@@ -5,7 +5,10 @@ its certificate, key and trust anchor, and every link it opens must be authentic
 TLS 1.3 with a client certificate, commands signed (`[mqtt] command_keys`). Without them it
 refuses to start, each missing piece one error line naming the key and how to make it. A lab
 says `insecure = true`: the node then starts, and says so loudly at start and every minute on
-its own clock (an alarm event, `InsecureNotice`), listing what is missing.
+its own clock (an alarm event, `InsecureNotice`), listing what is missing. A secure node runs
+a `CertMonitor`: its certificate is renewed before its end from an online CA (ca_dir), or an
+hourly warning event says it is due (offline CA). cli.security_check adds the rules for other
+sections (an [https] server must ask for client certificates).
 
     [security]
     insecure = false          # true only in a lab: starts without the below, alarm every minute
