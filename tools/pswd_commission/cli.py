@@ -4,8 +4,12 @@
     pswd-commission validate  CONFIG
     pswd-commission verify    --config CONFIG
     pswd-commission loopcheck --config CONFIG [--output DEV.POINT ...] [--pairs FILE]
-    pswd-commission provision --config CONFIG [--out DIR] [--ca-dir DIR]
+    pswd-commission provision --config CONFIG [--out DIR] [--ca-dir DIR] [--technician-cert]
     pswd-commission report    [--out FILE] | --verify FILE
+    pswd-commission force     --url URL --point DEV.POINT --value V --expiry-s S --reason TEXT
+    pswd-commission release   --url URL --point DEV.POINT
+    pswd-commission reset     --url URL [--interlock NAME]
+    (loopcheck --url URL runs the loop checks through the running node instead)
 
 Every subcommand takes --json (one JSON document on stdout), --work-dir (the session's
 journal) and --technician. Exit codes: 0 passed, 1 a check failed, 2 bad input (usage, a
@@ -31,9 +35,12 @@ from edge_runtime.config.iomap import default_io_maps_dir
 from edge_runtime.config.reader import ConfigError
 from pswd_commission import discover as disc
 from pswd_commission import loopcheck as lc
+from pswd_commission import node_cli
 from pswd_commission.fieldlink import FieldLink
+from pswd_commission.node_client import NodeSession
+from pswd_commission.node_loopcheck import NodeLoopChecker
 from pswd_commission.output import Output
-from pswd_commission.provision import provision
+from pswd_commission.provision import provision, technician_cert
 from pswd_commission.report import render, verify_report
 from pswd_commission.session import (
     BAD_INPUT,
@@ -141,7 +148,20 @@ def cmd_loopcheck(args: argparse.Namespace, out: Output, session: Session) -> Re
         if name not in {f"{d.name}.{p.name}" for d, p in checker.outputs()}:
             raise CommissionError(f"{args.pairs}: [\"{name}\"] is not an output of {cfg.name}")
 
+    async def through_node() -> list[lc.LoopResult]:
+        results: list[lc.LoopResult] = []
+        async with NodeSession(node_cli.target(args, session)) as s:
+            checker = NodeLoopChecker(cfg, s, settings, pairs)
+            with out.progress("loop checks", len(chosen)) as advance:
+                for dev, spec in chosen:
+                    results.append(await checker.check(dev, spec, out.line if args.verbose
+                                                       else lambda s: None))
+                    advance(1)
+        return results
+
     async def run() -> list[lc.LoopResult]:
+        if args.url:
+            return await through_node()
         results: list[lc.LoopResult] = []
         try:
             await _reachable(link, cfg)
@@ -155,7 +175,8 @@ def cmd_loopcheck(args: argparse.Namespace, out: Output, session: Session) -> Re
         return results
 
     results = asyncio.run(run())
-    out.table(f"loopcheck {cfg.name} (direct, node stopped)",
+    mode = f"through the node at {args.url}" if args.url else "direct, node stopped"
+    out.table(f"loopcheck {cfg.name} ({mode})",
               ("output", "feedback", "test", "response", "result", "reason"),
               [(r.output, r.feedback or "-",
                 "-" if r.test_value is None else f"{r.before:g} -> {r.test_value:g}"
@@ -168,7 +189,8 @@ def cmd_loopcheck(args: argparse.Namespace, out: Output, session: Session) -> Re
         f" of {len(results)} outputs"
     bad = counts["FAIL"] + counts["REFUSED"]
     out.line(("FAIL " if bad else "PASS ") + summary)
-    return (FAILED if bad else OK), {"summary": summary, "node": cfg.name, "mode": "direct",
+    return (FAILED if bad else OK), {"summary": summary, "node": cfg.name,
+                                     "mode": "node" if args.url else "direct",
                                      "outputs": [r.as_dict() for r in results],
                                      "stats": link.stats.as_dict()}
 
@@ -244,6 +266,9 @@ def cmd_provision(args: argparse.Namespace, out: Output, session: Session) -> Re
     ca_dir = Path(args.ca_dir) if args.ca_dir else session.work_dir / "ca"
     items, problems = provision(out_dir, ca_dir, node=node, site=site, hosts=args.host or [],
                                 roles=args.roles.split(","), days=args.days)
+    if args.technician_cert:
+        items += technician_cert(session.work_dir / "technician", ca_dir,
+                                 technician=session.technician, days=args.days)
     out.table(f"provision {node} ({out_dir})",
               ("item", "kind", "mode", "fingerprint (SHA-256)", "expires", "action", "purpose"),
               [(i.name, i.kind, i.mode, i.fingerprint_sha256, i.not_after[:10], i.action,
@@ -344,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="of the output's span (default 2)")
     s.add_argument("--timeout-s", type=_positive(float), default=15.0,
                    help="per output to reach the test value (default 15)")
+    node_cli.add_node_options(s, required=False)
     s.set_defaults(handler=cmd_loopcheck)
 
     s = sub.add_parser("provision", parents=[common],
@@ -359,7 +385,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--roles", default="infrastructure_manager",
                    help="roles to make command-signing keys for, comma-separated")
     s.add_argument("--days", type=int, default=397, help="certificate validity (default 397)")
+    s.add_argument("--technician-cert", action="store_true",
+                   help="also make your OPC UA client certificate (WORK/technician/NAME.crt) "
+                        "for force, release, reset and loopcheck --url")
     s.set_defaults(handler=cmd_provision)
+
+    node_cli.add_subcommands(sub, [common, field])
 
     s = sub.add_parser("report", parents=[common], help="HTML report from the journal")
     s.add_argument("--out", default=None, help="report file (default WORK/report.html)")

@@ -204,7 +204,7 @@ def _feedback_value(r: PointRead, bit: int | None) -> float | None:
     return float((int(r.value) >> bit) & 1) if bit is not None else r.value
 
 
-def _default_test(spec: PointSpec, now: float | None, bit: int | None) -> float:
+def default_test(spec: PointSpec, now: float | None, bit: int | None) -> float:
     if bit is not None:  # a run bit: toggle it
         return 0.0 if now is not None and now >= 0.5 else 1.0
     lo = spec.minimum if spec.minimum is not None else 0.0
@@ -313,7 +313,7 @@ class LoopChecker:
         if before is None:
             before = spec.failsafe
         test = pairing.test_value if pairing.test_value is not None else \
-            _default_test(spec, fb_now if pairing.bit is not None else before, pairing.bit)
+            default_test(spec, fb_now if pairing.bit is not None else before, pairing.bit)
         span = (spec.maximum - spec.minimum) if spec.maximum is not None and \
             spec.minimum is not None else 100.0
         tol = pairing.tolerance if pairing.tolerance is not None else (

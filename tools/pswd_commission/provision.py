@@ -84,7 +84,7 @@ def _key_item(name: str, path: Path, action: str, purpose: str,
 
 
 def _issue_opcua(ca: Issued, node: str, uri: str, hosts: Sequence[str],
-                 days: int) -> tuple[x509.Certificate, bytes]:
+                 days: int, *, server: bool = True) -> tuple[x509.Certificate, bytes]:
     """RSA-2048 certificate for an OPC UA application (Basic256Sha256 needs RSA)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = dt.datetime.now(dt.UTC)
@@ -96,6 +96,8 @@ def _issue_opcua(ca: Issued, node: str, uri: str, hosts: Sequence[str],
             alt.append(x509.DNSName(h))
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "PSWD Edge"),
                       x509.NameAttribute(NameOID.COMMON_NAME, f"{node} OPC UA")])
+    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + [
+        ExtendedKeyUsageOID.CLIENT_AUTH]
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -106,9 +108,7 @@ def _issue_opcua(ca: Issued, node: str, uri: str, hosts: Sequence[str],
                                          key_agreement=False, key_cert_sign=False,
                                          crl_sign=False, encipher_only=False,
                                          decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .sign(ca.key, hashes.SHA256()))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -212,3 +212,36 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def technician_slug(name: str) -> str:
+    """A technician's name as a file and URI part."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.strip().lower()).strip("-")
+    return slug or "technician"
+
+
+def technician_cert(out_dir: Path, ca_dir: Path, *, technician: str,
+                    days: int = 397) -> list[Item]:
+    """The technician's OPC UA client certificate (RSA, URI urn:pswd-edge:technician:<slug>),
+    signed by the site CA, for force / release / reset and loop checks through a node; the
+    node must trust it (its OPC UA trust list maps it to a role)."""
+    slug = technician_slug(technician)
+    crt, key = out_dir / f"{slug}.crt", out_dir / f"{slug}.key"
+    try:
+        action = "kept" if _pair_state(crt, key, "technician") else "created"
+        if action == "created":
+            ca = SiteCA.ensure(ca_dir)
+            cert, key_pem = _issue_opcua(ca.issuer(), technician,
+                                         f"urn:pswd-edge:technician:{slug}", [], days,
+                                         server=False)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            out_dir.chmod(0o700)
+            write_pem(key, key_pem, private=True)
+            write_pem(crt, cert.public_bytes(serialization.Encoding.PEM))
+            ca.record(cert, crt)
+    except (OSError, ValueError) as exc:
+        raise CommissionError(f"cannot make the technician certificate in {out_dir}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+    return [_cert_item(f"technician {technician}", crt, action,
+                       "OPC UA client and user identity of the technician"),
+            _key_item(f"technician {technician} key", key, action, "technician's key")]
