@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ from edge_runtime.core.points import Quality, Sample
 from edge_runtime.io.opcua_client import OpcUaDevice
 from edge_runtime.io.opcua_codec import parse_ref, resolve_uri, to_sample, to_variant
 from edge_runtime.io.opcua_endpoint import OpcUaEndpoint
+from edge_runtime.io.opcua_failsafe import write_failsafe_opcua
 from edge_runtime.node import Node
 from pswd_plant_sim.config import build_sim_config, load_sim_config
 from pswd_plant_sim.simulator import Simulator
@@ -531,3 +533,22 @@ def load_io_map_text(path: Path) -> IoMap:
     io_map = load_io_map(path, errors)
     assert io_map is not None and not errors.lines, errors.lines
     return io_map
+
+
+def test_a_silent_server_does_not_hold_back_the_other_safe_image_writes(tmp_path: Path) -> None:
+    # A listener that never answers: the TCP connect succeeds (the kernel's backlog), the
+    # OPC UA Hello is never acknowledged, as with a hung PLC.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"opc.tcp://127.0.0.1:{silent.getsockname()[1]}"
+        device = load_node_config(node_file(tmp_path, url)).device("battery")
+        t0 = time.monotonic()
+        errors = write_failsafe_opcua([device], 0.2, {})
+        waited = time.monotonic() - t0
+    # At most 2 request timeouts before io/failsafe.py moves on to the next protocol.
+    assert waited < 0.4 + 0.2, waited
+    assert len(errors) == 1 and url in errors[0] and "no answer" in errors[0], errors
+    for t in [t for t in threading.enumerate() if t.name == "opcua-failsafe"]:
+        t.join(3.0)  # bounded by its own 6 request timeouts: nothing lingers
+        assert not t.is_alive()

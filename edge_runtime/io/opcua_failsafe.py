@@ -1,13 +1,17 @@
 """Safe-image writes to OPC UA devices over fresh sessions, for when the event loop is stuck.
 
 The node calls this BlockingWriter from the scan watchdog's thread while its event loop is
-frozen, and from a worker thread at shutdown. It never touches the node's loop: it runs a
-fresh event loop of its own with asyncio.run in the calling thread (or, if that thread already
-runs a loop, in a short-lived thread of its own). That was chosen over asyncua's sync Client,
-whose ThreadLoop starts one more thread with its own loop anyway and keeps it until stopped:
-asyncio.run gives the same isolation, bounds the whole write with one asyncio.timeout, and
-leaves nothing running when it returns. Every endpoint is written concurrently, so a dead
-server does not delay the others. It never raises; failures come back as error strings.
+frozen, and from a worker thread at shutdown. It never touches the node's loop: the writes run
+on a fresh event loop (asyncio.run) in a thread of their own. That was chosen over asyncua's
+sync Client, whose ThreadLoop starts a thread with its own loop too but keeps it until
+stopped: asyncio.run gives the same isolation, bounds the whole write with one asyncio.timeout
+(about 6 request timeouts: connect, resolve, write) and leaves nothing running afterwards.
+Every endpoint is written concurrently, so a dead server does not delay the others.
+
+The caller waits at most 2 request timeouts: io/failsafe.py runs the protocols' writers one
+after the other, and an unreachable OPC UA server must not hold back the Modbus devices'
+safe image. A write still going on then finishes in its thread (not a daemon: a process that
+exits waits for it) and logs its own errors. Never raises; failures come back as strings.
 """
 
 from __future__ import annotations
@@ -31,28 +35,43 @@ from edge_runtime.io.opcua_security import apply_security
 log = logging.getLogger(__name__)
 
 _STEPS = 6  # connect (4 requests), resolve + types, write: the budget in request timeouts
+_WAIT_STEPS = 2  # what the caller waits for, in request timeouts, before going on
 
 
 def write_failsafe_opcua(devices: Sequence[DeviceConfig], timeout_s: float,
                          values: Mapping[str, float]) -> list[str]:
     """Write every output's safe value (`values` by "device.point", the io_map failsafe where
-    absent) to every OPC UA device; returns error strings, never raises, never blocks longer
-    than about `timeout_s` x 6."""
-    try:
+    absent) to every OPC UA device; returns error strings, never raises, returns within about
+    2 x `timeout_s` (a slower write goes on in its thread and logs its own outcome)."""
+    lock = threading.Lock()
+    result: list[str] = []
+    finished, abandoned = threading.Event(), threading.Event()
+
+    def run() -> None:
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(_write_all(devices, timeout_s, values))
-        out: list[str] = [f"opcua failsafe: no answer within {timeout_s * _STEPS:g} s"]
+            errors = asyncio.run(_write_all(devices, timeout_s, values))
+        except Exception as exc:  # never raise, not even from a thread
+            errors = [f"opcua failsafe writer: {exc!r}"]
+        with lock:
+            result.extend(errors)
+            finished.set()
+            late = abandoned.is_set()
+        if late:
+            for err in errors:
+                log.error("opcua safe image (finished late): %s", err)
+            log.warning("opcua safe image finished late with %d error(s)", len(errors))
 
-        def run() -> None:
-            out[:] = asyncio.run(_write_all(devices, timeout_s, values))
-
-        worker = threading.Thread(target=run, name="opcua-failsafe", daemon=True)
+    try:
+        worker = threading.Thread(target=run, name="opcua-failsafe")
         worker.start()
-        worker.join(timeout_s * _STEPS + 1.0)
-        return list(out)
-    except Exception as exc:  # never raise into the watchdog thread
+        finished.wait(timeout_s * _WAIT_STEPS)
+        with lock:
+            if finished.is_set():
+                return list(result)
+            abandoned.set()
+        return [f"opcua: safe image still being written after {timeout_s * _WAIT_STEPS:g} s "
+                f"(slow or unreachable server); it goes on in the background"]
+    except Exception as exc:  # e.g. no thread could be started: report, never raise
         return [f"opcua failsafe writer: {exc!r}"]
 
 
@@ -89,8 +108,9 @@ async def _write_endpoint(devices: Sequence[DeviceConfig], timeout_s: float,
             ep.client, ep.namespaces = client, list(await client.get_namespace_array())
             for dev in devices:
                 errors.extend(await _write_device(ep, dev, values))
-    except TimeoutError:
-        errors.append(f"{first.url}: no answer within {timeout_s * _STEPS:g} s")
+    except TimeoutError:  # a request's own timeout or the whole budget
+        errors.append(f"{first.url}: no answer in time (request timeout "
+                      f"{timeout_s * 1000:.0f} ms, {timeout_s * _STEPS:g} s in all)")
     except Exception as exc:
         errors.append(f"{first.url}: cannot write the safe image: {exc!r}")
     finally:
