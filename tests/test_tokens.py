@@ -11,6 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_runtime.core.authority import USER_ROLES
 from edge_runtime.security.tokens import (
@@ -195,3 +197,47 @@ def test_module_verify_function(ring: KeyRing) -> None:
     assert (claims.role, claims.sub) == ("municipal_partner", "svc")
     with pytest.raises(FileNotFoundError, match="no token key directory"):
         KeyRing(ring.directory / "missing")
+
+
+_FUZZ_RING: dict[str, KeyRing] = {}  # one key ring for every generated case
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
+                                                                          max_size=3),
+                     max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(max_size=200),
+       header=st.dictionaries(st.sampled_from(["alg", "kid", "typ", "crit", "x"]), _json),
+       payload=st.dictionaries(st.sampled_from(["iss", "sub", "aud", "role", "scope", "iat",
+                                                "exp", "nbf"]), _json),
+       sig=st.binary(max_size=80))
+def test_any_input_is_a_token_error_never_a_crash(tmp_path_factory: pytest.TempPathFactory,
+                                                   text: str, header: dict[str, object],
+                                                   payload: dict[str, object],
+                                                   sig: bytes) -> None:
+    ring = _FUZZ_RING.get("ring")
+    if ring is None:
+        ring = _FUZZ_RING["ring"] = KeyRing.create(tmp_path_factory.mktemp("fuzz") / "k")
+    verifier = ring.verifier(now=Clock())
+    header = {**header, "alg": header.get("alg", "ES256"), "kid": header.get("kid",
+                                                                           ring.active_kid())}
+    forged = ".".join([_b64(json.dumps(header, default=str).encode()),
+                       _b64(json.dumps(payload, default=str).encode()), _b64(sig)])
+    # Signed with the site key too: the claims themselves are then what must be refused.
+    body = {"iss": "pswd-site", "sub": "a", "aud": "n", "role": "grid_operator",
+            "iat": int(T0), "exp": int(T0) + 60, **payload}
+    try:
+        signed = jwt.encode(body, ring.private_key(), algorithm="ES256",
+                            headers={"kid": ring.active_kid()})
+    except (TypeError, ValueError):
+        signed = forged  # not JSON-encodable by PyJWT: nothing to sign
+    for token in (text, forged, signed):
+        try:
+            claims = verifier.verify(token, audience="n")
+        except TokenError as exc:
+            assert exc.claim in {"token", "alg", "kid", "signature", "iss", "sub", "aud",
+                                 "role", "scope", "iat", "exp", "nbf"}, exc
+        else:
+            assert token == signed and claims.role in USER_ROLES
+
