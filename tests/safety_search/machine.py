@@ -394,22 +394,23 @@ class SafetySearch(RuleBasedStateMachine):
         else:
             names = [cmd.interlock]
         outcomes: list[bool | None] = []
+        role = cmd.role or IM  # a panel's reset without a role acts as the local role
         for name in names:
             if name == "watchdog":
-                ok = self.wd and cmd.role == IM
+                ok = self.wd and role == IM
                 if ok:
                     self.wd = False
                 outcomes.append(ok)
                 continue
             rule = self.rules.rules[name]
-            entitled = cmd.role in rule.reset_roles
+            entitled = role in rule.reset_roles
             present = self.cond.get(name)
             if present is None and not name.startswith(UNCERTAIN):
                 present = True  # its input is BAD: a reset must be refused
             if not entitled or present is True or name not in impl_latched:
                 outcomes.append(False)
                 continue
-            may_clear[name] = cmd.role
+            may_clear[name] = role
             outcomes.append(None if present is None else True)
         if not outcomes or False in outcomes:
             return False
