@@ -270,9 +270,20 @@ async def test_polled_without_subscriptions_and_max_hold_writes_the_safe_image(
 
 def test_a_ref_that_is_no_nodeid_is_a_clear_error_naming_the_point(tmp_path: Path) -> None:
     text = BESS_MAP.read_text().replace('ref = "ns=2;s=BESS.SoC"', 'ref = "ns=2;x=SoC"')
-    cfg = load_node_config(node_file(tmp_path, "opc.tcp://127.0.0.1:4840", io_map=text))
+    path = node_file(tmp_path, "opc.tcp://127.0.0.1:4840", io_map=text)
+    with pytest.raises(ConfigError) as info:
+        load_node_config(path)
+    assert any("[devices.battery] io_map: 'bess_controller_opcua' point 'soc_pct': ref "
+               "'ns=2;x=SoC' is not a NodeId" in line for line in info.value.lines), \
+        info.value.lines
+    # The driver refuses it too, should a config reach it another way.
+    good = load_node_config(node_file(tmp_path, "opc.tcp://127.0.0.1:4840"))
+    device = good.device("battery")
+    broken = dataclasses.replace(device, io_map=dataclasses.replace(device.io_map, points=tuple(
+        dataclasses.replace(p, ref="ns=2;x=SoC") if p.name == "soc_pct" else p
+        for p in device.io_map.points)))
     with pytest.raises(ValueError, match=r"device 'battery'.*point 'soc_pct'.*ns=2;x=SoC"):
-        assemble(cfg, watchdog_thread=False)
+        OpcUaDevice(broken, OpcUaEndpoint(broken), {}, WallClock())
 
 
 # -- the watchdog thread writes the safe image while the event loop is frozen ------------------

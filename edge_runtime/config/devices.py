@@ -120,6 +120,8 @@ def _read_device(
             if out.max_hold_s is not None and refresh_ms / 1000.0 > out.max_hold_s / 2:
                 sec.error("refresh_ms", f"{refresh_ms:g} ms is more than half the max_hold_s "
                           f"({out.max_hold_s:g} s) of output {out.name!r}")
+    if io_map is not None and protocol == "opcua":
+        _check_opcua_refs(sec, io_map)
     if protocol != "opcua" and sec.has("security"):
         sec.error("security", f"only OPC UA devices take it; io_map {model!r} is {protocol}")
     if io_map is None or not (host or url):
@@ -138,6 +140,21 @@ def _read_device(
         url=url,
         security=security if protocol == "opcua" else None,
     )
+
+
+# The forms an OPC UA ref may take (io/opcua_codec.py parses and resolves them): a NodeId,
+# the same under a namespace URI, or a browse path from the Root folder.
+_IDENT = r"(i=\d+|s=.+|g=[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}|b=\S+)"
+_OPCUA_REF = re.compile(rf"(ns=\d+;)?{_IDENT}|nsu=[^;\s]+;{_IDENT}|(/[^/]+)+")
+
+
+def _check_opcua_refs(sec: Section, io_map: IoMap) -> None:
+    """Every ref of an OPC UA io_map in one of its forms; the error names point and ref."""
+    for p in io_map.points:
+        if p.ref and not _OPCUA_REF.fullmatch(p.ref):  # empty: the io_map loader says so
+            sec.error("io_map", f"{io_map.model!r} point {p.name!r}: ref {p.ref!r} is not a "
+                      "NodeId ('ns=2;s=Name', 'i=85'), 'nsu=URI;s=Name' or a browse path "
+                      "('/Objects/2:Folder/2:Name')")
 
 
 def _read_security(sec: Section) -> ClientSecurity | None:
