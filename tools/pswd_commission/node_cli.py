@@ -12,7 +12,7 @@ from typing import Any
 from pswd_commission.node_client import NodeSession, NodeTarget
 from pswd_commission.output import Output
 from pswd_commission.provision import technician_slug
-from pswd_commission.session import OK, CommissionError, Session
+from pswd_commission.session import FAILED, OK, CommissionError, Session
 
 Result = tuple[int, dict[str, Any]]
 MAX_EXPIRY_S = 86_400.0  # the node refuses longer forces too: none lasts forever
@@ -62,17 +62,29 @@ def cmd_force(args: argparse.Namespace, out: Output, session: Session) -> Result
         raise CommissionError("--value must be a finite number")
     t = target(args, session)
 
-    async def run() -> str:
+    async def run() -> tuple[str, float | None]:
         async with NodeSession(t) as s:
             await s.force(args.point, args.value, args.expiry_s,
                           f"{args.reason.strip()} (technician {session.technician})")
-            return s.identity
+            # The safety layer runs after every force: read what the output really is now.
+            now: float | None = None
+            for _ in range(10):
+                await asyncio.sleep(0.1)
+                now = await s.read(args.point)
+                if now is not None and abs(now - args.value) <= 1e-6 * max(1.0, abs(now)):
+                    break
+            return s.identity, now
 
-    identity = asyncio.run(run())
+    identity, now = asyncio.run(run())
+    held = now is None or abs(now - args.value) > 1e-6 * max(1.0, abs(now))
     summary = (f"forced {args.point} = {args.value:g} for {args.expiry_s:g} s "
                f"({args.reason.strip()}) as {identity}")
-    out.line(summary)
-    return OK, {"summary": summary, "identity": identity, "url": args.url}
+    if held:
+        summary += (f"; but the node holds it at {now if now is not None else 'a bad value'}: "
+                    f"an interlock or trip wins over a force")
+    out.line(("FAIL " if held else "") + summary)
+    return (FAILED if held else OK), {"summary": summary, "identity": identity,
+                                      "url": args.url, "value_now": now}
 
 
 def cmd_release(args: argparse.Namespace, out: Output, session: Session) -> Result:

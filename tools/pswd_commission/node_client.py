@@ -24,6 +24,7 @@ from typing import Any
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node as UaNode
+from asyncua.crypto import uacrypto
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
@@ -154,13 +155,18 @@ class NodeSession:
     async def _open(self) -> None:
         t = self.target
         cert = _load_cert(t.cert, "--cert")
+        cert_is_der = not t.cert.read_bytes().lstrip().startswith(b"-----")
         if not t.key.exists():
             raise CommissionError(f"--key {t.key}: not found")
         client = Client(t.url, timeout=t.timeout_s)
         self.client = client
         client.application_uri = _uri(cert, t.cert)
         server_der = await self._server_cert(client)
-        await client.set_security(SecurityPolicyBasic256Sha256, str(t.cert), str(t.key),
+        # asyncua picks PEM or DER by file extension: say which, whatever the file is named.
+        fmt = "der" if cert_is_der else "pem"
+        await client.set_security(SecurityPolicyBasic256Sha256,
+                                  uacrypto.CertProperties(str(t.cert), fmt),
+                                  uacrypto.CertProperties(str(t.key), "pem"),
                                   server_certificate=server_der,
                                   mode=ua.MessageSecurityMode.SignAndEncrypt)
         if t.user:
@@ -172,8 +178,8 @@ class NodeSession:
             client.set_password(password)
             self.identity = f"user {t.user}"
         else:
-            await client.load_client_certificate(str(t.cert))
-            await client.load_private_key(t.key)
+            await client.load_client_certificate(str(t.cert), fmt)
+            await client.load_private_key(t.key, extension="pem")
             self.identity = ("certificate "
                              + cert.fingerprint(hashes.SHA256()).hex(":").upper()[:23] + "...")
         await asyncio.wait_for(client.connect(), t.timeout_s)
