@@ -4,8 +4,9 @@ MAC: hex HMAC-SHA256 under the board's key of "{node}/{kind}\\n" + the canonical
 every field but "signature" (jsonc.dumps). The issued-at ("timestamp") must lie within
 max_age_ms of the board's clock either way and after the board booted (nonces are kept in
 RAM only, so one captured before a reset must not be accepted after it); a nonce is
-remembered for twice max_age_ms, at most max_nonces of them; when the memory is full of live
-nonces the command is refused rather than forget one early (a replay would then pass).
+remembered until its command could no longer pass the time check (max_age_ms after its
+issued-at), at most max_nonces of them; when the memory is full of live nonces the command is
+refused rather than forget one early (a replay would then pass).
 
 check() returns None when the envelope holds, else (category, field, reason): the error
 record the app publishes on .../error. Only a genuine message gets past the MAC, so the
@@ -134,9 +135,11 @@ class Verifier:
         return None
 
     def _forget(self, now_ms):
-        # kept for twice max_age (as the runtime): a command stays acceptable until max_age
-        # after its issued-at, which may itself lie max_age ahead of this clock
-        horizon = (now_ms - 2 * self.max_age_ms) // 1000 - self.epoch_s - 1
+        # A command issued at T passes the time check only while now <= T + max_age, so its
+        # nonce is needed that long (+1 s for the whole-second storage); the runtime keeps
+        # twice that, but this memory is small (64) and the board's clock only ever steps
+        # once, at the NTP set, before which nothing was accepted (not_before).
+        horizon = (now_ms - self.max_age_ms) // 1000 - self.epoch_s - 1
         if (self.nonces and self.nonces[0][0] < horizon) or len(self.nonces) >= self.max_nonces:
             self.nonces = [e for e in self.nonces if e[0] >= horizon]
 

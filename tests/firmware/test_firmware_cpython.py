@@ -171,3 +171,28 @@ def test_net_socket_is_bounded_and_speaks_stream_methods(
     conn.close()
     assert s.read(1) == b""  # end of stream
     s.close()
+
+
+def test_nonce_memory_is_bounded_and_refuses_rather_than_forget() -> None:
+    boot_ms = 1_796_529_600_000
+    v = envelope.Verifier(KEY, "rs-01", "output", "infrastructure_manager", max_age_ms=30_000,
+                          max_nonces=4, not_before_ms=boot_ms)
+
+    def doc(nonce: str, at_ms: int) -> dict[str, object]:
+        return sign(KEY, "rs-01", "output", {"PSWD_version": "1.0", "point": "valve",
+                                             "value": 1}, role="infrastructure_manager",
+                    now=at_ms / 1000, nonce=nonce)
+
+    sent = [doc(f"nonce-{i:03d}", boot_ms + 1000 * i) for i in range(5)]
+    now = boot_ms + 5000
+    assert [v.check(d, now) for d in sent[:4]] == [None] * 4
+    full = v.check(sent[4], now)
+    assert full is not None and "too many commands" in full[2]  # refused, nothing forgotten
+    replay = v.check(sent[0], now)
+    assert replay is not None and "already used" in replay[2]
+    # 32 s later the first commands can no longer pass the time check: their nonces go
+    later = boot_ms + 32_000
+    assert v.check(doc("nonce-new", later), later) is None
+    assert len(v.nonces) <= 4
+    stale = v.check(sent[0], later)
+    assert stale is not None and stale[1] == "timestamp"  # too old now, whatever its nonce
