@@ -136,3 +136,39 @@ async def test_bad_input_is_one_line_and_a_nonzero_exit(
     assert says in err, err
     if code != 2 or argv[0] != "verify" or "--timeout-ms" not in argv:
         assert len(lines) == 1, lines
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(40)
+async def test_verify_checks_sunspec_scale_factors_against_the_io_map(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The battery inverter publishes W_SF = 2 (100 W a count); a map that assumes 10 W a
+    count reads the inverter's power 10 x low: the published scale factor, read through the
+    model chain with pysunspec2's definitions, says so. The right map passes."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for f in (ROOT / "io_maps").glob("*.toml"):
+        (maps / f.name).write_text(f.read_text())
+    inverter = maps / "battery_inverter.toml"
+    text = inverter.read_text()
+    assert 'address = 40080\ntype = "int16"\nscale = 0.1\n' in text
+    inverter.write_text(text.replace('address = 40080\ntype = "int16"\nscale = 0.1\n',
+                                     'address = 40080\ntype = "int16"\nscale = 0.01\n'))
+    async with running_plant() as sim:
+        rack = (ROOT / "examples" / "rack.toml").read_text().replace(
+            "127.0.0.1:15503", f"127.0.0.1:{sim.endpoints[1].port}")
+        good = tmp_path / "rack.toml"
+        good.write_text(rack)
+        code, doc = await tool_json(capsys, "verify", "--config", str(good), "--work-dir",
+                                    str(tmp_path / "w"))
+        assert code == 0, [r for r in doc["points"] if r["status"] != "PASS"]
+        bad = tmp_path / "rack_bad.toml"
+        bad.write_text(rack.replace("[node]\n", '[node]\nio_maps_dir = "maps"\n', 1))
+        code, doc = await tool_json(capsys, "verify", "--config", str(bad), "--work-dir",
+                                    str(tmp_path / "w"))
+    assert code == 1
+    by = rows(doc, "points")
+    assert by["battery.ac_w_kw"]["status"] == "FAIL"
+    assert "W_SF = 2 (model 701)" in by["battery.ac_w_kw"]["reason"]
+    assert "reads 10 x off" in by["battery.ac_w_kw"]["reason"]
+    assert by["battery.soc_pct"]["status"] == "PASS"

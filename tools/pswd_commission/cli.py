@@ -51,6 +51,7 @@ from pswd_commission.session import (
     Session,
     technician_name,
 )
+from pswd_commission.sunspec_check import check_scale_factors, speaks_sunspec
 from pswd_commission.validate import validate
 from pswd_commission.verify import judge, read_all
 
@@ -110,17 +111,25 @@ def cmd_verify(args: argparse.Namespace, out: Output, session: Session) -> Resul
     link = FieldLink(timeout_s=args.timeout_ms / 1000.0, rate=args.rate)
     total = sum(len(d.io_map.inputs) for d in cfg.devices if d.protocol == "modbus")
 
-    async def run() -> tuple[list[str], dict[str, Any]]:
+    async def run() -> tuple[list[str], dict[str, Any], dict[str, str]]:
         try:
             problems = await _reachable(link, cfg)
             with out.progress("reading points", total) as advance:
-                return problems, dict(await read_all(link, cfg, advance))
+                reads = dict(await read_all(link, cfg, advance))
+            scaling: dict[str, str] = {}
+            for dev in cfg.devices:
+                values = {n.split(".", 1)[1]: r.value for n, r in reads.items()
+                          if n.split(".", 1)[0] == dev.name}
+                if dev.protocol == "modbus" and speaks_sunspec(dev, values):
+                    found = await check_scale_factors(link, dev)
+                    scaling.update({f"{dev.name}.{p}": why for p, why in found.items()})
+            return problems, reads, scaling
         finally:
             link.close()
 
     t0 = time.monotonic()
-    problems, reads = asyncio.run(run())
-    rows = judge(cfg, reads)
+    problems, reads, scaling = asyncio.run(run())
+    rows = judge(cfg, reads, scaling)
     counts = {s: sum(r.status == s for r in rows) for s in ("PASS", "FAIL", "WARN", "SKIP")}
     out.table(f"verify {cfg.name} ({args.config})",
               ("point", "value", "unit", "range", "result", "reason"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sunspec2 import device as sunspec_device  # model definitions, as JSON in the package
+from sunspec2.mdef import ModelDefinitionError
 
 from edge_runtime.config.codec import decode
 from edge_runtime.config.iomap import load_io_map
@@ -178,7 +179,7 @@ class Scanner:
                     info["name"] = mdef["group"].get("label") or mdef["group"]["name"]
                     if mid == 1:
                         info.update(await self._common(f, addr, mdef))
-                except Exception:  # an unknown or vendor model id: name it so
+                except ModelDefinitionError:  # a vendor model id: name it so
                     info["name"] = "unknown model"
                 models.append(info)
                 addr += 2 + length

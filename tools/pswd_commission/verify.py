@@ -180,8 +180,10 @@ def _scale_hint(spec: PointSpec, value: float, peers: list[float]) -> str:
     return f"; looks scaled by {factor}: would read {_fmt(cand, spec.unit)}"
 
 
-def judge(cfg: NodeConfig, reads: Mapping[str, PointRead]) -> list[PointResult]:
-    """The verify table from the reads (pure: tests feed it reads directly)."""
+def judge(cfg: NodeConfig, reads: Mapping[str, PointRead],
+          scale_problems: Mapping[str, str] | None = None) -> list[PointResult]:
+    """The verify table from the reads (pure: tests feed it reads directly);
+    `scale_problems` ("device.point" -> why) come from the SunSpec scale-factor check."""
     rows: dict[str, PointResult] = {}
     peers: dict[tuple[str, str], list[str]] = {}
     for dev in cfg.devices:
@@ -222,6 +224,8 @@ def judge(cfg: NodeConfig, reads: Mapping[str, PointRead]) -> list[PointResult]:
                 row = replace(row, status="FAIL", reason=what + hint)
             elif quality and spec.name != status_point:
                 row = replace(row, status="FAIL", reason=quality)
+            elif scale_problems and name in scale_problems:
+                row = replace(row, status="FAIL", reason=scale_problems[name])
             else:
                 alarm = _alarm(r.value, cfg.safety.limits.get(name), spec.unit)
                 if alarm:
