@@ -211,7 +211,10 @@ class OpcUaDevice:
         """The server ended the subscription: inputs BAD until the next bind."""
         if binding != self.binding:
             return
-        self._lost(f"subscription ended: {why}", "subscription")
+        # asyncua ends every subscription with BadShutdown when it loses the connection,
+        # whatever the cause: say what it means for the operator.
+        what = "connection lost or server stopped" if why == "BadShutdown" else "ended by server"
+        self._lost(f"disconnected: subscription {what} ({why})", "subscription")
 
     async def _read_inputs(self) -> None:
         names = [n for n in self.inputs if n in self.nodeids]

@@ -150,7 +150,8 @@ class OpcUaDeviceServer:
         self._task: asyncio.Task[None] | None = None
         self._listener = asyncio.Lock()  # one pause or resume at a time
         self.paused = False  # listener closed, by pause() or by a "silent" offline fault
-        self._held = False  # paused by pause(): only resume() opens it again
+        self._held = False  # paused by pause() or hang(): only resume() opens it again
+        self._hung = False  # hang(): connections kept open but no longer read
         self.writes = self.refused = 0
 
     @property
@@ -208,6 +209,21 @@ class OpcUaDeviceServer:
         self._held = True
         await self._close()
 
+    async def hang(self) -> None:
+        """Stop answering without closing anything (a PLC whose CPU hung, a cable cut behind
+        a switch): open connections are no longer read, new ones are not accepted."""
+        self._held = True
+        async with self._listener:
+            bs = self.server.bserver
+            if self.paused or bs is None:
+                return
+            for transport in list(self.server.iserver.asyncio_transports):
+                transport.pause_reading()
+            if bs._server is not None:  # asyncua keeps its listener private; close only it
+                bs._server.close()
+            self.paused = self._hung = True
+            log.warning("%s: OPC UA endpoint %s hung", self.spec.device, self.url)
+
     async def resume(self) -> None:
         """Listen again on the same port (the address space was kept)."""
         self._held = False
@@ -227,6 +243,9 @@ class OpcUaDeviceServer:
             old = self.server.bserver
             if not self.paused or old is None:
                 return
+            if self._hung:  # the hung connections go, as when such a PLC restarts
+                await old.stop()
+                self._hung = False
             fresh = BinaryServer(self.server.iserver, old.hostname, old.port,
                                  self.server.limits)
             fresh.set_policies(old._policies)
