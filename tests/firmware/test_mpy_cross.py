@@ -91,3 +91,15 @@ def test_example_config_is_valid_and_holds_no_secret() -> None:
     assert raw["key_file"] == "key.hex" and "password" not in {k.lower() for k in raw["wifi"]}
     for p in FIRMWARE.rglob("*"):  # no key or Wi-Fi password file in the tree
         assert p.name not in ("key.hex", "key.bin", "wifi.key"), p
+
+
+def test_hw_board_on_a_stand_in_machine() -> None:
+    r = run_scenario("hwboard", {}, extra_files=(("/lib/machine.py",
+                                                  Path(__file__).parent / "fake_machine.py"),))
+    # the valve pin is created at its failsafe level (open = 1, active low: pin 0) at once
+    assert r["valve_init_writes"] == [0] and r["valve_mode"] == 1 and r["leak_pull"]
+    assert r["temps"] == [30000, 65535]
+    assert r["leak_cable"] == [1, 1] and r["leak_dry"] == 0
+    assert r["valve_writes"] == [0, 1, 0]  # closed (pin 1), open again (pin 0); no repeats
+    assert r["feedback"] == 1
+    assert r["wdt"] == [[4000, 2]] and r["cause"] == "wdt_reset"

