@@ -2,8 +2,9 @@
 
 The valve goes to its failsafe level first (hw.Board), the scan starts at once, and the
 network comes up behind it: Wi-Fi is started without waiting, and each connect attempt of
-the uplink first checks Wi-Fi and, once, sets the clock by NTP (commands issued before the
-clock was set are refused: their issued-at cannot be judged).
+the uplink first checks Wi-Fi and, until it has worked once, sets the clock by NTP (commands
+issued before the clock was set are refused: their issued-at cannot be judged; telemetry
+flows either way).
 """
 
 import gc
@@ -46,9 +47,12 @@ def main():
         if not clock["set"] and cfg["ntp_host"]:
             import ntptime
             ntptime.host = cfg["ntp_host"]
-            ntptime.settime()
-            clock["set"] = True
-            node.verifier.not_before_ms = board.wall_ms()
+            try:  # at most ntptime's 1 s timeout; retried on the next connect if it fails
+                ntptime.settime()
+                clock["set"] = True
+                node.verifier.not_before_ms = board.wall_ms()
+            except (OSError, OverflowError) as exc:
+                print("ntp:", exc, "- commands are refused until the clock is set")
         return real(client_id, host, port, keepalive)
 
     link = uplink.Uplink(cfg, make_client, board.ticks_ms)
