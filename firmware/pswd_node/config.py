@@ -31,7 +31,9 @@ DEFAULTS = {
         "leak_cable_fault": {"pin": 15, "active_low": True, "pull_up": True},
     },
     "outputs": {
-        "valve": {"pin": 16, "active_low": False, "failsafe": 1, "max_hold_ms": 10000,
+        # active_low: a normally-open valve energised (pin high) to close, so an undriven
+        # pin (reset, crash, no power) leaves it open: the failsafe (README, wiring)
+        "valve": {"pin": 16, "active_low": True, "failsafe": 1, "max_hold_ms": 10000,
                   "feedback_pin": None},
     },
 }
