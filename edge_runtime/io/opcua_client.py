@@ -44,6 +44,7 @@ from edge_runtime.io.opcua_endpoint import OpcUaEndpoint, resolve
 
 log = logging.getLogger(__name__)
 
+
 class _Notifications:
     """asyncua subscription handler: every data change of one binding goes to the device."""
 
@@ -181,7 +182,7 @@ class OpcUaDevice:
                     raise
                 log.info("%s: no subscription (%s): polling every %g ms", cfg.name,
                          err.reason, cfg.poll_s * 1000)
-                self.subscription = None
+                self._drop_subscription()  # one created without its items: not left behind
                 return
             self.mode = "subscription"
             for name, res in zip(watched, results, strict=True):
@@ -192,10 +193,13 @@ class OpcUaDevice:
                     self._mark_bad([name], f"point {name}: {why}")
 
     def _unbind(self) -> None:
-        sub, self.subscription = self.subscription, None
         self.binding += 1  # late notifications of the old subscription are ignored
         self._bound_gen = -1
         self.mode = "unbound"
+        self._drop_subscription()
+
+    def _drop_subscription(self) -> None:
+        sub, self.subscription = self.subscription, None
         if sub is not None and self.endpoint.connected:
             task = asyncio.ensure_future(_delete_quietly(sub, self.endpoint.timeout_s))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
