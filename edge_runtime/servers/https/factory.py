@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.core.events import Severity
 from edge_runtime.federation.inbound import Verifier
 from edge_runtime.node import Node
 from edge_runtime.security.signing import CommandVerifier, load_keys
-from edge_runtime.security.tls import server_context
+from edge_runtime.security.tls import CertWatcher, server_context
 from edge_runtime.security.tokens import Claims, KeyRing
 from edge_runtime.servers.https.app import ApiParts, Guard, HttpsApi
 from edge_runtime.servers.https.config import HttpsConfig
@@ -63,7 +64,17 @@ def https_service(node: Node, cfg: HttpsConfig, *, verifier: Verifier | None,
         guard=guard, audit=audit))
     ctx = server_context(cfg.cert, cfg.key, cfg.ca, cfg.crl,
                          client_cert=cfg.client_cert)  # type: ignore[arg-type]
-    return HttpsService(api, host=cfg.host, port=cfg.port, ssl_context=ctx)
+    # A renewed certificate or a new CRL reaches the listener without a restart; each reload
+    # (or failed reload: the old chain stays) is an event the audit log keeps.
+    def reloaded(what: str) -> None:
+        failed = what.startswith("error")
+        node.events.raise_event(node.clock.wall(), "https.certs",
+                                Severity.ALARM if failed else Severity.INFO,
+                                f"TLS {what}" if failed else
+                                f"TLS {what} reloaded without a restart", "certificate")
+
+    watcher = CertWatcher(ctx, cfg.cert, cfg.key, crl=cfg.crl, on_reload=reloaded)
+    return HttpsService(api, host=cfg.host, port=cfg.port, ssl_context=ctx, watcher=watcher)
 
 
 def command_verifier(node: Node, keys: Path | None, journal: Path) -> CommandVerifier | None:

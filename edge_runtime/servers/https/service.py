@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edge_runtime.security.tls import CertWatcher
 from edge_runtime.servers.https.app import HttpsApi
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,11 @@ class HttpsService:
     """One node's HTTPS server."""
 
     def __init__(self, api: HttpsApi, *, host: str, port: int,
-                 ssl_context: ssl.SSLContext) -> None:
+                 ssl_context: ssl.SSLContext, watcher: CertWatcher | None = None,
+                 watch_s: float = 5.0) -> None:
+        """`watcher` re-loads the context's certificate and CRL when their files change
+        (a renewal by CertMonitor or `pswd-edge certs rotate`, a new CRL): checked every
+        `watch_s` seconds, so neither needs a restart."""
         if ssl_context.minimum_version < ssl.TLSVersion.TLSv1_3:
             raise ValueError("the HTTPS server takes TLS 1.3 only (security/tls.py "
                              "server_context)")
@@ -32,6 +37,8 @@ class HttpsService:
         self.host = host
         self.port = port  # 0: any free port; `bound_port` says which once started
         self.ssl_context = ssl_context
+        self.watcher = watcher
+        self.watch_s = watch_s
         self.bound_port: int | None = None
         self.started = asyncio.Event()
         self.error = ""
@@ -42,6 +49,8 @@ class HttpsService:
                                handle_signals=False)
         await runner.setup()
         sampler = asyncio.create_task(self.api.p.history.run(), name="https-power-sampler")
+        watching = (asyncio.create_task(self.watcher.run(self.watch_s), name="https-certs")
+                    if self.watcher is not None else None)
         try:
             site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context,
                                reuse_address=True)
@@ -56,13 +65,16 @@ class HttpsService:
             self.started.set()
             await asyncio.Event().wait()
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            for task in (sampler, watching):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await runner.cleanup()
 
     def get_status(self) -> dict[str, Any]:
         """Where it listens and what it answered."""
         return {"listening": self.started.is_set(), "host": self.host,
                 "port": self.bound_port or self.port, "error": self.error,
+                "certs": self.watcher.get_status() if self.watcher is not None else None,
                 **self.api.get_status()}
