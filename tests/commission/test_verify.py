@@ -74,6 +74,12 @@ async def test_verify_flags_a_point_a_power_of_ten_from_its_neighbours(
         code, doc = await tool_json(capsys, "verify", "--config",
                                     str(cdu_config(tmp_path, sim)),
                                     "--work-dir", str(tmp_path / "w"))
+        # the table a technician reads through a pipe: words, no colour codes
+        text_code, text, _ = await tool(capsys, "verify", "--config",
+                                        str(cdu_config(tmp_path, sim)),
+                                        "--work-dir", str(tmp_path / "w"))
+    assert text_code == 1 and "\x1b[" not in text
+    assert "supply_temp.temperature" in text and "FAIL" in text and "PASS" in text
     assert code == 1
     by = rows(doc, "points")
     assert by["supply_temp.temperature"]["status"] == "FAIL"
