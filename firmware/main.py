@@ -28,7 +28,8 @@ def _wifi(cfg):
     return wlan
 
 
-def main():
+def main(iterations=None):
+    """Run the board (forever; `iterations` scans for a test)."""
     cfg = config.load("config.json")
     board = hw.Board(cfg)  # valve at failsafe before anything else
     try:
@@ -59,9 +60,10 @@ def main():
     node = App(cfg, board, link, key)
     gc.collect()
     try:
-        node.run()
+        node.run(iterations)
     finally:
         node.shutdown()
 
 
-main()
+if __name__ == "__main__":  # a board runs main.py as __main__
+    main()

@@ -22,7 +22,10 @@ class Pin:
         self.id = pin_id
         self.mode = mode
         self.pull = pull
-        self.level = value
+        if value is None and mode == Pin.IN:  # an idle input reads its pull
+            self.level = 1 if pull == Pin.PULL_UP else 0
+        else:
+            self.level = value
         self.writes = [] if value is None else [value]
         pins[pin_id] = self
 

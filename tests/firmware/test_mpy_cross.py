@@ -103,3 +103,36 @@ def test_hw_board_on_a_stand_in_machine() -> None:
     assert r["valve_writes"] == [0, 1, 0]  # closed (pin 1), open again (pin 0); no repeats
     assert r["feedback"] == 1
     assert r["wdt"] == [[4000, 2]] and r["cause"] == "wdt_reset"
+
+
+def test_main_boots_the_board_on_stand_in_modules(tmp_path: Path) -> None:
+    # main.py as a board runs it (config.json, key.hex, wifi.key on the file system), with
+    # stand-ins for machine, network, ntptime, socket and umqtt.simple
+    from tests.firmware.fake_board_modules import MODULES
+
+    here = Path(__file__).parent
+    cfg = json.loads((FIRMWARE / "config.json").read_text())
+    cfg["mqtt"]["host"] = "192.0.2.7"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "key.hex").write_text(bytes(range(32)).hex() + "\n")
+    (tmp_path / "wifi.key").write_text("not-a-real-password\n")
+    files = [("/main.py", FIRMWARE / "main.py"), ("/lib/machine.py", here / "fake_machine.py")]
+    files += [(f"/{n}", tmp_path / n) for n in ("config.json", "key.hex", "wifi.key")]
+    for i, (vm_path, text) in enumerate(MODULES.items()):
+        host = tmp_path / f"module{i}.py"
+        host.write_text(text)
+        files.append((vm_path, host))
+    r = run_scenario("boot", {}, extra_files=tuple(files))
+    # valve at its failsafe (open; active low: pin 0) from the first instant, never moved
+    assert r["valve_writes"] == [0]
+    [(timeout, feeds)] = r["wdt"]
+    assert timeout == 4000 and feeds == 12  # watchdog started, fed every scan
+    assert r["wifi"] == {"connected": True, "ssid": "rack-net",
+                         "password": "not-a-real-password"}
+    # NTP failed (the stand-in times out once): the connect went ahead anyway
+    assert r["ntp_calls"] == ["pool.ntp.org"] and r["attempts"] == 1
+    assert r["server"] == ["192.0.2.7", 1883]
+    states = [(s["state"], s["session"], s.get("reason")) for s in r["states"]]
+    assert states == [("online", 1, None), ("offline", 1, "shutdown")]
+    assert r["wills"] == [1] and r["session_file"] == "1"
+    assert r["topics"][:2] == ["pswd/v1/s1/rs-01/state", "pswd/v1/s1/rs-01/telemetry"]
