@@ -27,6 +27,7 @@ from edge_runtime.messages import validate_cli
 from edge_runtime.security import certs_cli
 from edge_runtime.security.secure_default import StartCheck, check_start
 from edge_runtime.security.signing import ROLES
+from edge_runtime.servers.opcua import admin as opcua_admin
 
 EXIT_CONFIG = 2
 EXIT_INTERNAL = 1
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
     certs_cli.add_certs_arguments(add("certs", certs_cli.CERTS_DESCRIPTION), [common])
     certs_cli.add_token_arguments(add("token", certs_cli.TOKEN_DESCRIPTION), [common])
+
+    opcua_admin.add_arguments(add("opcua", opcua_admin.DESCRIPTION))
 
     keygen = add("keygen", "make a role's command-signing key (mode 0600)")
     keygen.add_argument("--role", required=True, choices=ROLES)
@@ -223,6 +226,10 @@ def _audit(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def _opcua(args: argparse.Namespace) -> int:
+    return opcua_admin.run(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edge_runtime.demo import run_demo
 
@@ -231,7 +238,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
     "run": _run, "check-config": _check_config, "validate": _validate, "announce": _announce,
-    "command": _command, "keygen": _keygen, "audit": _audit, "demo": _demo,
+    "command": _command, "keygen": _keygen, "opcua": _opcua, "audit": _audit, "demo": _demo,
     "certs": certs_cli.run_certs, "token": certs_cli.run_token,
 }
 

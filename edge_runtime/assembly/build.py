@@ -44,6 +44,7 @@ from edge_runtime.security.audit import AuditLog
 from edge_runtime.security.ids import IntrusionDetector
 from edge_runtime.servers.https.factory import command_verifier, https_service
 from edge_runtime.servers.https.service import HttpsService
+from edge_runtime.servers.opcua.server import OpcUaServer
 from edge_runtime.site.coordinator import SiteCoordinator
 
 # Builds a node's drivers around its input table; tests pass one that builds fakes.
@@ -215,5 +216,11 @@ def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = No
             return https_service(node, https_cfg, verifier=verifier, guard=ids,
                                  audit=audit.append if audit is not None else None)
         node.attach("https", https(), rebuild=https)
+    if config.opcua is not None and config.opcua.enabled:
+        opcua_cfg = config.opcua
+
+        def opcua() -> OpcUaServer:
+            return OpcUaServer(node, opcua_cfg)
+        node.attach("opcua", opcua(), rebuild=opcua)
     if node.services:
         node.attach("ids", ids, external=False)

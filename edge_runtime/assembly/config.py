@@ -26,6 +26,7 @@ from edge_runtime.safety.config import SafetyConfig
 from edge_runtime.security.audit import read_audit
 from edge_runtime.security.secure_default import SecurityConfig, read_security
 from edge_runtime.servers.https.config import HttpsConfig, read_https
+from edge_runtime.servers.opcua.config import OpcUaConfig, read_opcua
 from edge_runtime.site.config import SiteConfig, read_site_section
 
 # The node roles (spec: rack and CDU controllers, the site coordinator); one list.
@@ -53,6 +54,7 @@ class NodeConfig:
     coordinator: SiteConfig | None = None  # [site]: admission and dispatch (site role)
     realtime_priority: int = 0  # [node]: SCHED_FIFO priority of the node (0: normal scheduling)
     rights: Rights = DEFAULT_RIGHTS  # [rights]: narrows the rights table (core/authority.py)
+    opcua: OpcUaConfig | None = None  # [opcua]: the node's OPC UA server for BMS clients
     # [security]: certificates, keys, insecure (checked by `pswd-edge run`: secure_default.py)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     https: HttpsConfig | None = None  # [https]: the Table 3 endpoints (servers/https/)
@@ -130,6 +132,10 @@ def _rights(inp: SectionInput) -> Rights:
     return read_rights(inp.section("rights"))
 
 
+def _opcua(inp: SectionInput) -> OpcUaConfig:
+    return read_opcua(inp.section("opcua"), inp.base_dir, {*inp.inputs, *inp.outputs})
+
+
 def _mqtt(inp: SectionInput) -> MqttConfig:
     return read_mqtt(inp.section("mqtt"), inp.base_dir)
 
@@ -158,4 +164,5 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("security", ROLES, _security, needs_points=False),
     SectionSpec("https", ROLES, _https, needs_points=False),
     SectionSpec("audit", ROLES, _audit, needs_points=False),
+    SectionSpec("opcua", ROLES, _opcua),
 )

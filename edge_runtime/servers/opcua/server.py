@@ -152,8 +152,7 @@ class OpcUaServer:
         self.nodeset = nodeset
         self.uri = application_uri(config, node.config.site, node.config.name)
         self.users = UserStore(config.state_dir)
-        self.tap = ScanTap(node.clock.wall)
-        node.engine.observers.append(self.tap)  # read-only, after the outputs are flushed
+        self.tap = ScanTap(node.clock.wall)  # a scan observer while run() runs
         self.gate = CommandGate(node, self.tap, timeout_s=command_timeout_s)
         self.server: Server | None = None
         self.space: AddressSpace | None = None
@@ -247,6 +246,8 @@ class OpcUaServer:
 
         self._thread = threading.Thread(target=main, name=f"opcua-{self.node.config.name}",
                                         daemon=True)
+        observers = self.node.engine.observers
+        observers.append(self.tap)  # read-only, after the outputs are flushed
         self._thread.start()
         try:
             failure = await asyncio.shield(done)
@@ -254,6 +255,9 @@ class OpcUaServer:
             self.stop()
             await asyncio.to_thread(self._thread.join, 10.0)
             raise
+        finally:
+            if self.tap in observers:
+                observers.remove(self.tap)  # a rebuilt server brings its own
         if failure is not None:
             raise RuntimeError(f"OPC UA server stopped: {self.error}") from failure
 
