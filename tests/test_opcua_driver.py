@@ -262,10 +262,10 @@ async def test_polled_without_subscriptions_and_max_hold_writes_the_safe_image(
         assert driver.mode == "polling" and driver.notifications == 0 and driver.reads > 3
         # The safety layer's safe image, as Node hands it to every driver with safe_source.
         driver.safe_source = lambda: {"battery.w_set_kw": -5.0, "battery.w_set_ena": 1.0}
-        driver.stage({"w_set_ena": 1, "w_set_kw": 12.5, "ctrl_hb": 7}, time.monotonic())
+        staged = time.monotonic()
+        driver.stage({"w_set_ena": 1, "w_set_kw": 12.5, "ctrl_hb": 7}, staged)
         await wait_for(lambda: plant.plant.battery.setpoint_kw == pytest.approx(12.5), 5,
                        "12.5 kW in the plant")
-        staged = time.monotonic()
         # No scan stages again: after max_hold_s (2 s) the driver writes the safe image
         # (-5 kW here), refreshed until then so the device's own hold never expired.
         await wait_for(lambda: plant.plant.battery.setpoint_kw == pytest.approx(-5.0), 5,
