@@ -96,6 +96,8 @@ def parse_state(raw: bytes) -> NodeState:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"state: not valid JSON: {exc}") from None
+    except RecursionError:  # deep nesting is not a state; a ValueError is what callers catch
+        raise ValueError("state: not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError("state: expected a JSON object")
     for key, kind in (("node", str), ("role", str), ("state", str), ("session", int),
@@ -110,7 +112,7 @@ def parse_state(raw: bytes) -> NodeState:
             points = tuple(PointDef(int(p["alias"]), str(p["name"]), str(p["unit"]),
                                     PointType(p["type"]))
                            for p in doc["telemetry"]["points"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(Infinity)
             raise ValueError(f"state: telemetry.points: {exc!r}") from None
     return NodeState(doc["node"], doc["role"], doc["state"] == "online", doc["session"],
                      parse_datetime(doc["timestamp"]), points, str(doc.get("reason", "")))
