@@ -43,9 +43,17 @@ else:
             time.sleep(ms / 1000)
 
 
-def wall_ms():
-    """UTC epoch milliseconds from the board's clock (ports with a 2000 epoch corrected)."""
-    t = time.time()
-    if time.gmtime(0)[0] == 2000:
-        t += 946684800
-    return int(t * 1000)
+# Ports differ in their epoch (2000 on some, 1970 on most): UTC epoch ms either way.
+_EPOCH_MS = 946684800000 if time.gmtime(0)[0] == 2000 else 0
+
+if hasattr(time, "time_ns"):
+
+    def wall_ms():
+        """UTC epoch milliseconds from the board's clock."""
+        return time.time_ns() // 1000000 + _EPOCH_MS
+
+else:  # time.time() is whole seconds on some ports
+
+    def wall_ms():
+        """UTC epoch milliseconds from the board's clock."""
+        return int(time.time() * 1000) + _EPOCH_MS
