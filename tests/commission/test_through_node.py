@@ -62,7 +62,8 @@ async def node_with_opcua(tmp_path: Path, sim: Simulator, work: Path,
 @pytest.mark.anyio
 @pytest.mark.timeout(120)
 async def test_force_release_reset_and_loopcheck_through_the_node(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "work"
     common = ("--work-dir", str(work), "--technician", "Ada Field")
     async with running_plant() as sim:
@@ -120,6 +121,12 @@ async def test_force_release_reset_and_loopcheck_through_the_node(
                                         "--technician", "Stranger")
             assert code == 2 and "Traceback" not in err
             assert len(err.strip().splitlines()) == 1 and "refused our certificate" in err, err
+            # wrong credentials: a user the node does not know
+            monkeypatch.setenv("PSWD_OPCUA_PASSWORD", "not-the-password")
+            code, out, err = await tool(capsys, "release", "--url", url, "--point",
+                                        "pump1.speed_ref", "--user", "nobody", *common)
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert "wrong credentials" in err
 
     code, rep = await tool_json(capsys, "report", *common)
     text = Path(rep["path"]).read_text()
