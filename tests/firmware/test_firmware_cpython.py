@@ -102,10 +102,15 @@ def test_app_runs_under_cpython_with_a_runtime_signed_command(tmp_path: object) 
     batches = [decode_batch(p, birth=birth) for t, p, r, _ in broker.topics("/telemetry")
                if not r]
     assert batches and all(b.session == 1 for b in batches)
+    broker.send("pswd/v1/s1/rs-01/cmd/rebirth", b"")  # a new session, births again
+    app.run(2)
+    assert parse_state(broker.topics("/state")[-1][1]).session == 2 == app.session
+    assert decode_birth(broker.topics("/telemetry")[-2][1]).session == 2
+    assert Sessions(str(tmp_path)).current == 2
     app.stop()
     app.run(1)
     last = parse_state(broker.topics("/state")[-1][1])
-    assert not last.online and last.reason == "shutdown" and last.session == 1
+    assert not last.online and last.reason == "shutdown" and last.session == 2
 
 
 def test_config_errors_name_the_field(tmp_path: object) -> None:

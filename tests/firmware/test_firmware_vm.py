@@ -189,6 +189,8 @@ def test_bad_commands_are_refused_and_reported() -> None:
         # non-ASCII and a non-BMP character in a signed field: the board's canonical JSON
         # must still be the runtime's, byte for byte, or the MAC fails
         ["good_unicode", CMD, command(1, nonce="n-unicode1", command_id="héllo😀")],
+        # the runtime's driver may send floats: 0.0 is canonicalised as CPython does
+        ["good_float", CMD, command(0.0, nonce="n-float001", action="set_output")],
     ]
     r = run_scenario("refusals", {**BASE, "cmds": cmds})
     got = {c["name"]: c for c in r["cmds"]}
@@ -222,6 +224,8 @@ def test_bad_commands_are_refused_and_reported() -> None:
     assert got["good"]["valve"] == 0 and got["replay"]["valve"] == 0
     assert got["good_unicode"]["errors"] == [] and got["good_unicode"]["accepted"] == 1
     assert got["good_unicode"]["valve"] == 1
+    assert got["good_float"]["errors"] == [] and got["good_float"]["accepted"] == 1
+    assert got["good_float"]["valve"] == 0
     assert r["invalid_total"] == len(want)
     assert r["overruns"] == 0  # answering refusals does not stall the scan
 
