@@ -385,7 +385,8 @@ class App:
         category, field, reason = why
         self.invalid_total += 1
         now = self.hw.ticks_ms()
-        if compat.ticks_diff(now, self.err_window) >= 1000:
+        since = compat.ticks_diff(now, self.err_window)
+        if since >= 1000 or since < 0:  # < 0: the last answer is older than half a ticks period
             self.err_window = now
             self.err_used = 0
         if self.err_used >= ERRORS_PER_S:
