@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.assembly.loader import load_node_config
+from pswd_commission.fieldlink import PointRead
+from pswd_commission.verify import judge
 from tests.commission.rig import (
     ROOT,
     cdu_config,
@@ -178,3 +181,17 @@ async def test_verify_checks_sunspec_scale_factors_against_the_io_map(
     assert "W_SF = 2 (model 701)" in by["battery.ac_w_kw"]["reason"]
     assert "reads 10 x off" in by["battery.ac_w_kw"]["reason"]
     assert by["battery.soc_pct"]["status"] == "PASS"
+
+
+def test_a_pinned_transmitter_is_not_read_as_a_scale_error() -> None:
+    """A transmitter at its register's full scale (over range, broken sensor) is named as
+    such, not as a power of ten: 327.67 degC would otherwise look like 32.8 x 10."""
+    cfg = load_node_config(ROOT / "examples" / "cdu.toml")
+    reads = {"supply_temp.temperature": PointRead(327.67, (0x7FFF,)),
+             "return_temp.temperature": PointRead(31.0, (3100,))}
+    by = {r.point: r for r in judge(cfg, reads)}
+    assert by["supply_temp.temperature"].status == "FAIL"
+    assert "full scale" in by["supply_temp.temperature"].reason
+    assert "scaled" not in by["supply_temp.temperature"].reason
+    assert by["return_temp.temperature"].status == "PASS"
+    assert by["flow.flow"].status == "FAIL" and by["flow.flow"].reason == "not read"

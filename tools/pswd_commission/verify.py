@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 
 from edge_runtime.assembly.config import NodeConfig
-from edge_runtime.config.codec import CodecError, decode
+from edge_runtime.config.codec import CodecError, decode, decode_raw
 from edge_runtime.config.schema import DeviceConfig, Limits, PointSpec
 from edge_runtime.io.blocks import plan_reads
 from pswd_commission.fieldlink import FieldError, FieldLink, PointRead
@@ -140,6 +140,25 @@ async def read_all(link: FieldLink, cfg: NodeConfig,
     return reads
 
 
+def _pinned(spec: PointSpec, words: Iterable[int]) -> str:
+    """A scaled integer point at its register's full scale: a transmitter pins there when its
+    signal is over range or its sensor is broken, so the value is not a measurement."""
+    enc = spec.encoding
+    if not enc.dtype.is_integer or spec.integral:
+        return ""
+    try:
+        raw = int(decode_raw(list(words), enc))
+    except CodecError:
+        return ""
+    bits = 16 * enc.dtype.count
+    signed = enc.dtype.name.startswith("INT")
+    ends = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    if raw == ends[1] or (signed and raw == ends[0]):
+        return (f"raw {raw} is the register's full scale: the transmitter is pinned (over "
+                f"range or a broken sensor), not measuring")
+    return ""
+
+
 def _quality(dev: DeviceConfig, reads: Mapping[str, PointRead]) -> str:
     fault = STATUS_FAULTS.get(dev.io_map.model)
     if fault is None:
@@ -202,6 +221,8 @@ def judge(cfg: NodeConfig, reads: Mapping[str, PointRead],
                               dev.endpoint, dev.unit_id)
             if r.value is None:
                 row = replace(row, status="FAIL", reason=r.error or "no value")
+            elif pinned := _pinned(spec, r.words):
+                row = replace(row, status="FAIL", reason=pinned)
             elif not plausible(spec, r.value):
                 alt = other_order(spec, r.words)
                 rng = declared_range(spec)
