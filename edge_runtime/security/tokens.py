@@ -147,6 +147,8 @@ class TokenVerifier:
 
     def verify(self, token: str, *, audience: str) -> Claims:
         """The claims of `token` if it is valid for `audience` now; TokenError naming the claim."""
+        if not isinstance(token, str) or not token.isascii():  # PyJWT would raise on surrogates
+            raise TokenError("token", "not a JWT (a compact JWT is ASCII text)")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
