@@ -5,9 +5,17 @@ beside a scanning node. Regression tests below name the inputs the fuzzing found
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from edge_runtime.assembly import load_node_config
+from edge_runtime.config.reader import ConfigError
 from edge_runtime.federation.state import parse_state
+from edge_runtime.security.tokens import TokenError, TokenVerifier, key_id
+
+KEY = ec.generate_private_key(ec.SECP256R1())
 
 # -- regressions: inputs the fuzzing found ------------------------------------------------------
 
@@ -27,3 +35,25 @@ def test_a_state_message_the_fuzzing_crashed_is_a_value_error(payload: bytes) ->
     RecursionError / OverflowError (found by bench/fuzz.py, class sensor_node)."""
     with pytest.raises(ValueError, match=r"^state: "):
         parse_state(payload)
+
+
+def test_a_token_with_a_lone_surrogate_is_a_token_error() -> None:
+    """security/tokens.TokenVerifier.verify: a token of non-ASCII text with a lone surrogate
+    (what aiohttp makes of invalid UTF-8 in a header) escaped PyJWT as UnicodeEncodeError
+    (found by bench/fuzz.py, class jwt)."""
+    verifier = TokenVerifier({key_id(KEY.public_key()): KEY.public_key()})
+    for token in ("\udd56", "eyJ\ud8da.x.y", "é.é.é"):
+        with pytest.raises(TokenError) as info:
+            verifier.verify(token, audience="rack-01")
+        assert info.value.claim == "token"
+
+
+def test_a_config_naming_an_io_map_too_long_for_a_file_name_is_a_config_error(
+        tmp_path: Path) -> None:
+    """config/devices.py: io_map = "<300 characters>" made Path.exists() raise OSError
+    (ENAMETOOLONG) out of load_node_config (found by bench/fuzz.py, class config)."""
+    path = tmp_path / "n.toml"
+    path.write_text('[node]\nname = "n1"\nrole = "rack"\n[devices.meter]\n'
+                    f'io_map = "{"rack_power_meter" * 20}"\nendpoint = "127.0.0.1:1502"\n')
+    with pytest.raises(ConfigError, match=r"\[devices.meter\] io_map: no io_map"):
+        load_node_config(path)

@@ -87,8 +87,12 @@ def _read_device(
     if isinstance(model, str):
         if model not in io_maps:
             map_path = maps_dir / f"{model}.toml"
-            if not map_path.exists():
-                sec.error("io_map", f"no io_map {model!r} in {maps_dir}")
+            try:
+                found = map_path.exists()
+            except OSError:  # a name too long for the file system: no such io_map either
+                found = False
+            if not found:
+                sec.error("io_map", f"no io_map {model[:80]!r} in {maps_dir}")
                 io_maps[model] = None
             else:
                 io_maps[model] = load_io_map(map_path, errors)
