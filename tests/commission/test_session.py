@@ -126,7 +126,7 @@ async def test_a_session_from_discovery_to_the_report(
     parsed.feed(text)
     for heading in ("Who did what and when", "Discovery and scan statistics",
                     "Firmware and device inventory", "Configuration validation", "Points",
-                    "Loop checks", "Certificates and keys"):
+                    "Loop checks", "Certificates and keys", "Field bus statistics"):
         assert heading in parsed.h2, parsed.h2
     assert parsed.svgs >= 1 and parsed.polylines >= 1
     assert "SimInverter 500" in parsed.cells and "1.0.0" in parsed.cells

@@ -115,6 +115,13 @@ def _latest(entries: Sequence[Mapping[str, Any]], command: str) -> Mapping[str, 
     return found
 
 
+def _args(entry: Mapping[str, Any]) -> str:
+    """The arguments given, compactly (defaults left out where they are None)."""
+    args = entry.get("args") or {}
+    return " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in sorted(args.items()) if v not in (None, False, "", []))
+
+
 def _summary(entry: Mapping[str, Any]) -> str:
     result = entry.get("result") or {}
     if "summary" in result:
@@ -137,9 +144,18 @@ def render(entries: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
             ("first entry", first), ("last entry", last), ("report generated", utc_now()),
             ("journal entries", len(entries))]))
     sections.append("<h2>Who did what and when</h2>" + table(
-        ("time (UTC)", "technician", "host", "command", "exit", "outcome"),
-        [(e.get("ts"), e.get("technician"), e.get("host"), e.get("command"), e.get("exit"),
-          _summary(e)) for e in entries]))
+        ("time (UTC)", "technician", "host", "command", "arguments", "exit", "outcome"),
+        [(e.get("ts"), e.get("technician"), e.get("host"), e.get("command"), _args(e),
+          e.get("exit"), _summary(e)) for e in entries]))
+    bus = [e for e in entries if isinstance((e.get("result") or {}).get("stats"), dict)]
+    if bus:
+        sections.append("<h2>Field bus statistics</h2>" + table(
+            ("time (UTC)", "command", "requests", "answered", "errors", "p50 (ms)", "p99 (ms)",
+             "max (ms)"),
+            [(e["ts"], e["command"], st.get("requests"), st.get("answered"),
+              ", ".join(f"{k} {v}" for k, v in (st.get("errors") or {}).items()) or "-",
+              st.get("latency_p50_ms"), st.get("latency_p99_ms"), st.get("latency_max_ms"))
+             for e in bus if (st := e["result"]["stats"])]))
 
     if (d := _latest(entries, "discover")) is not None:
         res = d["result"]
