@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -385,3 +388,34 @@ async def test_driver_stops_even_when_a_poll_swallows_the_cancel(tmp_path: Path)
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=5)
     assert task in done and task.cancelled()
+
+
+async def test_a_hung_writer_of_another_protocol_does_not_hold_back_the_modbus_safe_image(
+        tmp_path: Path) -> None:
+    """The watchdog thread's safe image goes to every protocol at once: an OPC UA server that
+    hangs for 3 s must not delay the Modbus write behind it."""
+    io_map, port = meter_map(tmp_path), free_port()
+    devices = [dev_config(io_map, port, name="a", unit_id=1)]
+    ua_map = dataclasses.replace(io_map, protocol="opcua")
+    ua_device = dataclasses.replace(dev_config(ua_map, port, name="bess"),
+                                    url="opc.tcp://127.0.0.1:1")
+    modbus_done = threading.Event()
+    calls: list[float] = []
+
+    def hung_opcua(devs: Sequence[DeviceConfig], timeout_s: float,
+                   values: Mapping[str, float]) -> list[str]:
+        calls.append(time.monotonic())
+        # the Modbus write lands while this one still hangs (bounded: never waits forever)
+        landed = modbus_done.wait(3.0)
+        return [] if landed else ["bess: the Modbus write waited behind the OPC UA writer"]
+
+    async with ModbusPeer(port, unit_ids=(1,)) as peer:
+        async def watch() -> None:
+            while await peer.get_registers(1, Table.HOLDING, 10, 1) != [200]:
+                await asyncio.sleep(0.01)
+            modbus_done.set()
+        watcher = asyncio.create_task(watch())
+        errors = await asyncio.to_thread(write_failsafe_blocking, [*devices, ua_device], 0.5,
+                                         {}, {"opcua": hung_opcua})
+        await asyncio.wait_for(watcher, 1.0)
+    assert errors == [] and len(calls) == 1

@@ -78,16 +78,31 @@ def write_failsafe_blocking(devices: Sequence[DeviceConfig], timeout_s: float,
                             values: Mapping[str, float],
                             writers: Mapping[str, BlockingWriter] | None = None) -> list[str]:
     """Write every output's safe value (`values`, the safe image) to every device, Modbus
-    here and other protocols through `writers`; returns error strings, never raises."""
-    errors: list[str] = []
+    here and other protocols through `writers`; returns error strings, never raises.
+
+    Each protocol writes in a thread of its own, at once: a hung OPC UA server or an absent
+    sensor node must not hold back the Modbus safe image (nor the other way round)."""
+    jobs: list[tuple[str, BlockingWriter, list[DeviceConfig]]] = [
+        ("modbus", _write_modbus, [d for d in devices if d.protocol == "modbus"])]
     for protocol, writer in (writers or {}).items():
         devs = [d for d in devices if d.protocol == protocol and d.io_map.outputs]
         if devs and protocol != "modbus":
-            try:
-                errors.extend(writer(devs, timeout_s, values))
-            except Exception as exc:  # a writer must not raise; if it does, report it
-                errors.append(f"{protocol} failsafe writer: {exc!r}")
-    return errors + _write_modbus(devices, timeout_s, values)
+            jobs.append((protocol, writer, devs))
+    if len(jobs) == 1:
+        return _write_modbus(devices, timeout_s, values)
+    errors: list[str] = []
+    try:
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="failsafe") as pool:
+            futures = [(protocol, pool.submit(writer, devs, timeout_s, values))
+                       for protocol, writer, devs in jobs]
+            for protocol, fut in futures:
+                try:
+                    errors.extend(fut.result())
+                except Exception as exc:  # a writer must not raise; if it does, report it
+                    errors.append(f"{protocol} failsafe writer: {exc!r}")
+    except Exception as exc:  # e.g. no thread could be started: still report, never raise
+        errors.append(f"failsafe writers: {exc!r}")
+    return errors
 
 
 def _write_modbus(devices: Sequence[DeviceConfig], timeout_s: float,
