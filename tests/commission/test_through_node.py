@@ -106,7 +106,8 @@ async def test_force_release_reset_and_loopcheck_through_the_node(
                                         "leak_isolate", *common)
             assert code != 0 and len(err.strip().splitlines()) == 1, (out, err)
             sim.clear("leak")
-            await asyncio.sleep(0.3)
+            await until(lambda: node.image.value("leak.leak_state") == 0, 5,
+                        "the node to see the leak gone")
             code, doc = await tool_json(capsys, "reset", "--url", url, "--interlock",
                                         "leak_isolate", *common)
             assert code == 0, doc

@@ -72,7 +72,7 @@ async def test_verify_flags_a_point_a_power_of_ten_from_its_neighbours(
     # x 0.1 keeps the supply temperature inside its -50..150 range: only the neighbours (the
     # return temperature) and its alarm band show it.
     async with running_plant() as sim:
-        await asyncio.sleep(0.3)
+        await flowing(sim)
         sim.inject("supply_temp", "scale", point="temperature", factor=0.1)
         code, doc = await tool_json(capsys, "verify", "--config",
                                     str(cdu_config(tmp_path, sim)),
@@ -97,7 +97,7 @@ async def test_console_script_in_a_subprocess(tmp_path: Path) -> None:
     line on stderr with a non-zero exit and no traceback."""
     exe = str(Path(sys.executable).parent / "pswd-commission")
     async with running_plant() as sim:
-        await asyncio.sleep(0.3)
+        await flowing(sim)
         config = str(cdu_config(tmp_path, sim))
         proc = await asyncio.create_subprocess_exec(
             exe, "verify", "--config", config, "--json", "--work-dir", str(tmp_path / "w"),
