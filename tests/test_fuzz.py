@@ -16,6 +16,7 @@ from edge_runtime.federation.state import parse_state
 from edge_runtime.security.tokens import TokenError, TokenVerifier, key_id
 
 KEY = ec.generate_private_key(ec.SECP256R1())
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 # -- regressions: inputs the fuzzing found ------------------------------------------------------
 
@@ -56,4 +57,20 @@ def test_a_config_naming_an_io_map_too_long_for_a_file_name_is_a_config_error(
     path.write_text('[node]\nname = "n1"\nrole = "rack"\n[devices.meter]\n'
                     f'io_map = "{"rack_power_meter" * 20}"\nendpoint = "127.0.0.1:1502"\n')
     with pytest.raises(ConfigError, match=r"\[devices.meter\] io_map: no io_map"):
+        load_node_config(path)
+
+
+@pytest.mark.parametrize("key, value", [("severity", "9999-12-31T23:59:59Z"),
+                                        ("reaction", "melt")])
+def test_an_interlock_with_an_unknown_severity_or_reaction_is_a_config_error(
+        tmp_path: Path, key: str, value: str) -> None:
+    """safety/config.py: get_str recorded the bad choice, then Severity(...) / Reaction(...)
+    raised ValueError out of load_node_config (found by bench/fuzz.py, class config:
+    severity = "9999-12-31T23:59:59Z" in a mutated examples/rack.toml)."""
+    path = tmp_path / "n.toml"
+    text = (EXAMPLES / "rack_sensors.toml").read_text()
+    rule = '[safety.interlocks.rack_leak]\n'
+    assert rule in text
+    path.write_text(text.replace(rule, f'{rule}{key} = "{value}"\n'))
+    with pytest.raises(ConfigError, match=rf"rack_leak\] {key}: must be one of"):
         load_node_config(path)

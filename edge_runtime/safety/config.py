@@ -404,6 +404,15 @@ def _limits(rd: _Reader, point: str, body: Any) -> None:
         rd.limits[point] = lim
 
 
+def _member(cls: Any, value: Any, fallback: Any) -> Any:
+    """`cls(value)`, or `fallback` for a value get_str already recorded as an error (the load
+    then fails with that error, not a ValueError from the enum)."""
+    try:
+        return cls(value)
+    except ValueError:
+        return fallback
+
+
 def _input_policy(rd: _Reader, point: str, body: Any, substitutes: dict[str, str]) -> None:
     sec = rd.section("inputs", point, body)
     policy = sec.get_str("on_bad", choices=("substitute", "trip"))
@@ -428,7 +437,8 @@ def _input_policy(rd: _Reader, point: str, body: Any, substitutes: dict[str, str
         if outputs:
             rd.rules.append(Rule(f"bad.{point}", QualityIs(point, Quality.BAD), Action.TRIP,
                                  MappingProxyType(outputs), latch=True, reset_roles=roles,
-                                 severity=Severity(severity), message=f"{point} BAD"))
+                                 severity=_member(Severity, severity, Severity.CRITICAL),
+                                 message=f"{point} BAD"))
 
 
 _COMMS = {"hold": Action.HOLD, "zero": Action.OVERRIDE, "failsafe": Action.OVERRIDE,
@@ -494,8 +504,9 @@ def _rule(rd: _Reader, name: str, body: Any) -> Rule | None:
     if cond is None or action_s not in valid or not _NAME.match(name):
         return None
     return Rule(name, cond, action, MappingProxyType(outputs), latch=bool(latch),
-                reset_roles=roles, severity=Severity(severity), delay_s=delay_s,
-                reaction=Reaction(reaction), reaction_delay_s=reaction_delay_s, step_s=step_s,
+                reset_roles=roles, severity=_member(Severity, severity, Severity.CRITICAL),
+                delay_s=delay_s, reaction=_member(Reaction, reaction, Reaction.FORCE_OFF),
+                reaction_delay_s=reaction_delay_s, step_s=step_s,
                 message=message)
 
 
