@@ -2,12 +2,13 @@
 
 `ScanTap` is a read-only scan observer (core/scan.py): after the outputs are flushed it keeps
 references to the scan's latched inputs (an immutable mapping the image replaces at each
-latch), copies the staged outputs and their qualities (a few dozen floats) and wakes the
-server's event loop, which runs in its own thread (server.py): a few microseconds.
-`Binding` is an asyncio task in that loop that wakes on the tap and
-writes what changed into the address space (value, StatusCode from the point's quality, the
-sample's source timestamp), yielding to the loop every few writes so the next scan starts on
-time. Scans that pass while it writes are skipped: the next write has the newest image.
+latch) and copies the staged outputs and their qualities (a few dozen floats): a few
+microseconds; the server runs in its own thread and event loop (server.py).
+`Binding`, in that loop, takes the newest snapshot every scan period (polling: the scan
+never wakes the server's thread) and writes what changed into the address space (value,
+StatusCode from the point's quality, the sample's source timestamp), yielding to its loop
+every few writes so client requests are served meanwhile. Scans that pass between two polls
+are skipped: the next write has the newest image.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.servers.opcua.uatypes import Server, StatusCodes, status
 
-YIELD_EVERY = 32  # address-space writes between two yields to the loop
+YIELD_EVERY = 32  # address-space writes between two yields to the server's loop
 
 
 def status_of(quality: Quality, reason: str = "", value: float | None = 0.0) -> int:
@@ -62,7 +63,7 @@ class Snapshot:
 
 
 class ScanTap:
-    """Scan observer: snapshot the finished scan, wake the binding and command waiters."""
+    """Scan observer: snapshot the finished scan; wake a command waiting for it."""
 
     name = "opcua"
 
@@ -70,7 +71,6 @@ class ScanTap:
         self._wall = wall
         self.latest: Snapshot | None = None
         self.seq = 0
-        self.wake = asyncio.Event()  # used in the server's loop only
         self._waiters: list[asyncio.Future[int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the server's loop (own thread)
         self.step_ns_total = 0
@@ -82,8 +82,12 @@ class ScanTap:
         self.seq += 1
         self.latest = Snapshot(self.seq, image.inputs, dict(image.outputs),
                                dict(image.output_quality), self._wall())
+        # Only a command waiting for its scan wakes the server's loop from here: waking it
+        # every scan (a write to its self-pipe) hands the GIL to the server's thread in the
+        # middle of the scan, which then waits out the interpreter's switch interval
+        # (milliseconds). The binding polls the newest snapshot on its own clock instead.
         loop = self._loop
-        if loop is not None:
+        if self._waiters and loop is not None:
             try:
                 loop.call_soon_threadsafe(self._scanned, self.seq)
             except RuntimeError:  # the server's loop has closed: nobody to tell any more
@@ -97,8 +101,7 @@ class ScanTap:
         self._loop = loop
 
     def _scanned(self, seq: int) -> None:
-        """In the server's loop: a scan has finished."""
-        self.wake.set()
+        """In the server's loop: a scan has finished (a command is waiting for it)."""
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():
@@ -134,14 +137,6 @@ class Binding:
         self.snapshots = 0
         self.last_seq = 0
 
-    async def run(self) -> None:
-        """Until cancelled: wait for a scan, write its changes."""
-        while True:
-            await self.tap.wake.wait()
-            self.tap.wake.clear()
-            snap = self.tap.latest
-            if snap is not None:
-                await self.write(snap)
 
     async def write(self, snap: Snapshot) -> None:
         """Write one snapshot's changed points."""
@@ -172,7 +167,7 @@ class Binding:
             self.writes += 1
             n += 1
             if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # let a due scan run between two batches
+                await asyncio.sleep(0)  # serve clients between two batches
         self.snapshots += 1
         self.last_seq = snap.seq
 

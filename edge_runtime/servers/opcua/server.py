@@ -63,6 +63,7 @@ from edge_runtime.servers.opcua.uatypes import (
 from edge_runtime.servers.opcua.users import RoleUserManager, UserStore
 
 log = logging.getLogger(__name__)
+MIN_POLL_S = 0.02  # the binding takes the newest scan at most every 20 ms (50 Hz)
 _NUMERIC = (ua.VariantType.Double, ua.VariantType.Float, ua.VariantType.Int16,
             ua.VariantType.Int32, ua.VariantType.Int64, ua.VariantType.UInt16,
             ua.VariantType.UInt32, ua.VariantType.UInt64, ua.VariantType.Byte,
@@ -316,12 +317,14 @@ class OpcUaServer:
     async def _follow_scans(self) -> None:
         binding, alarms = self.binding, self.alarms
         assert binding is not None and alarms is not None
+        period = max(self.node.config.scan_period_s, MIN_POLL_S)
+        seen = 0
         while True:
-            await self.tap.wake.wait()
-            self.tap.wake.clear()
+            await asyncio.sleep(period)
             snap = self.tap.latest
-            if snap is None:
+            if snap is None or snap.seq == seen:
                 continue
+            seen = snap.seq
             try:
                 await binding.write(snap)
                 await alarms.refresh()
