@@ -3,10 +3,11 @@
 The input classes and their real parsers are tests/fuzz_targets.py: Annex A messages and the
 `pswd-edge validate` path, MQTT command envelopes (parse_command with a real CommandVerifier
 and a ProcessImage over the shipped io_maps), JWTs (ES256 verify), CBOR telemetry, the sensor
-node's state and telemetry, HTTP requests to the node's HTTPS app, node configs and io_maps.
-Each case is accepted, refused with a named error, or a CRASH (any other exception, an HTTP
-500, a hang). Cases come from a seeded generator (valid inputs mutated structurally and
-byte-wise, re-signed mutations, random bytes, deep nesting, huge lengths).
+node's state and telemetry, HTTP requests to the node's HTTPS app, OPC UA method calls and
+writes (servers/opcua's handlers and command gate), node configs and io_maps. Each case is
+accepted, refused with a named error, or a CRASH (any other exception, an HTTP 500, a hang).
+Cases come from a seeded generator (valid inputs mutated structurally and byte-wise, re-signed
+mutations, random bytes, deep nesting, huge lengths).
 
 The node is examples/rack.toml with [https], on fake drivers, on the wall clock, scanning at
 10 ms (SCHED_FIFO 50 as root, as a deployment runs it). First it scans alone (the baseline);
@@ -45,8 +46,9 @@ from tests import fuzz_targets as ft  # noqa: E402
 from tests.https_env import Env, running  # noqa: E402
 
 # Share of the cases per class (config last, in its own phase).
-WEIGHTS = {"annex_a": 14, "validate_cli": 5, "command": 18, "jwt": 14, "cbor": 17,
-           "sensor_node": 10, "http": 13, "config": 9}
+WEIGHTS = {"annex_a": 13, "validate_cli": 5, "command": 16, "jwt": 13, "cbor": 15,
+           "sensor_node": 9, "http": 12, "opcua": 8, "config": 9}
+ASYNC_CLASSES = ("http", "opcua")  # awaited: they answer through the loop (and the scan)
 SLICE_S = 0.001  # feed for at most this long, then yield to the loop (the scan's turn)
 MAX_EXAMPLES_SHOWN = 3
 SLOW_S = 0.002  # a parse this long holds the loop for a fifth of a 10 ms scan period
@@ -105,7 +107,7 @@ class Tally:
                                               "crashes": {}})
         row["cases"] += 1
         self.slowest[name] = max(self.slowest[name], took)
-        if took > SLOW_S and name != "http":  # an HTTP case's time is the loop's, not its own
+        if took > SLOW_S and name not in ASYNC_CLASSES:  # their time is the loop's too
             self.slow.append((took, name, repr(case)[:160]))
         if out.kind == ft.ACCEPTED:
             row["accepted"] += 1
@@ -148,7 +150,7 @@ async def feed_stream(schedule: list[str], targets: dict[str, Any], rng: Random,
         target = targets[name]
         case = target.generate(rng)
         start = time.perf_counter()
-        if name == "http":
+        if name in ASYNC_CLASSES:
             out = await target.feed(case)
             mark = time.perf_counter()
         else:
@@ -188,6 +190,7 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
                            overrides={"node": {"scan_period_ms": 10,
                                                "realtime_priority": realtime}}) as r:
             targets["http"] = ft.Http(r)
+            targets["opcua"] = ft.OpcUa(r.node)
             await targets["http"].start()
             try:
                 node = r.node
@@ -223,6 +226,7 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
                 print(line(f"fuzzing {counts['config']} configs", cfg), flush=True)
             finally:
                 await targets["http"].close()
+                targets["opcua"].close()
     for name, row in tally.by_class.items():
         refused = ", ".join(f"{k} {v}" for k, v in sorted(row["refused"].items(),
                                                           key=lambda kv: -kv[1]))

@@ -1019,3 +1019,167 @@ class Http:
         if status < 300:
             return accepted(f"HTTP {status}")
         return refused(f"HTTP {status}")
+
+
+# --- OPC UA writes and method calls ----------------------------------------------------------
+
+# The controller's methods and their argument types (S String, D Double), as in methods.py.
+OPCUA_SIGNATURES: dict[str, tuple[str, ...]] = {
+    "ResetTrip": ("S",), "Force": ("S", "D", "D", "S"), "Release": ("S",),
+    "SetMode": ("S", "S", "D"), "SetSetpoint": ("S", "D")}
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaCase:
+    """A method call (name, argument variants) or a write (node id, attribute, variant), by a
+    session user of some role."""
+
+    role: str | None  # None: no session user (anonymous)
+    method: str  # "" for a write
+    args: tuple[Any, ...] = ()
+    node: Any = None
+    attribute: int = 13  # AttributeIds.Value
+    value: Any = None
+
+
+class OpcUa:
+    """The OPC UA server's request path (servers/opcua: MethodHandlers, GatedWrites and their
+    CommandGate, as OpcUaServer.build wires them) on a running node, driven with random
+    arguments: wrong types and counts, NaN, huge strings, unknown points and interlocks, every
+    role. The scan tap is the node's scan observer, as in the server; the handlers run in the
+    node's loop here (the server runs them in its own thread's loop). Accepted commands wait
+    for the scan that applies them. A Bad status code is a refusal; an exception a crash."""
+
+    name = "opcua"
+
+    def __init__(self, node: Any) -> None:
+        import asyncio
+
+        from asyncua import ua
+        from asyncua.server.address_space import AddressSpace, AttributeService
+
+        from edge_runtime.servers.opcua.binding import ScanTap
+        from edge_runtime.servers.opcua.methods import CommandGate, MethodHandlers
+        from edge_runtime.servers.opcua.server import GatedWrites
+
+        self.ua = ua
+        self.node = node
+        self.tap = ScanTap(node.clock.wall)
+        node.engine.observers.append(self.tap)
+        self.tap.attach(asyncio.get_running_loop())
+        self.gate = CommandGate(node, self.tap, timeout_s=1.0)
+        self.methods = MethodHandlers(self.gate).table()
+        self.points = sorted(node.image.outputs_info)
+        self.outputs = {ua.NodeId(i + 1, 2): p for i, p in enumerate(self.points)}
+        self.writes = GatedWrites(AttributeService(AddressSpace()), self.gate, self.outputs)
+        self.interlocks = sorted(node.safety.states)
+        loops = getattr(node.manual.controls, "loops", None)
+        self.loops = sorted(loops) if isinstance(loops, dict) else []
+
+    def close(self) -> None:
+        """Take the scan tap off the node."""
+        if self.tap in self.node.engine.observers:
+            self.node.engine.observers.remove(self.tap)
+
+    def _text(self, rng: Random) -> str:
+        r = rng.random()
+        if r < 0.35:
+            return rng.choice(self.points or ["x"])
+        if r < 0.45:
+            return rng.choice([*self.interlocks, "watchdog", ""])
+        if r < 0.55 and self.loops:
+            return rng.choice(self.loops)
+        if r < 0.65:
+            return rng.choice(("Automatic", "Override", "Manual", "Disabled", "manual"))
+        if r < 0.70:
+            return "x" * rng.choice((5_000, 100_000))
+        return rng.choice(_EDGE_TEXT) if r < 0.85 else random_text(rng)
+
+    def _number(self, rng: Random) -> float:
+        return rng.choice((math.nan, math.inf, -math.inf, 1e308, -1e308, -0.0, 0.0, 5e-324,
+                           rng.uniform(-10, 110), rng.uniform(-1e6, 1e6), 3600.0, 86_401.0))
+
+    def _variant(self, rng: Random, want: Any | None = None) -> Any:
+        ua = self.ua
+        vt = ua.VariantType
+        if want is not None and rng.random() < 0.8:
+            return ua.Variant(self._text(rng) if want is vt.String else self._number(rng), want)
+        pick = rng.randint(0, 9)
+        if pick == 0:
+            return ua.Variant(rng.randint(-(2**31), 2**31 - 1), vt.Int32)
+        if pick == 1:
+            return ua.Variant(rng.random() < 0.5, vt.Boolean)
+        if pick == 2:
+            return ua.Variant(random_bytes(rng), vt.ByteString)
+        if pick == 3:
+            return ua.Variant(None)
+        if pick == 4:
+            return ua.Variant([self._number(rng) for _ in range(3)], vt.Double)
+        if pick == 5:
+            return ua.Variant(rng.randint(0, 2**64 - 1), vt.UInt64)
+        if pick == 6:
+            return ua.Variant(float(rng.choice((math.nan, 1e38, -1.5))), vt.Float)
+        if pick == 7:
+            return ua.Variant(self._text(rng), vt.String)
+        if pick == 8:
+            return ua.Variant(rng.randint(-128, 127), vt.SByte)
+        return ua.Variant(self._number(rng), vt.Double)
+
+    def generate(self, rng: Random) -> OpcUaCase:
+        """A call or a write with random arguments by a random role."""
+        role = rng.choice((*ROLES, *ROLES, "viewer", "nobody", None))
+        vt = self.ua.VariantType
+        if rng.random() < 0.75:
+            method = rng.choice(sorted(OPCUA_SIGNATURES))
+            sig = [vt.String if c == "S" else vt.Double for c in OPCUA_SIGNATURES[method]]
+            if rng.random() < 0.1:  # wrong count
+                sig = sig[: rng.randrange(len(sig))] if rng.random() < 0.5 else \
+                    [*sig, vt.Double]
+            return OpcUaCase(role, method, tuple(self._variant(rng, w) for w in sig))
+        node = rng.choice(list(self.outputs)) if rng.random() < 0.85 else \
+            self.ua.NodeId(rng.randint(1, 10**6), rng.randint(0, 5))
+        attribute = 13 if rng.random() < 0.9 else rng.randint(0, 30)
+        want = vt.Double if rng.random() < 0.6 else None
+        value = self._variant(rng, want) if rng.random() < 0.95 else None
+        return OpcUaCase(role, "", node=node, attribute=attribute, value=value)
+
+    def user(self, role: str | None) -> Any:
+        """The session user asyncua would hand the service (RoleUser for a known login)."""
+        from asyncua.crypto.permission_rules import UserRole
+
+        from edge_runtime.servers.opcua.users import RoleUser
+
+        if role is None:
+            return None
+        return RoleUser(role=UserRole.User, name=f"fuzz-{role}", pswd_role=role)
+
+    async def feed(self, case: OpcUaCase) -> Outcome:
+        """Call the handler / write as the server would; classify the status code."""
+        import asyncio
+
+        from asyncua.crypto.permission_rules import User, UserRole
+        from asyncua.ua import status_codes
+
+        from edge_runtime.servers.opcua.methods import CURRENT_USER
+
+        ua = self.ua
+        user = self.user(case.role)
+        try:
+            async with asyncio.timeout(HTTP_TIMEOUT_S):
+                if case.method:
+                    CURRENT_USER.set(user)
+                    result = await self.methods[case.method](ua.NodeId(1, 2), *case.args)
+                    codes = [result] if isinstance(result, ua.StatusCode) else []
+                else:
+                    data = ua.DataValue(case.value) if case.value is not None else None
+                    wv = ua.WriteValue(NodeId=case.node, AttributeId=case.attribute,
+                                       Value=data)
+                    codes = await self.writes.write(ua.WriteParameters(NodesToWrite=[wv]),
+                                                    user or User(role=UserRole.Anonymous))
+        except TimeoutError:
+            return Outcome(CRASH, "hang", f"no answer within {HTTP_TIMEOUT_S} s")
+        bad = [c for c in codes if not c.is_good()]
+        if not bad:
+            return accepted()
+        name = status_codes.get_name_and_doc(bad[0].value)[0]
+        return refused(name)
