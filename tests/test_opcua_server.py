@@ -106,6 +106,18 @@ async def call(client: Any, name: str, *args: Any) -> Any:
     return await ctrl.call_method(f"{idx}:{name}", *args)
 
 
+async def wait_until_async(read: Any, want: Any, timeout: float, what: str) -> None:
+    """Read until the value is `want` (None: anything positive), with a bound."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await read()
+        if (value == want) if want is not None else (value or 0) > 0:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{what}: {value!r} after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
 def bad(exc: pytest.ExceptionInfo[UaStatusCodeError]) -> str:
     return ua.StatusCode(exc.value.code).name
 
@@ -158,6 +170,26 @@ async def test_browse_read_subscribe_with_units_ranges_and_status_codes(tmp_path
             assert (rng.Low, rng.High) == (0.0, 100.0)
             typedef = await (await controller(client)).read_type_definition()
             assert typedef is not None
+            # variables the device types declare, fed by their points (opcua_model.BINDINGS)
+            idx = await client.get_namespace_index(NS)
+            ctrl = await controller(client)
+            set_input(node, "pump1.speed_actual", 47.5)
+            set_input(node, "pump1.status_word", 1.0)
+            set_input(node, "leak.leak_state", 2.0)  # cable fault: alarm only
+            pump = await ctrl.get_child(f"{idx}:pump1")
+            speed_decl = await pump.get_child([f"{idx}:Operational", f"{idx}:Measurements",
+                                               f"{idx}:Speed"])
+            running = await pump.get_child([f"{idx}:Operational", f"{idx}:Signals",
+                                            f"{idx}:Running"])
+            leak = await ctrl.get_child(f"{idx}:leak")
+            cable = await leak.get_child(f"{idx}:CableFault")
+            state = await leak.get_child(f"{idx}:DetectorState")
+            await wait_until_async(lambda: speed_decl.read_value(), 47.5, 5, "pump Speed")
+            assert await running.read_value() is True
+            assert await cable.read_value() is True and await state.read_value() == "Warning"
+            scans = await ctrl.get_child(f"{idx}:ScanCount")
+            await wait_until_async(lambda: scans.read_value(), None, 5, "ScanCount")
+            assert await (await ctrl.get_child(f"{idx}:WatchdogTripped")).read_value() is False
             changes = Changes()
             sub = await client.create_subscription(50, changes)
             await sub.subscribe_data_change(temp)

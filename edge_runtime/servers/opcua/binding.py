@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,9 @@ from asyncua import ua
 
 from edge_runtime.core.image import ProcessImage
 from edge_runtime.core.points import Quality, Sample
+from edge_runtime.servers.opcua.model import Derived
 from edge_runtime.servers.opcua.uatypes import Server, StatusCodes, status
+from edge_runtime.servers.opcua_model import bound_value
 
 YIELD_EVERY = 32  # address-space writes between two yields to the server's loop
 
@@ -123,14 +125,23 @@ def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
+_VARIANT = {"Double": ua.VariantType.Double, "Boolean": ua.VariantType.Boolean,
+            "String": ua.VariantType.String, "UInt16": ua.VariantType.UInt16,
+            "UInt32": ua.VariantType.UInt32, "UInt64": ua.VariantType.UInt64}
+
+
 class Binding:
-    """Writes each new snapshot into the point variables (only what changed)."""
+    """Writes each new snapshot into the point variables (only what changed), and into the
+    variables the devices' types declare that those points feed (a pump's Speed, Running)."""
 
     def __init__(self, server: Server, tap: ScanTap, points: Mapping[str, ua.NodeId],
-                 image: ProcessImage) -> None:
+                 image: ProcessImage, derived: Sequence[Derived] = ()) -> None:
         self.server = server
         self.tap = tap
         self.points = dict(points)
+        self.derived: dict[str, list[Derived]] = {}
+        for d in derived:
+            self.derived.setdefault(d.point, []).append(d)
         self._inputs = {p for p in points if p in image.inputs_info}
         self._last: dict[str, tuple[float | None, int, float]] = {}
         self.writes = 0
@@ -164,12 +175,31 @@ class Binding:
             dv = ua.DataValue(Value=variant, StatusCode=status(code), SourceTimestamp=source,
                               ServerTimestamp=server_ts)
             await self.server.write_attribute_value(nodeid, dv)
+            for d in self.derived.get(point, ()):
+                await self.server.write_attribute_value(d.nodeid, self._derived(d, value, dv))
+                n += 1
             self.writes += 1
             n += 1
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # serve clients between two batches
         self.snapshots += 1
         self.last_seq = snap.seq
+
+    @staticmethod
+    def _derived(d: Derived, value: float | None, dv: ua.DataValue) -> ua.DataValue:
+        """The declared variable's DataValue for the point's (same status and timestamps)."""
+        code = dv.StatusCode
+        if value is None:
+            variant = ua.Variant(None, ua.VariantType.Null)
+        else:
+            try:
+                variant = ua.Variant(bound_value(d.binding, d.var, value),
+                                     _VARIANT.get(d.var.data_type, ua.VariantType.Double))
+            except ValueError:
+                variant, code = ua.Variant(None, ua.VariantType.Null), status(
+                    StatusCodes.BadOutOfRange)
+        return ua.DataValue(Value=variant, StatusCode=code, SourceTimestamp=dv.SourceTimestamp,
+                            ServerTimestamp=dv.ServerTimestamp)
 
     def get_status(self) -> dict[str, Any]:
         """Snapshots written, variable writes and the last scan written."""

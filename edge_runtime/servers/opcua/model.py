@@ -23,6 +23,7 @@ from asyncua.ua.uaerrors import UaError
 from edge_runtime.core.image import PointInfo, ProcessImage
 from edge_runtime.servers.opcua.uatypes import Node, ObjectIds, Server, nodeid
 from edge_runtime.servers.opcua_model import (
+    BINDINGS,
     CONTROLLER_TYPE,
     FIELD_DEVICE_TYPE,
     IO_MAP_TYPES,
@@ -31,12 +32,18 @@ from edge_runtime.servers.opcua_model import (
     NODESET_PATH,
     UNECE_NAMESPACE,
     UNITS,
+    Binding,
+    Var,
+    declared_var,
 )
 from edge_runtime.servers.opcua_model import METHODS as MODEL_METHODS
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = NAMESPACE_URI
+# ControllerType variables the server keeps up to date (the others stay empty).
+CONTROLLER_VARS = ("ScanPeriod", "ScanCount", "ExecTimeP99", "JitterP99", "Overruns", "Mode",
+                   "WatchdogTripped", "SafeImageActive", "ActiveTrips")
 NODESET = NODESET_PATH
 
 # io_map model -> object type of the PSWD model; any other model is a FieldDeviceType.
@@ -64,6 +71,16 @@ def eu_information(unit: str) -> ua.EUInformation:
                             Description=ua.LocalizedText(known.name))
 
 
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A variable the device's type declares, fed by one io_map point (opcua_model.BINDINGS)."""
+
+    point: str
+    binding: Binding
+    var: Var
+    nodeid: ua.NodeId
+
+
 @dataclass(slots=True)
 class AddressSpace:
     """What the server built: namespace, controller object, methods, point variables."""
@@ -74,6 +91,8 @@ class AddressSpace:
     points: dict[str, ua.NodeId] = field(default_factory=dict)  # "device.point" -> variable
     outputs: dict[ua.NodeId, str] = field(default_factory=dict)  # writable variable -> point
     devices: dict[str, Node] = field(default_factory=dict)
+    derived: list[Derived] = field(default_factory=list)
+    controller_vars: dict[str, ua.NodeId] = field(default_factory=dict)
     typed: bool = False  # the PSWD NodeSet's types were used
     missing_types: list[str] = field(default_factory=list)
 
@@ -199,4 +218,22 @@ async def build(server: Server, node_name: str, image: ProcessImage,
         space.points[full] = var.nodeid
         if writable:
             space.outputs[var.nodeid] = full
+    for device, model in models.items():
+        dtype_name = DEVICE_TYPES.get(model)
+        if dtype_name is None or type_cache.get(dtype_name) is None:
+            continue
+        for key, bindings in BINDINGS.get(model, {}).items():
+            full = f"{device}.{key}"
+            if full not in space.points:
+                continue
+            for b in bindings:
+                try:
+                    decl = declared_var(dtype_name, b.path)
+                    target = await space.devices[device].get_child([f"{ns}:{p}" for p in b.path])
+                except (KeyError, UaError):
+                    continue  # an optional declaration this instance does not have
+                space.derived.append(Derived(full, b, decl, target.nodeid))
+    for name in CONTROLLER_VARS:
+        if (var := await _child(controller, ns, name)) is not None:
+            space.controller_vars[name] = var.nodeid
     return space

@@ -221,7 +221,7 @@ class OpcUaServer:
                   else key_points(node.image, node.safety.monitors))
         self.historized = await historize(server, points, space.points, cfg.history_hours)
         self.server, self.space, self.alarms = server, space, alarms
-        self.binding = Binding(server, self.tap, space.points, node.image)
+        self.binding = Binding(server, self.tap, space.points, node.image, space.derived)
         return server
 
     async def run(self) -> None:
@@ -318,9 +318,14 @@ class OpcUaServer:
         binding, alarms = self.binding, self.alarms
         assert binding is not None and alarms is not None
         period = max(self.node.config.scan_period_s, MIN_POLL_S)
-        seen = 0
+        seen, stats_due = 0, 0.0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)
+            if loop.time() >= stats_due:
+                stats_due = loop.time() + 1.0
+                with contextlib.suppress(Exception):
+                    await self._controller_vars()
             snap = self.tap.latest
             if snap is None or snap.seq == seen:
                 continue
@@ -330,6 +335,33 @@ class OpcUaServer:
                 await alarms.refresh()
             except Exception:  # one bad write must not end the server: log, go on
                 log.exception("OPC UA: updating the address space failed")
+
+    async def _controller_vars(self) -> None:
+        """The controller object's scan, watchdog and trip variables (once a second)."""
+        space, server = self.space, self.server
+        if space is None or server is None or not space.controller_vars:
+            return
+        node = self.node
+        stats = node.engine.stats.snapshot()
+        safety = node.safety.get_status()
+        tripped = node.watchdog.tripped
+        latched = sorted(set(safety["latched"]))
+        values: dict[str, ua.Variant] = {
+            "ScanPeriod": ua.Variant(node.config.scan_period_s * 1000, ua.VariantType.Double),
+            "ScanCount": ua.Variant(int(stats["cycles"]), ua.VariantType.UInt64),
+            "ExecTimeP99": ua.Variant(float(stats["exec_ms"]["p99"]), ua.VariantType.Double),
+            "JitterP99": ua.Variant(float(stats["jitter_ms"]["p99"]), ua.VariantType.Double),
+            "Overruns": ua.Variant(int(stats["overruns"]), ua.VariantType.UInt64),
+            "Mode": ua.Variant("safe_image" if tripped else "running", ua.VariantType.String),
+            "WatchdogTripped": ua.Variant(tripped, ua.VariantType.Boolean),
+            "SafeImageActive": ua.Variant(tripped or bool(safety["safe_image"]["engaged"]),
+                                          ua.VariantType.Boolean),
+            "ActiveTrips": ua.Variant(latched + (["watchdog"] if tripped else []),
+                                      ua.VariantType.String),
+        }
+        for name, var in space.controller_vars.items():
+            if name in values:
+                await server.write_attribute_value(var, ua.DataValue(values[name]))
 
     def get_status(self) -> dict[str, Any]:
         """Endpoint, security, certificate, users, binding, commands, alarms, history."""
