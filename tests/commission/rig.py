@@ -41,6 +41,20 @@ async def running_plant() -> AsyncIterator[Simulator]:
         await sim.stop()
 
 
+@contextlib.asynccontextmanager
+async def stepped_plant(seconds: float) -> AsyncIterator[Simulator]:
+    """examples/plant.toml on free ports, advanced `seconds` of model time in fixed 10 ms
+    steps and then held still: every register is the same on every run (seeded model)."""
+    sim = Simulator(make_config(example_data()))
+    await sim.start()
+    try:
+        for _ in range(round(seconds / 0.01)):
+            sim.step(0.01)
+        yield sim
+    finally:
+        await sim.stop()
+
+
 async def flowing(sim: Simulator, lpm: float = 50.0, timeout: float = 10.0) -> None:
     """Wait (bounded) until the pumps, starting from rest, move `lpm` through the loop."""
     loop = asyncio.get_running_loop()

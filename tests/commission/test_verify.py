@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.assembly.loader import load_node_config
+from edge_runtime.config.codec import decode
 from pswd_commission.fieldlink import PointRead
 from pswd_commission.verify import judge
 from tests.commission.rig import (
@@ -20,6 +21,7 @@ from tests.commission.rig import (
     flowing,
     rows,
     running_plant,
+    stepped_plant,
     tool,
     tool_json,
 )
@@ -31,8 +33,11 @@ from tests.conftest import free_port
 async def test_verify_passes_a_clean_plant_and_catches_three_planted_faults(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     work = str(tmp_path / "work")
-    async with running_plant() as sim:
-        await flowing(sim)
+    # Held still after 3 s of model time: the flow's float words are the same on every run,
+    # so the swapped-words reading is too (a float's low word read as its high word is
+    # implausible for ~94 % of values; a plant stepping in real time would make this flaky).
+    async with stepped_plant(3.0) as sim:
+        assert sim.state.flow_lpm > 50.0
         config = str(cdu_config(tmp_path, sim))
         code, doc = await tool_json(capsys, "verify", "--config", config, "--work-dir", work)
         assert code == 0, doc
@@ -195,3 +200,20 @@ def test_a_pinned_transmitter_is_not_read_as_a_scale_error() -> None:
     assert "scaled" not in by["supply_temp.temperature"].reason
     assert by["return_temp.temperature"].status == "PASS"
     assert by["flow.flow"].status == "FAIL" and by["flow.flow"].reason == "not read"
+
+
+def test_swapped_words_that_read_plausibly_but_in_alarm_are_caught() -> None:
+    """A float whose swapped words still make a plausible number (a few % of values): the
+    flow reads 12.6 L/min, below low_low, while the other word order reads 120.1 L/min,
+    inside the normal band: that is the order of the words, not the loop."""
+    cfg = load_node_config(ROOT / "examples" / "cdu.toml")
+    enc = cfg.device("flow").io_map.point("flow").encoding
+    right = [0x4149, 0x42F0]  # CDAB: 0x42F04149, 120.13 L/min
+    assert decode(right, enc) == pytest.approx(120.13, abs=0.01)
+    wire = list(reversed(right))
+    seen = decode(wire, enc)
+    assert 12.0 < seen < 13.0  # plausible as a flow, but low-low
+    by = {r.point: r for r in judge(cfg, {"flow.flow": PointRead(seen, tuple(wire))})}
+    assert by["flow.flow"].status == "FAIL"
+    assert "words look swapped" in by["flow.flow"].reason
+    assert "120.128 L/min" in by["flow.flow"].reason

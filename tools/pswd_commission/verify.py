@@ -180,6 +180,15 @@ def _alarm(value: float, limits: Limits | None, unit: str) -> str:
     return ""
 
 
+def _normal(value: float, limits: Limits | None) -> bool:
+    """Between the low and high thresholds (the alarm-free band)."""
+    if limits is None:
+        return False
+    lo = limits.low if limits.low is not None else limits.low_low
+    hi = limits.high if limits.high is not None else limits.high_high
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
 def _scale_hint(spec: PointSpec, value: float, peers: list[float]) -> str:
     """"looks scaled by 10" when dividing by a power of ten lands in range (near peers)."""
     rng = declared_range(spec)
@@ -248,8 +257,14 @@ def judge(cfg: NodeConfig, reads: Mapping[str, PointRead],
             elif scale_problems and name in scale_problems:
                 row = replace(row, status="FAIL", reason=scale_problems[name])
             else:
-                alarm = _alarm(r.value, cfg.safety.limits.get(name), spec.unit)
-                if alarm:
+                limits = cfg.safety.limits.get(name)
+                alarm = _alarm(r.value, limits, spec.unit)
+                alt = other_order(spec, r.words) if alarm and spec.count > 1 else None
+                if alarm and alt is not None and plausible(spec, alt) and _normal(alt, limits):
+                    row = replace(row, status="FAIL", reason=(
+                        f"in alarm ({alarm}), but the other word order reads "
+                        f"{_fmt(alt, spec.unit)}, inside the normal band: words look swapped"))
+                elif alarm:
                     row = replace(row, status="WARN", reason=f"in alarm: {alarm}")
             rows[name] = row
             if spec.unit and not spec.integral:
