@@ -34,7 +34,7 @@ import pytest
 from asyncua import Client, ua
 from asyncua import Node as UaNode
 
-from edge_runtime.core.authority import DEFAULT_RIGHTS, KINDS, LOCAL_ROLE
+from edge_runtime.core.authority import DEFAULT_RIGHTS, KINDS, LOCAL_ROLE, USER_ROLES
 from edge_runtime.core.commands import ForceOutput, ReleaseForce, SetControlMode
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation import inbound
@@ -148,7 +148,7 @@ def mqtt_rig(loop: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iter
     broker.start()
     stack = contextlib.AsyncExitStack()
     try:
-        keys = {role: generate_key(tmp / "keys" / f"{role}.key") for role in RIGHTS.grants}
+        keys = {role: generate_key(tmp / "keys" / f"{role}.key") for role in USER_ROLES}
         cfg = broker.mqtt_config(state_dir=tmp / "state", command_keys=tmp / "keys",
                                  require_coordinator=False)
         node = build_node(tmp, scan_ms=20)
@@ -257,6 +257,7 @@ class OpcUaRig:
 
     async def call(self, role: str, method: str, *args: Any) -> tuple[str, Any]:
         """(status name, result) of a controller method called in `role`'s session."""
+        assert self.controller is not None, "resolve() first"
         ctrl = self.sessions[role].get_node(self.controller)
         return await answer_of(ctrl.call_method(self.methods[method], *args))
 
@@ -395,8 +396,8 @@ async def mode_cell(rig: OpcUaRig, cell: OpcUaCell, allowed: bool) -> str:
             lambda b=block: b.get_status()["loop"]["ControlMode"] == "Automatic",
             f"{name} back to Automatic")
         codes.add(code)
-    (code,) = codes
-    return code
+    assert len(codes) == 1, f"loops answered differently: {codes}"
+    return codes.pop()
 
 
 CELL_RUNNERS = {"Write": write_cell, "Force": force_cell, "Release": release_cell,
@@ -425,6 +426,8 @@ def https_kinds() -> set[str]:
 
 
 def test_every_kind_a_transport_takes_has_cells_allowed_and_refused() -> None:
+    # the HTTPS matrix counted here is the one that runs in test_https_server.py
+    assert callable(test_https_server.test_every_role_on_every_endpoint_follows_the_rights_table)
     # the cells follow the transports' own lists: a new topic, method or endpoint fails here
     assert set(inbound.KINDS) - {"rebirth"} == {*MQTT_CONTROL_CHANNELS, *MQTT_WORKLOAD_CHANNELS}
     assert set(METHODS) == set(OPCUA_METHOD_KINDS)
