@@ -112,6 +112,12 @@ def test_cli_adds_users_trusts_certificates_and_makes_the_server_certificate(
     assert cli.main(["opcua", "cert", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "self-signed" in out and "urn:pswd-edge:site:cdu-01" in out
+    assert cli.main(["opcua", "client-cert", "tool", "--uri", "urn:example:tool", "--out",
+                     str(tmp_path / "tool")]) == 0
+    assert (tmp_path / "tool" / "tool.der").exists()
+    assert stat.S_IMODE((tmp_path / "tool" / "tool-key.pem").stat().st_mode) == 0o600
+    assert cli.main(["opcua", "client-cert", "tool", "--uri", "urn:example:tool", "--out",
+                     str(tmp_path / "tool")]) == 2  # never overwritten
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert cli.main(["opcua", "add-user", "x", "--role", "viewer", "--config",
                      str(path)]) == 2

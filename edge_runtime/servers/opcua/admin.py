@@ -3,6 +3,7 @@
     pswd-edge opcua add-user NAME --role ROLE --config node.toml   (password: prompt or stdin)
     pswd-edge opcua trust CLIENT.pem --role ROLE --config node.toml [--name NAME]
     pswd-edge opcua cert --config node.toml                       (made now if missing)
+    pswd-edge opcua client-cert NAME --uri URN --out DIR          (for a client without one)
 
 Nothing is provisioned by default; each command writes under the [opcua] state_dir of the
 node's config (or --state-dir). Exit 0 done, 2 bad input (one line naming what is wrong).
@@ -44,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     trust.add_argument("--role", required=True, choices=ROLE_CHOICES)
     trust.add_argument("--name", help="name in the trust list (default: file name)")
     where(trust)
+    client = sub.add_parser("client-cert", help="make an RSA-2048 client certificate (for a "
+                                                "client that cannot make its own)")
+    client.add_argument("name", help="certificate common name; files NAME.der, NAME.pem, "
+                                     "NAME-key.pem")
+    client.add_argument("--uri", required=True,
+                        help="the client's application URI (must match what it announces)")
+    client.add_argument("--out", type=Path, required=True, help="directory for the files")
     cert = sub.add_parser("cert", help="make the server certificate now (if missing) and "
                                        "show it")
     where(cert)
@@ -84,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.config.reader import ConfigError
 
     try:
+        if args.opcua_command == "client-cert":
+            return _client_cert(args)
         state_dir, cfg, name, site = _settings(args)
         if args.opcua_command == "add-user":
             from edge_runtime.servers.opcua.users import UserStore
@@ -104,6 +114,26 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"pswd-edge opcua {args.opcua_command}: {exc}", file=sys.stderr)
         return EXIT_BAD
+    return 0
+
+
+def _client_cert(args: argparse.Namespace) -> int:
+    import socket
+
+    from edge_runtime.security.opcua_certs import make_app_cert
+    from edge_runtime.security.pki import write_pem
+
+    made = make_app_cert(args.uri, args.name, client=True,
+                         dns_names=sorted({"localhost", socket.gethostname()}))
+    der = args.out / f"{args.name}.der"
+    for path in (der, args.out / f"{args.name}.pem", args.out / f"{args.name}-key.pem"):
+        if path.exists():
+            raise ValueError(f"{path}: exists; nothing was overwritten")
+    write_pem(der, made.cert_der)
+    write_pem(args.out / f"{args.name}.pem", made.cert_pem)
+    key = write_pem(args.out / f"{args.name}-key.pem", made.key_pem, private=True)
+    print(f"{der}: client certificate for {args.uri}, key {key} (mode 0600); trust it on the "
+          "node with `pswd-edge opcua trust`")
     return 0
 
 
