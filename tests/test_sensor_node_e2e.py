@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "rack_sensors.toml"
 FIRMWARE = ROOT / "firmware"
 FAKES = ROOT / "tests" / "firmware"
-PIP = ROOT / ".venv" / "bin" / "pip"
+PIP = [sys.executable, "-m", "pip"]  # the running interpreter's pip (the venv's under make)
 SENSOR = "rs-01"
 
 # Runs the firmware's App as main.py does, on the fake board and umqtt.simple's client.
@@ -77,7 +77,7 @@ def fetch_umqtt(directory: Path) -> Path:
     and TMPDIR inside `directory` the unpacked copy stays there. Fails the test saying why."""
     tmp = directory / "pip-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    cmd = [str(PIP), "download", "--no-deps", "--no-binary", ":all:", "--no-clean",
+    cmd = [*PIP, "download", "--no-deps", "--no-binary", ":all:", "--no-clean",
            "micropython-umqtt.simple", "-d", str(directory / "dl")]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
