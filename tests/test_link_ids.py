@@ -45,6 +45,9 @@ async def test_forged_commands_block_the_topic_and_raise_an_alarm(mosquitto: Bro
         assert [e["category"] for e in errors_of(inbox)] == ["refused"] * 5
         assert ids.blocked("mqtt:grid_signal") == pytest.approx(300.0)
         assert [e for e in node.events.recent(50) if e.code == "intrusion"]
+        # each forgery is an audit-worthy event (security/audit.py mirrors "auth_failure")
+        failures = [e for e in node.events.recent(50) if e.code == "auth_failure"]
+        assert len(failures) == 5 and "signature" in failures[0].message
 
         genuine = sign(keys["grid_operator"], "cdu-01", "grid_signal",
                        order("battery.w_set_kw", -25.0), role="grid_operator", now=time.time())

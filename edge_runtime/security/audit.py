@@ -57,6 +57,7 @@ AUDITED_EVENTS = {
     "trip_reset": "trip_reset", "trip_reset_refused": "trip_reset",
     "latch_restored": "trip_reset",
     "intrusion": "security", "emergency_disconnect": "security",
+    "auth_failure": "auth_failure", "replay": "auth_failure",
     "links_reconnected": "security", "insecure_mode": "security", "watchdog": "security",
 }
 EVENT_POLL_S = 0.2

@@ -90,6 +90,12 @@ class IntrusionDetector:
         now = self._clock()
         src = self._get(source, now)
         src.counts[kind] = src.counts.get(kind, 0) + 1
+        if kind in ("auth_failure", "replay"):
+            # Every one is an audit record (security/audit.py mirrors these codes); a blocked
+            # source is refused before it gets here, so a flood cannot flood the log.
+            self.events.raise_event(self._wall(), f"ids.{source}", Severity.WARNING,
+                                    f"{kind.replace('_', ' ')} from {source}"
+                                    f"{': ' + detail if detail else ''}", kind)
         th = self.thresholds[kind]
         seen = src.offences.setdefault(kind, deque(maxlen=max(th.count, 1)))
         seen.append(now)
