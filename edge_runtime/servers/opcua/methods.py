@@ -269,9 +269,12 @@ def _unpack(args: Sequence[Any], types: Sequence[ua.VariantType]) -> list[Any]:
         raise Answer(StatusCodes.BadArgumentsMissing, f"expected {len(types)} arguments")
     if len(args) > len(types):
         raise Answer(StatusCodes.BadTooManyArguments, f"expected {len(types)} arguments")
-    out = []
+    out: list[Any] = []
     for arg, vt in zip(args, types, strict=True):
         var = arg if isinstance(arg, ua.Variant) else ua.Variant(arg)
+        if var.is_array or isinstance(var.Value, list):  # every argument is one scalar
+            raise Answer(StatusCodes.BadTypeMismatch, f"argument {len(out) + 1} must be one "
+                                                      f"{vt.name}, got an array")
         if var.VariantType != vt:
             if vt is ua.VariantType.Double and var.VariantType in _NUMERIC:
                 out.append(float(var.Value))
