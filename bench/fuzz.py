@@ -101,6 +101,7 @@ class Tally:
         self.examples: list[str] = []
         self.slowest: dict[str, float] = collections.defaultdict(float)
         self.slow: list[tuple[float, str, str]] = []  # (seconds, class, input) over SLOW_S
+        self.generator_errors: list[str] = []
 
     def add(self, name: str, case: Any, out: ft.Outcome, took: float) -> None:
         row = self.by_class.setdefault(name, {"cases": 0, "accepted": 0, "refused": {},
@@ -148,7 +149,11 @@ async def feed_stream(schedule: list[str], targets: dict[str, Any], rng: Random,
     mark = time.perf_counter()
     for name in schedule:
         target = targets[name]
-        case = target.generate(rng)
+        try:
+            case = target.generate(rng)
+        except Exception as exc:  # a fault of the generator, not of a parser: counted apart
+            tally.generator_errors.append(f"{name}: {exc!r}"[:300])
+            continue
         start = time.perf_counter()
         if name in ASYNC_CLASSES:
             out = await target.feed(case)
@@ -235,6 +240,9 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
               f"{crashes}  slowest {tally.slowest[name] * 1e3:.1f} ms  refused: {refused}")
     for example in tally.examples:
         print(example)
+    if tally.generator_errors:
+        print(f"{len(tally.generator_errors)} generator errors (no input made), e.g. "
+              f"{tally.generator_errors[0]}")
     tally.slow.sort(reverse=True)
     print(f"{len(tally.slow)} inputs took over {SLOW_S * 1e3:g} ms to refuse or accept; the "
           f"slowest:")
@@ -254,6 +262,7 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
                           "jitter_p99_ms": during["jitter_p99_ms"], **during},
             "scan_10ms_config_phase": cfg, "baseline_10ms": base, "gc_while_fuzzing": gcf,
             "cases_per_s": round(tally.cases / (fuzz_s + config_s), 1), "seed": seed,
+            "generator_errors": len(tally.generator_errors),
             "targets_met": met}
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hmac
 import io
 import json
@@ -595,15 +596,15 @@ class Telemetry:
             paths = _cbor_paths(obj)
             path = rng.choice(paths)
             if not path:
-                obj = rng.choice(odd)
+                obj = copy.deepcopy(rng.choice(odd))
                 continue
             parent = _get(obj, path[:-1])
             if isinstance(parent, dict) and rng.random() < 0.2:
-                parent[rng.choice((8, 99, -1, "0", 0.0))] = rng.choice(odd)
+                parent[rng.choice((8, 99, -1, "0", 0.0))] = copy.deepcopy(rng.choice(odd))
             elif isinstance(parent, list) and rng.random() < 0.2:
-                parent.append(rng.choice(odd))
+                parent.append(copy.deepcopy(rng.choice(odd)))
             else:
-                parent[path[-1]] = rng.choice(odd)
+                parent[path[-1]] = copy.deepcopy(rng.choice(odd))
         try:
             return bytes(cbor2.dumps(obj))
         except (ValueError, TypeError, cbor2.CBOREncodeError):
@@ -1008,7 +1009,7 @@ class Http:
                     status = resp.status
         except TimeoutError:
             return Outcome(CRASH, "hang", f"no answer within {HTTP_TIMEOUT_S} s")
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, Exception) as exc:  # a dropped connection, or worse
             return crashed(exc)
         finally:
             ids = self.r.node.services.get("ids")
@@ -1178,6 +1179,8 @@ class OpcUa:
                                                     user or User(role=UserRole.Anonymous))
         except TimeoutError:
             return Outcome(CRASH, "hang", f"no answer within {HTTP_TIMEOUT_S} s")
+        except Exception as exc:  # asyncua would answer BadInternalError: a crash here
+            return crashed(exc)
         bad = [c for c in codes if not c.is_good()]
         if not bad:
             return accepted()
