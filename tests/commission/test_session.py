@@ -105,12 +105,13 @@ async def test_a_session_from_discovery_to_the_report(
     items = {i["name"]: i for i in prov["items"]}
     pki = Path(prov["out"])
     assert prov["start_check"] == []  # the runtime's own start check accepts the files
-    for name, file in (("node TLS", "cdu-01"), ("OPC UA", "opcua")):
-        cert = x509.load_pem_x509_certificate((pki / f"{file}.crt").read_bytes())
+    tls = x509.load_pem_x509_certificate((pki / "cdu-01.crt").read_bytes())
+    opcua = x509.load_der_x509_certificate((pki / "opcua" / "server_cert.der").read_bytes())
+    for name, cert, key in (("node TLS", tls, pki / "cdu-01.key"),
+                            ("OPC UA", opcua, pki / "opcua" / "server_key.pem")):
         assert items[name]["fingerprint_sha256"] == cert.fingerprint(hashes.SHA256()).hex(
             ":").upper()
-        assert stat.S_IMODE((pki / f"{file}.key").stat().st_mode) == 0o600
-    opcua = x509.load_pem_x509_certificate((pki / "opcua.crt").read_bytes())
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
     uris = opcua.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "urn:pswd-edge:demo:cdu-01" in uris.get_values_for_type(
         x509.UniformResourceIdentifier)
@@ -139,6 +140,7 @@ async def test_a_session_from_discovery_to_the_report(
     # no secret anywhere: neither key material in the report, the journal nor any output
     journal = (tmp_path / "work" / "journal.jsonl").read_text()
     for key_file in [*pki.glob("*.key"), *(pki / "command_keys").glob("*.key"),
+                     pki / "opcua" / "server_key.pem",
                      tmp_path / "work" / "ca" / "ca.key"]:
         secret = key_file.read_text()
         body = secret.replace("-----BEGIN PRIVATE KEY-----", "").replace(

@@ -41,8 +41,9 @@ async def node_with_opcua(tmp_path: Path, sim: Simulator, work: Path,
     """The CDU node on the simulator with its OPC UA server, the technician trusted."""
     node = assemble(load_node_config(cdu_config(tmp_path, sim)), watchdog_thread=False,
                     blocks=[])
-    cfg = OpcUaConfig(state_dir=tmp_path / "opcua", host="127.0.0.1", port=free_port(),
-                      ca_cert=work / "ca" / "ca.crt", ca_key=work / "ca" / "ca.key")
+    # The server's state dir is where provision put its certificate: the node serves that.
+    cfg = OpcUaConfig(state_dir=work / "pki" / "cdu-01" / "opcua", host="127.0.0.1",
+                      port=free_port())
     UserStore(cfg.state_dir).trust("ada", "infrastructure_manager",
                                    technician_cert.read_bytes())
     server = OpcUaServer(node, cfg)
@@ -52,6 +53,7 @@ async def node_with_opcua(tmp_path: Path, sim: Simulator, work: Path,
         await until(lambda: server.started.is_set() or server.error or runner.done(), 60,
                     "the OPC UA server")
         assert not server.error, server.error
+        assert server.cert is not None and not server.cert.created  # provision's certificate
         yield node, cfg.endpoint
     finally:
         runner.cancel()

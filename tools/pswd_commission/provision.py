@@ -5,8 +5,9 @@ The CA is edge_runtime/security/ca.py's SiteCA (a directory: ca.crt, ca.key 0600
 index.json; it may live on the technician's laptop). For the node, in its install directory:
 - `<node>.crt` / `<node>.key`: its TLS certificate (ECDSA P-256, server and client), the one
   `[security] cert/key` names: the MQTT link's client certificate and the HTTPS server's;
-- `opcua.crt` / `opcua.key`: its OPC UA application certificate (RSA-2048, server and client,
-  the application URI as SubjectAltName URI, as Basic256Sha256 requires), signed by the CA;
+- `opcua/server_cert.der` / `server_key.pem`: its OPC UA server certificate (RSA-2048, the
+  application URI as SubjectAltName URI, as Basic256Sha256 requires; security/opcua_certs.py),
+  signed by the CA, where the node's server looks for it (`[opcua] state_dir`);
 - `ca.crt`, `crl.pem`: the trust anchor and revocation list;
 - `command_keys/<role>.key`: HMAC command-signing keys per role ([mqtt] command_keys);
 - `security.toml`: the `[security]` lines for the node config.
@@ -17,7 +18,6 @@ printed, journaled or put in the report: paths, fingerprints and dates only.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import ipaddress
 import shutil
@@ -27,13 +27,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import hashes
 
 from edge_runtime.core.authority import USER_ROLES
 from edge_runtime.security.ca import SiteCA, ensure_command_keys
-from edge_runtime.security.pki import Issued, write_pem
+from edge_runtime.security.opcua_certs import CERT_FILE, Signer, ensure_server_cert, make_app_cert
+from edge_runtime.security.pki import write_pem
 from edge_runtime.security.secure_default import SecurityConfig, check_start
 from pswd_commission.session import CommissionError
 
@@ -68,7 +67,9 @@ def _mode(path: Path) -> str:
 
 def _cert_item(name: str, path: Path, action: str, purpose: str, kind: str = "certificate",
                ) -> Item:
-    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    data = path.read_bytes()
+    cert = (x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----")
+            else x509.load_der_x509_certificate(data))
     return Item(name, kind, str(path), _mode(path),
                 cert.fingerprint(hashes.SHA256()).hex(":").upper(),
                 cert.subject.rfc4514_string(), cert.not_valid_after_utc.isoformat(), action,
@@ -83,37 +84,9 @@ def _key_item(name: str, path: Path, action: str, purpose: str,
                 purpose=purpose)
 
 
-def _issue_opcua(ca: Issued, node: str, uri: str, hosts: Sequence[str],
-                 days: int, *, server: bool = True) -> tuple[x509.Certificate, bytes]:
-    """RSA-2048 certificate for an OPC UA application (Basic256Sha256 needs RSA)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = dt.datetime.now(dt.UTC)
-    alt: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
-    for h in hosts:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            alt.append(x509.DNSName(h))
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "PSWD Edge"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"{node} OPC UA")])
-    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + [
-        ExtendedKeyUsageOID.CLIENT_AUTH]
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True,
-                                         key_encipherment=True, data_encipherment=True,
-                                         key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    return cert, pem
+def _signer(ca: SiteCA) -> Signer:
+    issuer = ca.issuer()
+    return Signer(issuer.cert, issuer.key)
 
 
 def _pair_state(crt: Path, key: Path, what: str) -> bool:
@@ -161,17 +134,19 @@ def provision(out_dir: Path, ca_dir: Path, *, node: str, site: str, hosts: Seque
         items += [_cert_item("node TLS", crt, action, "MQTT client and HTTPS server (TLS 1.3)"),
                   _key_item("node TLS key", key, action, "[security] key")]
 
-        ocrt, okey = out_dir / "opcua.crt", out_dir / "opcua.key"
-        action = "kept" if _pair_state(ocrt, okey, "OPC UA") else "created"
-        if action == "created":
-            cert, key_pem = _issue_opcua(ca.issuer(), node, opcua_uri(site, node),
-                                         [node, "localhost", *dns, "127.0.0.1", *ips], days)
-            write_pem(okey, key_pem, private=True)
-            write_pem(ocrt, cert.public_bytes(serialization.Encoding.PEM))
-            ca.record(cert, ocrt)
-        items += [_cert_item("OPC UA", ocrt, action,
-                             f"OPC UA application {opcua_uri(site, node)}"),
-                  _key_item("OPC UA key", okey, action, "OPC UA application key")]
+        # The OPC UA server certificate where the node's server looks for it ([opcua]
+        # state_dir): ensure_server_cert keeps a pair that is there, makes one otherwise.
+        opcua_dir = out_dir / "opcua"
+        opcua_existed = (opcua_dir / CERT_FILE).exists()
+        made = ensure_server_cert(opcua_dir, opcua_uri(site, node), f"{node} OPC UA",
+                                  hostnames=[node, "localhost", *dns],
+                                  ip_addresses=["127.0.0.1", *ips], ca=_signer(ca))
+        if made.created:
+            ca.record(x509.load_der_x509_certificate(made.cert.read_bytes()), made.cert)
+        action = "kept" if opcua_existed else "created"
+        items += [_cert_item("OPC UA", made.cert, action,
+                             f"OPC UA server {opcua_uri(site, node)} ([opcua] state_dir)"),
+                  _key_item("OPC UA key", made.key, action, "OPC UA server key")]
 
         for src in (ca.cert_path, ca.crl_path):
             dst = out_dir / src.name
@@ -191,6 +166,7 @@ def provision(out_dir: Path, ca_dir: Path, *, node: str, site: str, hosts: Seque
             "# Paste into the node config (paths as installed by pswd-commission provision)\n"
             f'[security]\nca = "{out_dir / "ca.crt"}"\ncert = "{crt}"\nkey = "{key}"\n'
             f'crl = "{out_dir / "crl.pem"}"\n'
+            f'# [opcua] state_dir = "{opcua_dir}"  (its server certificate is there)\n'
             f'# [mqtt] command_keys = "{keys_dir}"  (with [mqtt.tls] using the same files)\n',
             encoding="utf-8")
     except (OSError, ValueError) as exc:
@@ -231,14 +207,13 @@ def technician_cert(out_dir: Path, ca_dir: Path, *, technician: str,
         action = "kept" if _pair_state(crt, key, "technician") else "created"
         if action == "created":
             ca = SiteCA.ensure(ca_dir)
-            cert, key_pem = _issue_opcua(ca.issuer(), technician,
-                                         f"urn:pswd-edge:technician:{slug}", [], days,
-                                         server=False)
+            made = make_app_cert(f"urn:pswd-edge:technician:{slug}", technician, client=True,
+                                 ca=_signer(ca), days=days)
             out_dir.mkdir(parents=True, exist_ok=True)
             out_dir.chmod(0o700)
-            write_pem(key, key_pem, private=True)
-            write_pem(crt, cert.public_bytes(serialization.Encoding.PEM))
-            ca.record(cert, crt)
+            write_pem(key, made.key_pem, private=True)
+            write_pem(crt, made.cert_pem)
+            ca.record(made.cert, crt)
     except (OSError, ValueError) as exc:
         raise CommissionError(f"cannot make the technician certificate in {out_dir}: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
