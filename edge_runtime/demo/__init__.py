@@ -35,6 +35,7 @@ from typing import Any
 
 from edge_runtime.assembly import NodeConfig, load_node_config
 from edge_runtime.config.reader import ConfigError
+from edge_runtime.demo.opcua import connect_lines
 from edge_runtime.demo.processes import Children, node_process, sim_process, training_job
 from edge_runtime.demo.targets import (
     SPEC_SWING_MW,
@@ -122,10 +123,14 @@ async def run_demo(duration_s: float = 60.0, ui: bool = True,
             children.start("sim", sim_process, EXAMPLES / "plant.toml")
             for cfg, file in zip(configs, NODE_FILES, strict=True):
                 children.start(cfg.name, node_process, EXAMPLES / file, cfg.role, mqtt)
-            sim_info = (await children.wait_ready(["sim", *names], 30.0))["sim"]
+            ready = await children.wait_ready(["sim", *names], 90.0)
+            sim_info = ready["sim"]
         except RuntimeError as exc:  # EmbeddedBrokerError is one
             print(str(exc), file=sys.stderr)
             return 1
+        for line in connect_lines([r["opcua"] for r in ready.values()
+                                   if isinstance(r, dict) and "opcua" in r]):
+            print_line(line)
         rec.t0 = time.monotonic()
         for name in names:
             children.send(name, "go", duration_s)

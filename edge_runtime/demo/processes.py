@@ -31,6 +31,7 @@ from typing import Any
 from edge_runtime import PSWD_VERSION
 from edge_runtime.assembly import NodeConfig, assemble, load_node_config
 from edge_runtime.config.reader import ConfigError
+from edge_runtime.demo.opcua import serve_early, with_opcua
 from edge_runtime.demo.view import NodeView, snapshot
 from edge_runtime.federation.config import MqttConfig
 from edge_runtime.messages.annex_a import parse_message
@@ -157,7 +158,8 @@ def node_process(path: Path, role: str, mqtt: MqttConfig, conn: Connection,
 async def _node_main(path: Path, role: str, mqtt: MqttConfig, conn: Connection) -> None:
     inbox = _Inbox(conn)
     try:
-        config = load_node_config(path, overrides=NODE_OVERRIDES.get(role))
+        config = with_opcua(load_node_config(path, overrides=NODE_OVERRIDES.get(role)),
+                            mqtt.state_dir / path.stem)
         node = assemble_node(config, dataclasses.replace(
             mqtt, client_id=config.name, state_dir=mqtt.state_dir / config.name))
     except ConfigError as exc:
@@ -170,7 +172,9 @@ async def _node_main(path: Path, role: str, mqtt: MqttConfig, conn: Connection) 
     # the GIL, enough to make the scan overrun when it happens mid-run. Paid here, at start.
     training_job(datetime.now(UTC), 60.0, 100.0)
     points = VIEW_POINTS.get(config.name, ())
-    conn.send(("ready", config.name))
+    opcua = await serve_early(node)  # built before the scan starts: the run pays nothing
+    conn.send(("ready", config.name if opcua is None else {"name": config.name,
+                                                            "opcua": opcua}))
     msg = await inbox.get()
     if msg[0] != "go":
         return

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from asyncua.server.address_space import AttributeService
 from cryptography import x509
 
+from edge_runtime.core.realtime import apply_realtime_priority, current_scheduling
 from edge_runtime.node import Node
 from edge_runtime.security.opcua_certs import (
     ServerCertFiles,
@@ -168,6 +170,9 @@ class OpcUaServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
+        self._ended = threading.Event()
+        self._failure: BaseException | None = None
+        self._priority = 0
 
     def ensure_certificate(self) -> ServerCertFiles:
         """The server certificate, made at first start (site CA if configured)."""
@@ -224,43 +229,62 @@ class OpcUaServer:
         self.binding = Binding(server, self.tap, space.points, node.image, space.derived)
         return server
 
+    def start(self) -> None:
+        """Start the server's thread now (idempotent): it builds the address space and
+        listens. run() calls it; a caller that wants the build paid before the node scans
+        (the demo) calls it first and waits for `started`."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._main, name=f"opcua-{self.node.config.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # raised again by run()
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            self._failure = exc
+        finally:
+            self._ended.set()
+
     async def run(self) -> None:
         """Serve until cancelled. The server runs in its own thread and event loop: building
         the address space (the NodeSet import alone takes a second) and serving clients never
-        hold up the scan's loop; only the scan tap crosses over."""
-        done = asyncio.get_running_loop().create_future()
-
-        def main() -> None:
-            try:
-                asyncio.run(self._serve())
-            except BaseException as exc:  # reported through `done`, raised in run()
-                self.error = self.error or f"{type(exc).__name__}: {exc}"
-                result: BaseException | None = exc
-            else:
-                result = None
-            def finish() -> None:
-                if not done.done():
-                    done.set_result(result)
-
-            with contextlib.suppress(RuntimeError):  # the node's loop may be gone already
-                done.get_loop().call_soon_threadsafe(finish)
-
-        self._thread = threading.Thread(target=main, name=f"opcua-{self.node.config.name}",
-                                        daemon=True)
+        hold up the scan's loop; only the scan tap crosses over. Under a real-time node the
+        server's thread runs SCHED_FIFO one below the scan: never preempted by ordinary
+        processes while it holds the interpreter's lock the scan waits for."""
         observers = self.node.engine.observers
         observers.append(self.tap)  # read-only, after the outputs are flushed
-        self._thread.start()
+        scheduling = current_scheduling()
+        if scheduling is not None and scheduling[0] == getattr(os, "SCHED_FIFO", -1):
+            self._priority = max(1, scheduling[1] - 1)
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._apply_priority)
+        self.start()
         try:
-            failure = await asyncio.shield(done)
+            while not self._ended.is_set():  # cheap: the node's loop looks 5 times a second
+                await asyncio.sleep(0.2)
         except asyncio.CancelledError:
             self.stop()
-            await asyncio.to_thread(self._thread.join, 10.0)
+            if self._thread is not None:
+                await asyncio.to_thread(self._thread.join, 10.0)
             raise
         finally:
             if self.tap in observers:
                 observers.remove(self.tap)  # a rebuilt server brings its own
-        if failure is not None:
-            raise RuntimeError(f"OPC UA server stopped: {self.error}") from failure
+        if self._failure is not None:
+            raise RuntimeError(f"OPC UA server stopped: {self.error}") from self._failure
+
+    def _apply_priority(self) -> None:
+        """In the server's thread: take the priority run() chose (if any)."""
+        if self._priority:
+            why = apply_realtime_priority(self._priority)
+            if why:
+                log.warning("OPC UA server thread: SCHED_FIFO %d not applied: %s",
+                            self._priority, why)
 
     def stop(self) -> None:
         """Ask the server's thread to stop (from any thread)."""
@@ -302,6 +326,7 @@ class OpcUaServer:
                  "self-signed" if self.cert and self.cert.signed_by == "self"
                  else f"signed by {self.cert.signed_by if self.cert else '?'}")
         self.tap.attach(self._loop)
+        self._apply_priority()
         follower = asyncio.create_task(self._follow_scans())
         self.started.set()
         try:
