@@ -81,8 +81,10 @@ class Rig:
     async def client(self, user: str | None = "bms", *, cert: ClientCert | None = None,
                      policy: str = "Basic256Sha256",
                      mode: ua.MessageSecurityMode = SIGN_AND_ENCRYPT,
-                     password: str | None = None) -> Client:
-        """A connected asyncua client (username token unless `user` is None)."""
+                     password: str | None = None,
+                     identity: ClientCert | None = None) -> Client:
+        """A connected asyncua client: username token, or the `identity` certificate's token
+        when `user` is None (anonymous when neither)."""
         cert = cert or self.trusted
         assert cert is not None
         c = Client(self.url, timeout=10)
@@ -92,6 +94,9 @@ class Rig:
         if user is not None:
             c.set_user(user)
             c.set_password(password if password is not None else self.passwords[user])
+        elif identity is not None:  # an X509 user identity token (a certificate user)
+            await c.load_client_certificate(str(identity.der))
+            await c.load_private_key(identity.key)
         await c.connect()
         return c
 

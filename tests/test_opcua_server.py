@@ -26,8 +26,9 @@ from asyncua.ua.uaerrors import (
 from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.node import Node
+from edge_runtime.servers.opcua.users import UserStore
 from tests.fakes import FakeDevice
-from tests.opcua_helpers import SIGN, SIGN_AND_ENCRYPT, serving, wait_until
+from tests.opcua_helpers import SIGN, SIGN_AND_ENCRYPT, client_cert, serving, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 NS = "http://pswd-edge.org/UA/"
@@ -301,6 +302,15 @@ async def test_trip_alarm_acknowledge_and_reset(tmp_path: Path) -> None:
             changes = Changes()
             sub = await bms.create_subscription(50, changes)
             await sub.subscribe_events(bms.nodes.server, ua.ObjectIds.AlarmConditionType)
+            set_input(node, "supply_temp.temperature", 42.0)  # above high (40)
+            await changes.until(lambda: any(
+                getattr(e, "ConditionName", "") == "limit.supply_temp.temperature"
+                and e.ActiveState.Text == "Active" for e in changes.events), 5,
+                "the high limit alarm")
+            limit = [e for e in changes.events
+                     if getattr(e, "ConditionName", "") == "limit.supply_temp.temperature"][-1]
+            assert limit.EventType == ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType)
+            assert limit.Severity == 500  # high; high-high would be 900
             set_input(node, "leak.leak_state", 1.0)
             await wait_until(lambda: node.safety.states["leak_isolate"].latched, 5, "the trip")
             await changes.until(lambda: any(getattr(e, "ConditionName", "") ==
@@ -416,3 +426,32 @@ async def test_security_refusals(tmp_path: Path) -> None:
         finally:
             plain.disconnect_socket()
     assert not [a for a in node.commands.audit if a.accepted]
+
+
+async def test_a_certificate_user_gets_the_role_its_certificate_is_trusted_with(
+        tmp_path: Path) -> None:
+    node = build_node(tmp_path)
+    async with serving(node, tmp_path) as rig:
+        assert rig.trusted is not None and rig.stranger is not None
+        # bms-client is trusted as infrastructure_manager: its X509 token acts with that role
+        bms = await rig.client(None, identity=rig.trusted)
+        try:
+            assert await call(bms, "Force", "pump1.speed_ref", 33.0, 5.0, "cert user") is None
+            assert node.safety.forces == {"pump1.speed_ref": 33.0}
+            forced = [a for a in node.commands.audit if "cert user" in a.command]
+            assert forced and forced[-1].source == "opcua.bms-client" and forced[-1].accepted
+        finally:
+            await bms.disconnect()
+        # a certificate that is not a user (the channel is trusted, the token is not)
+        UserStore(rig.server.config.state_dir).trust(
+            "channel-only", "viewer", rig.stranger.pem.read_bytes())
+        with pytest.raises(BadUserAccessDenied):
+            await rig.client(None, cert=rig.trusted, identity=client_cert(tmp_path, "nobody"))
+        # the stranger, now trusted as a viewer, may read but not force
+        viewer = await rig.client(None, cert=rig.stranger, identity=rig.stranger)
+        try:
+            with pytest.raises(UaStatusCodeError) as err:
+                await call(viewer, "Force", "pump1.speed_ref", 20.0, 5.0, "x")
+            assert bad(err) == "BadUserAccessDenied"
+        finally:
+            await viewer.disconnect()
