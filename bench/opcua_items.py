@@ -117,7 +117,10 @@ async def connect(creds: Creds, timeout: float = 30.0) -> Any:
     from asyncua import Client, ua
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
-    c = Client(creds.url, timeout=timeout)
+    # asyncua's client probes the server every watchdog interval and drops the session when
+    # one probe takes longer than the interval (1 s by default); a server busy encoding a
+    # 5,000-item publish can take that long, and a BMS would not drop it: 10 s here
+    c = Client(creds.url, timeout=timeout, watchdog_intervall=10.0)
     c.application_uri = creds.uri
     await c.set_security(SecurityPolicyBasic256Sha256, creds.cert, creds.key,
                          server_certificate=creds.server_cert,
@@ -143,9 +146,14 @@ class Child:
     """A helper process of this script speaking JSON lines (commands on stdin)."""
 
     def __init__(self, role: str, spec: dict[str, Any], script: Path | None = None) -> None:
+        # the spec (thousands of node ids) goes through a file: too long for a command line
+        fd, path = tempfile.mkstemp(prefix=f"bench-{role}-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        self.spec_path = path
         self.proc = subprocess.Popen(
             [sys.executable, str((script or Path(__file__)).resolve()), "--role", role,
-             "--spec", json.dumps(spec)],
+             "--spec", path],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
 
     async def read(self, timeout: float) -> dict[str, Any]:
@@ -179,6 +187,21 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.spec_path)
+
+
+def helper_process(role: str, spec_path: str, run: Any) -> None:
+    """Body of a helper process: normal scheduling (a child started by the node's thread
+    inherits its SCHED_FIFO: the client and peers must not run real-time), errors as JSON."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        asyncio.run(run(spec))
+    except Exception as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        raise SystemExit(1) from exc
 
 
 # --- the client process ------------------------------------------------------------------------
@@ -228,12 +251,30 @@ class ItemTally:
                 "bad_values": self.bad_values}
 
 
+class _Once(logging.Filter):
+    """Each distinct log message once (a dead session repeats its error every second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage()[:80]
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        record.msg = f"client {time.monotonic():.3f}: {record.msg}"
+        return True
+
+
 async def client_process(spec: dict[str, Any]) -> None:
     """Subscribe to spec['nodes'] at 1 s, tally every notification; answer commands."""
     from asyncua import ua
     from asyncua.common.subscription import Subscription
 
     tally = ItemTally(len(spec["nodes"]))
+    logging.getLogger("asyncua").setLevel(logging.WARNING)
+    logging.getLogger("asyncua").addFilter(_Once())
 
     class Tallying(Subscription):
         """Reads the raw PublishResults: one pass over the items, no task per change."""
@@ -684,20 +725,20 @@ def main() -> None:
     parser.add_argument("--no-search", action="store_true", help="no step search on a miss")
     parser.add_argument("--realtime", type=int, default=50 if os.geteuid() == 0 else 0,
                         help="node realtime_priority (SCHED_FIFO; default 50 as root)")
+    parser.add_argument("--switch-interval-ms", type=float, default=None,
+                        help="set the node process's GIL switch interval (sys.setswitchinterval; "
+                             "Python's default is 5 ms): a what-if, the node does not set it")
     parser.add_argument("--role", choices=("client", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.role is not None:
-        spec = json.loads(args.spec)
-        try:
-            asyncio.run(client_process(spec) if args.role == "client"
-                        else bare_server_process(spec))
-        except Exception as exc:
-            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
-            raise SystemExit(1) from exc
+        helper_process(args.role, args.spec,
+                       client_process if args.role == "client" else bare_server_process)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     items = args.items or (500 if args.quick else TARGET_ITEMS)
     seconds = args.seconds or (15.0 if args.quick else 60.0)
     start = time.monotonic()
@@ -710,6 +751,7 @@ def main() -> None:
           f"(machine {platform.machine()}, {os.cpu_count()} cpus, Python "
           f"{platform.python_version()}, SCHED_FIFO {'yes' if result['sched_fifo'] else 'no'}, "
           f"load average {os.getloadavg()[0]:.1f})", flush=True)
+    result["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1000, 3)
     result["run_s"] = round(time.monotonic() - start, 1)
     print_json_line(result)
 

@@ -44,7 +44,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _jsonline import print_json_line  # noqa: E402
-from opcua_items import USER, Child, Creds, connect, free_port, provision  # noqa: E402
+from opcua_items import (  # noqa: E402
+    USER,
+    Child,
+    Creds,
+    connect,
+    free_port,
+    helper_process,
+    provision,
+)
 
 PERIOD_MS = 10
 POINT = "pump1.speed_ref"
@@ -294,12 +302,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.role is not None:
-        spec = json.loads(args.spec)
-        try:
-            asyncio.run(client_process(spec) if args.role == "client" else peer_process(spec))
-        except Exception as exc:
-            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
-            raise SystemExit(1) from exc
+        helper_process(args.role, args.spec,
+                       client_process if args.role == "client" else peer_process)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     calls = args.calls or (50 if args.quick else 200)
