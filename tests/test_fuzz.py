@@ -292,3 +292,18 @@ async def test_an_opcua_method_argument_given_as_an_array_is_bad_type_mismatch(
     with pytest.raises(Answer) as info:
         _unpack(variants, vts)
     assert info.value.code == ua.StatusCodes.BadTypeMismatch
+
+
+@pytest.mark.parametrize("text", [
+    '[node]\nname = "n1"\nrole = "rack"\nio_maps_dir = "maps\\u0000"\n',  # Path.resolve()
+    '[node]\nname = "n1"\nrole = "rack"\nscan_period_ms = 1' + "0" * 5000 + "\n",  # int()
+], ids=["nul_in_a_path", "int_of_5000_digits"])
+def test_a_config_with_a_nul_path_or_a_huge_integer_is_a_config_error(
+        tmp_path: Path, text: str) -> None:
+    """config/reader.py: a string holding NUL reached os.path (ValueError 'embedded null
+    byte') and tomllib's int() of more than 4,300 digits raised ValueError, both out of
+    load_node_config (found by bench/fuzz.py, class config, on mutated rack_sensors.toml)."""
+    path = tmp_path / "n.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"NUL character|syntax: Exceeds the limit"):
+        load_node_config(path)

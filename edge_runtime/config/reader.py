@@ -67,6 +67,8 @@ def read_toml(path: Path, errors: ErrorLog) -> dict[str, Any] | None:
                                      f"offset {exc.start}): not a TOML file")
     except tomllib.TOMLDecodeError as exc:
         errors.add(file, "", "syntax", str(exc))
+    except ValueError as exc:  # an integer of more than 4,300 digits (int() refuses it)
+        errors.add(file, "", "syntax", str(exc)[:200])
     except RecursionError:
         errors.add(file, "", "syntax", "nested too deeply")
     return None
@@ -110,6 +112,9 @@ class Section:
             return value
         if not isinstance(value, str):
             self.error(key, f"must be a string, got {type(value).__name__} {value!r}")
+            return default if default is not _MISSING else ""
+        if "\x00" in value:  # no name, path or address holds one (os calls raise ValueError)
+            self.error(key, f"must not contain a NUL character, got {value[:60]!r}")
             return default if default is not _MISSING else ""
         if choices is not None:
             allowed = list(choices)
