@@ -9,6 +9,7 @@ server and client are real and talk over loopback TCP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import math
 from pathlib import Path
@@ -455,3 +456,31 @@ async def test_a_certificate_user_gets_the_role_its_certificate_is_trusted_with(
             assert bad(err) == "BadUserAccessDenied"
         finally:
             await viewer.disconnect()
+
+
+async def test_a_server_that_cannot_listen_is_an_alarm_and_the_scan_runs_on(
+        tmp_path: Path) -> None:
+    import socket
+
+    from edge_runtime.servers.opcua.server import OpcUaServer
+    from tests.opcua_helpers import opcua_config
+
+    node = build_node(tmp_path)
+    cfg = opcua_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", cfg.port))
+        taken.listen()
+        server = OpcUaServer(node, cfg)
+        node.attach("opcua", server)
+        runner = asyncio.create_task(node.run())
+        try:
+            await wait_until(lambda: any(e.code == "service_failed"
+                                         for e in node.events.recent(50)), 30, "the alarm")
+            cycles = node.engine.stats.cycles
+            await wait_until(lambda: node.engine.stats.cycles > cycles + 5, 5, "more scans")
+            assert server.error and not server.started.is_set()
+            assert server.tap not in node.engine.observers
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
