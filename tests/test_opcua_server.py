@@ -484,3 +484,20 @@ async def test_a_server_that_cannot_listen_is_an_alarm_and_the_scan_runs_on(
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
+
+
+async def test_a_flood_of_subscriptions_is_refused_and_the_scan_runs_on(tmp_path: Path) -> None:
+    from asyncua.ua.uaerrors import BadTooManySubscriptions
+
+    node = build_node(tmp_path)
+    async with serving(node, tmp_path, max_subscriptions=3) as rig:
+        client = await rig.client("watcher")
+        try:
+            for _ in range(3):
+                await client.create_subscription(500, Changes())
+            with pytest.raises(BadTooManySubscriptions):
+                await client.create_subscription(500, Changes())
+            cycles = node.engine.stats.cycles
+            await wait_until(lambda: node.engine.stats.cycles > cycles + 3, 5, "scans")
+        finally:
+            await client.disconnect()

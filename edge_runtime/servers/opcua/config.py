@@ -11,6 +11,8 @@
     ca_key = "pki/ca.key"            #   without one the certificate is self-signed
     history = ["supply_temp.temperature"]   # points kept for HistoryRead (default: limited
     history_hours = 24.0                    #   points and every output)
+    max_connections = 32             # floods of connections and subscriptions are refused
+    max_subscriptions = 100          #   (BadTooManySubscriptions)
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class OpcUaConfig:
     history: tuple[str, ...] | None = None  # None: points with limits and every output
     history_hours: float = 24.0
     application_uri: str = ""  # "" : urn:pswd-edge:<site>:<node>
+    max_connections: int = 32  # TCP connections, pre-activation included (floods refused)
+    max_subscriptions: int = 100  # across all sessions (more: BadTooManySubscriptions)
 
     @property
     def endpoint(self) -> str:
@@ -97,8 +101,12 @@ def read_opcua(sec: Section, base_dir: Path, points: set[str] | None = None) -> 
                 sec.error("history", f"unknown point {bad[0]!r}")
     history_hours = sec.get_float("history_hours", 24.0, above=0.0, maxval=24.0 * 366)
     application_uri = sec.get_str("application_uri", "")
+    max_connections = sec.get_int("max_connections", 32, minval=1, maxval=1000)
+    max_subscriptions = sec.get_int("max_subscriptions", 100, minval=1, maxval=10_000)
     sec.finish()
     return OpcUaConfig(state_dir=state_dir, enabled=bool(enabled), host=str(host),
                        port=int(port), security=security, allow_anonymous=bool(allow_anonymous),
                        ca_cert=ca_cert, ca_key=ca_key, history=history,
-                       history_hours=float(history_hours), application_uri=str(application_uri))
+                       history_hours=float(history_hours), application_uri=str(application_uri),
+                       max_connections=int(max_connections),
+                       max_subscriptions=int(max_subscriptions))

@@ -194,6 +194,9 @@ class OpcUaServer:
         server = Server(user_manager=RoleUserManager(self.users,
                                                      allow_anonymous=cfg.allow_anonymous))
         server.iserver.bind_condition_methods = True  # ConditionRefresh
+        # A controller serves a few BMS clients: floods are refused, not served.
+        server.iserver.max_connections = cfg.max_connections
+        server.iserver.max_pending_activation_seconds = 10.0
         server.iserver.history_manager.set_storage(storage(cfg.state_dir))
         await server.init()
         server.set_endpoint(cfg.endpoint)
@@ -225,6 +228,9 @@ class OpcUaServer:
         points = (list(cfg.history) if cfg.history is not None
                   else key_points(node.image, node.safety.monitors))
         self.historized = await historize(server, points, space.points, cfg.history_hours)
+        # the clients' subscriptions on top of the server's own (history keeps one)
+        server.iserver.max_subscriptions = (
+            len(server.iserver.subscription_service.subscriptions) + cfg.max_subscriptions)
         self.server, self.space, self.alarms = server, space, alarms
         self.binding = Binding(server, self.tap, space.points, node.image, space.derived)
         return server
