@@ -307,3 +307,47 @@ def test_a_config_with_a_nul_path_or_a_huge_integer_is_a_config_error(
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"NUL character|syntax: Exceeds the limit"):
         load_node_config(path)
+
+
+# -- the benchmark's quick run ------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_bench_fuzz_quick_finds_no_crash() -> None:
+    """`bench/fuzz.py --quick`: ~3,000 cases over every class beside a scanning node, in
+    under 30 s; its JSON line counts no crash and no generator error. (Scan overruns are
+    reported, not asserted: on a shared machine they measure the machine too.)"""
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(root / "bench" / "fuzz.py"), "--quick"],
+                          capture_output=True, text=True, timeout=45, cwd=root)
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["crashes"] == 0, proc.stdout[-3000:]
+    assert result["generator_errors"] == 0
+    assert set(result["by_class"]) == {"annex_a", "validate_cli", "command", "jwt", "cbor",
+                                       "sensor_node", "http", "opcua", "config"}
+    assert 2_900 <= result["cases"] <= 3_000
+    for name, row in result["by_class"].items():
+        assert row["refused"], f"{name}: nothing refused, the fuzzing missed the parser"
+    assert took < 30, f"--quick took {took:.0f} s"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_an_interlock_driving_an_output_to_nan_or_inf_is_a_config_error(
+        tmp_path: Path, value: str) -> None:
+    """safety/config.py check_output: nan passed the range check (every comparison is false)
+    and int(nan) raised ValueError out of load_node_config on an integer register; on a float
+    register an interlock would have driven the output to nan (found by bench/fuzz.py, class
+    config, on mutated examples/cdu.toml)."""
+    path = tmp_path / "n.toml"
+    text = (EXAMPLES / "rack_sensors.toml").read_text()
+    rule = 'outputs = { "sensors.valve" = 0 }'
+    assert rule in text
+    path.write_text(text.replace(rule, f'outputs = {{ "sensors.valve" = {value} }}'))
+    with pytest.raises(ConfigError, match=r"sensors\.valve = .*: not a finite number"):
+        load_node_config(path)

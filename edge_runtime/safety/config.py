@@ -159,6 +159,9 @@ class _Reader:
             sec.error(key, f"unknown output {point!r}")
             return False
         spec = self.outputs[point].spec if isinstance(self.outputs, Mapping) else None
+        if value is not None and not math.isfinite(value):  # nan passes every comparison
+            sec.error(key, f"{point} = {value}: not a finite number")
+            return False
         if value is not None and spec is not None and (
                 (spec.minimum is not None and value < spec.minimum)
                 or (spec.maximum is not None and value > spec.maximum)):
