@@ -10,10 +10,12 @@ Cases come from a seeded generator (valid inputs mutated structurally and byte-w
 mutations, random bytes, deep nesting, huge lengths).
 
 The node is examples/rack.toml with [https], on fake drivers, on the wall clock, scanning at
-10 ms (SCHED_FIFO 50 as root, as a deployment runs it). First it scans alone (the baseline);
-then the transport classes are fed in one interleaved stream, in slices that yield to the loop
-as a transport receiving them would, and the scan's overruns and start jitter are measured;
-then the config class (read at start, not received while running) in a phase of its own.
+10 ms (SCHED_FIFO 50 as root, as a deployment runs it). First it scans alone (the baseline),
+then beside a loop kept as busy as the fuzzing keeps it but parsing nothing (the control for
+a CPU-bound process on a shared machine); then the transport classes are fed in one
+interleaved stream, in slices that yield to the loop as a transport receiving them would,
+and the scan's overruns and start jitter are measured; then the config class (read at start,
+not received while running) in a phase of its own.
 
     .venv/bin/python bench/fuzz.py [--quick] [--cases N] [--seed S]
 
@@ -167,6 +169,17 @@ async def feed_stream(schedule: list[str], targets: dict[str, Any], rng: Random,
             mark = time.perf_counter()
 
 
+async def busy(seconds: float) -> None:
+    """Keep the loop as busy as the fuzzing does, without parsing anything: SLICE_S of
+    spinning, then a yield (the control for a CPU-bound process on a shared machine)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        spin = time.perf_counter() + SLICE_S
+        while time.perf_counter() < spin:
+            pass
+        await asyncio.sleep(0)
+
+
 def line(case: str, f: dict[str, Any]) -> str:
     return (f"{case:34} {f['cycles']:6d} scans  overruns {f['overruns']:3d}  jitter "
             f"p50/p99/max {f['jitter_p50_ms']:.3f}/{f['jitter_p99_ms']:.3f}/"
@@ -209,6 +222,10 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
                 await asyncio.sleep(baseline_s)
                 base = scan_figures(node)
                 print(line("baseline: scanning, no fuzzing", base), flush=True)
+                reset_scan(node)
+                await busy(baseline_s)
+                base_busy = scan_figures(node)
+                print(line("baseline: loop kept busy, no parsing", base_busy), flush=True)
                 reset_scan(node)
                 pauses = GcPauses()
                 gc.callbacks.append(pauses)
@@ -260,7 +277,8 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
     return {"cases": tally.cases, "crashes": tally.crashes, "by_class": by_class,
             "scan_10ms": {"overruns": during["overruns"],
                           "jitter_p99_ms": during["jitter_p99_ms"], **during},
-            "scan_10ms_config_phase": cfg, "baseline_10ms": base, "gc_while_fuzzing": gcf,
+            "scan_10ms_config_phase": cfg, "baseline_10ms": base,
+            "baseline_busy_10ms": base_busy, "gc_while_fuzzing": gcf,
             "cases_per_s": round(tally.cases / (fuzz_s + config_s), 1), "seed": seed,
             "generator_errors": len(tally.generator_errors),
             "targets_met": met}
