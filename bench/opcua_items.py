@@ -17,14 +17,17 @@ The client is a separate process (asyncua's client over SignAndEncrypt, one subs
 interval, which timing can make happen, are both kept). It reads the raw PublishResponses
 (no per-notification task) and reports its own CPU.
 
-Baseline in the same run: a bare asyncua server in its own process (same security, same N
-Double variables, updated at the same rate, value = second's number, no scan), counted by the
-same client; it reports its own CPU.
+Baseline in the same run: a bare asyncua server in its own process (same security, same
+scheduling as the node, same N Double variables updated at the same rate, value = second's
+number, no scan), counted by the same client; it reports its own CPU and the update rate it
+achieved.
 
-Node figures: scan overruns and start jitter (p50/p99/max, 10 ms period; SCHED_FIFO 50 as
-root, as bench/scan_jitter.py), CPU of the node process (and of its OPC UA thread alone), MQTT
-batches published. If N = 5,000 misses a target, a step search runs shorter cases at smaller N
-and reports the largest that meets all of them.
+Control in the same run (not with --quick): the same node, server and MQTT link for 30 s with
+no client subscribed, so what the machine does to the scan is told apart from what serving
+the items does. Node figures: scan overruns and start jitter (p50/p99/max, 10 ms period;
+SCHED_FIFO 50 as root, as bench/scan_jitter.py), CPU of the node process (and of its OPC UA
+thread alone), MQTT telemetry samples acknowledged. If N = 5,000 misses a target, a step
+search runs shorter cases at smaller N and reports the largest that meets all of them.
 
     .venv/bin/python bench/opcua_items.py [--quick] [--items N] [--seconds S] [--no-search]
 
@@ -192,11 +195,13 @@ class Child:
 
 
 def helper_process(role: str, spec_path: str, run: Any) -> None:
-    """Body of a helper process: normal scheduling (a child started by the node's thread
-    inherits its SCHED_FIFO: the client and peers must not run real-time), errors as JSON."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    """Body of a helper process: normal scheduling unless spec['realtime'] (a child started
+    by the node's thread inherits its SCHED_FIFO: the client and peers must not run
+    real-time; the bare server gets the node's priority), errors as JSON."""
     spec = json.loads(Path(spec_path).read_text())
+    rt = int(spec.get("realtime", 0))
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_FIFO if rt else os.SCHED_OTHER, os.sched_param(rt))
     try:
         asyncio.run(run(spec))
     except Exception as exc:
@@ -522,8 +527,9 @@ def free_port() -> int:
 
 
 async def node_case(items: int, seconds: float, mqtt_port: int, realtime: int,
-                    directory: Path) -> dict[str, Any]:
-    """One run of the node with `items` points for `seconds`, the client in its own process."""
+                    directory: Path, subscribe: bool = True) -> dict[str, Any]:
+    """One run of the node with `items` points for `seconds`, the client in its own process
+    (`subscribe` False: the control, the same node and server with no client)."""
     from edge_runtime.assembly import assemble, load_node_config
     from edge_runtime.servers.opcua.server import OpcUaServer
     from tests.fakes import FakeDevice
@@ -555,18 +561,19 @@ async def node_case(items: int, seconds: float, mqtt_port: int, realtime: int,
         creds = Creds(cfg.opcua.endpoint, str(server.cert.cert), str(der), str(key), uri,
                       USER, password)
         t_sub = time.monotonic()
-        client = Child("client", {"creds": creds.as_dict(), "nodes": nodes})
-        ready = await client.read(timeout=300)
+        if subscribe:
+            client = Child("client", {"creds": creds.as_dict(), "nodes": nodes})
+            ready = await client.read(timeout=300)
+            if ready["refused"]:
+                raise RuntimeError(f"{ready['refused']} monitored items refused")
         subscribe_s = time.monotonic() - t_sub
-        if ready["refused"]:
-            raise RuntimeError(f"{ready['refused']} monitored items refused")
         await asyncio.sleep(2.0)  # initial values delivered, the server's loop settled
         stats = node.engine.stats
         stats.window = max(stats.window, int(seconds * 1000 / PERIOD_MS) + 1000)
         stats.reset()
         opcua_tid = server._thread.native_id if server._thread else None
         cpu0, ua0 = cpu_s(), cpu_s(tid=opcua_tid) if opcua_tid else 0.0
-        ccpu0 = (await client.ask("cpu"))["cpu_s"]
+        ccpu0 = (await client.ask("cpu"))["cpu_s"] if client else 0.0
         link0 = _link_published(node)
         t0 = time.monotonic()
         feeder.running = True
@@ -577,8 +584,13 @@ async def node_case(items: int, seconds: float, mqtt_port: int, realtime: int,
         cpu1, ua1 = cpu_s(), cpu_s(tid=opcua_tid) if opcua_tid else 0.0
         link1 = _link_published(node)
         mqtt_connected = _link_connected(node)
-        await drain(client, feeder.last, timeout=15.0)
-        report = await client.ask("report")
+        if client is not None:
+            await drain(client, feeder.last, timeout=15.0)
+            report = await client.ask("report")
+        else:
+            report = {"cpu_s": 0.0, "first": list(feeder.last), "last": list(feeder.last),
+                      "distinct": len(names), "gaps": 0, "duplicates": 0, "backwards": 0,
+                      "bad_values": 0, "notifications": 0, "publishes": 0}
         tap = server.tap.get_status()
     finally:
         if client is not None:
@@ -599,8 +611,9 @@ async def node_case(items: int, seconds: float, mqtt_port: int, realtime: int,
         "client_cpu_pct": round(100 * (report["cpu_s"] - ccpu0) / elapsed, 1),
         "tap_step_us_mean": round(tap["step_us_mean"], 2),
         "changes_produced": feeder.changes, "mqtt_samples_sent": link1 - link0,
+        "changes_per_s": round(feeder.changes / elapsed), "target_changes_per_s": items,
         "mqtt_connected": mqtt_connected, "subscribe_s": round(subscribe_s, 1),
-        "sched_fifo": bool(fifo),
+        "sched_fifo": bool(fifo), "control": not subscribe,
         **tally(feeder.last, report),
     }
     result["met"] = (result["overruns"] == 0 and result["jitter_p99_ms"] <= TARGET_JITTER_P99_MS
@@ -632,11 +645,14 @@ def _fifo_applied(node: Any) -> bool:
                for e in node.events.recent(1000))
 
 
-async def baseline_case(items: int, seconds: float, directory: Path) -> dict[str, Any]:
-    """The bare asyncua server (own process) with the same items and rate, same client."""
+async def baseline_case(items: int, seconds: float, directory: Path,
+                        realtime: int) -> dict[str, Any]:
+    """The bare asyncua server (own process, the node's scheduling) with the same items and
+    rate, same client."""
     directory.mkdir(parents=True, exist_ok=True)
     url = f"opc.tcp://127.0.0.1:{free_port()}/bare/"
-    bare = Child("bare", {"items": items, "dir": str(directory), "url": url})
+    bare = Child("bare", {"items": items, "dir": str(directory), "url": url,
+                          "realtime": realtime})
     client: Child | None = None
     try:
         ready = await bare.read(timeout=300)
@@ -662,7 +678,9 @@ async def baseline_case(items: int, seconds: float, directory: Path) -> dict[str
     result = {"items": items, "seconds": round(elapsed, 1),
               "server_cpu_pct": round(100 * (stop["cpu_s"] - scpu0) / elapsed, 1),
               "client_cpu_pct": round(100 * (report["cpu_s"] - ccpu0) / elapsed, 1),
-              "changes_produced": sum(stop["last"]), **tally(stop["last"], report)}
+              "changes_produced": sum(stop["last"]),
+              "changes_per_s": round(sum(stop["last"]) / elapsed),
+              "target_changes_per_s": items, **tally(stop["last"], report)}
     return result
 
 
@@ -676,7 +694,10 @@ def show(case: str, r: dict[str, Any]) -> None:
               f"(connected {r['mqtt_connected']}); subscribe {r['subscribe_s']} s", flush=True)
     else:
         print(f"{case}: {r['items']} items, {r['seconds']} s; CPU server "
-              f"{r['server_cpu_pct']} %, client {r['client_cpu_pct']} %", flush=True)
+              f"{r['server_cpu_pct']} %, client {r['client_cpu_pct']} %; value changes "
+              f"{r['changes_per_s']}/s (target {r['target_changes_per_s']}/s)", flush=True)
+    if r.get("control"):
+        return
     print(f"    notifications expected {r['expected']}, delivered {r['delivered']}, missing "
           f"{r['missing']} (at end {r['missing_at_end']}, gaps {r['gaps']}, items never seen "
           f"{r['items_never_seen']}); duplicates {r['duplicates']}, out of order "
@@ -687,18 +708,26 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
     keep = ("items", "seconds", "cycles", "overruns", "jitter_p50_ms", "jitter_p99_ms",
             "jitter_max_ms", "exec_p99_ms", "node_cpu_pct", "opcua_thread_cpu_pct",
             "server_cpu_pct", "client_cpu_pct", "expected", "delivered", "missing",
-            "missing_at_end", "duplicates", "mqtt_samples_sent", "met")
+            "missing_at_end", "duplicates", "mqtt_samples_sent", "changes_per_s", "met")
     return {k: r[k] for k in keep if k in r}
 
 
 async def main_async(items: int, seconds: float, step_s: float, search: bool,
-                     realtime: int) -> dict[str, Any]:
+                     realtime: int, control_s: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, broker(Path(tmp) / "mqtt") as mqtt:
         r = await node_case(items, seconds, mqtt.port, realtime, Path(tmp) / f"node{items}")
         show(f"node, {items} items", r)
         out[f"items_{items}"] = figures(r)
-        base = await baseline_case(items, seconds, Path(tmp) / f"bare{items}")
+        if control_s > 0:  # what the machine gives the same node with no OPC UA client
+            control = await node_case(items, control_s, mqtt.port, realtime,
+                                      Path(tmp) / f"control{items}", subscribe=False)
+            show(f"control: the same node, no client subscribed, {items} points", control)
+            out["control_node_no_client"] = {k: v for k, v in figures(control).items()
+                                             if k not in ("expected", "delivered", "missing",
+                                                          "missing_at_end", "duplicates",
+                                                          "client_cpu_pct", "met")}
+        base = await baseline_case(items, seconds, Path(tmp) / f"bare{items}", realtime)
         show(f"baseline bare asyncua, {items} items", base)
         out["baseline_bare_asyncua"] = figures(base)
         largest = items if r["met"] else 0
@@ -743,7 +772,8 @@ def main() -> None:
     seconds = args.seconds or (15.0 if args.quick else 60.0)
     start = time.monotonic()
     result = asyncio.run(main_async(items, seconds, args.step_seconds,
-                                    not (args.no_search or args.quick), args.realtime))
+                                    not (args.no_search or args.quick), args.realtime,
+                                    0.0 if args.quick else min(seconds, 30.0)))
     r = result[f"items_{items}"]
     print(f"targets: {TARGET_ITEMS} items, 0 overruns, jitter p99 <= {TARGET_JITTER_P99_MS} ms, "
           f"0 missing: {'met' if r['met'] and items >= TARGET_ITEMS else 'NOT met'} at {items} "
