@@ -145,9 +145,15 @@ def reset_scan(node: Any) -> None:
     stats.reset()
 
 
+async def pause(spent: float, duty: float) -> None:
+    """Yield to the loop; below full duty, long enough that feeding takes `duty` of the time."""
+    await asyncio.sleep(spent * (1.0 - duty) / duty if duty < 1.0 else 0)
+
+
 async def feed_stream(schedule: list[str], targets: dict[str, Any], rng: Random,
-                      tally: Tally) -> None:
-    """Generate and feed each case of `schedule`, yielding to the loop every SLICE_S."""
+                      tally: Tally, duty: float = 1.0) -> None:
+    """Generate and feed each case of `schedule`, yielding to the loop every SLICE_S (and
+    pausing, below full duty, so the stream takes at most `duty` of the loop's time)."""
     mark = time.perf_counter()
     for name in schedule:
         target = targets[name]
@@ -164,12 +170,12 @@ async def feed_stream(schedule: list[str], targets: dict[str, Any], rng: Random,
             out = ft.timed(target.feed, case)
         took = time.perf_counter() - start
         tally.add(name, case, out, took)
-        if time.perf_counter() - mark >= SLICE_S:
-            await asyncio.sleep(0)
+        if (spent := time.perf_counter() - mark) >= SLICE_S:
+            await pause(spent, duty)
             mark = time.perf_counter()
 
 
-async def busy(seconds: float) -> None:
+async def busy(seconds: float, duty: float) -> None:
     """Keep the loop as busy as the fuzzing does, without parsing anything: SLICE_S of
     spinning, then a yield (the control for a CPU-bound process on a shared machine)."""
     end = time.perf_counter() + seconds
@@ -177,7 +183,7 @@ async def busy(seconds: float) -> None:
         spin = time.perf_counter() + SLICE_S
         while time.perf_counter() < spin:
             pass
-        await asyncio.sleep(0)
+        await pause(SLICE_S, duty)
 
 
 def line(case: str, f: dict[str, Any]) -> str:
@@ -186,7 +192,8 @@ def line(case: str, f: dict[str, Any]) -> str:
             f"{f['jitter_max_ms']:.3f} ms  exec p99 {f['exec_p99_ms']:.3f} ms")
 
 
-async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]:
+async def main_async(total: int, seed: int, baseline_s: float,
+                     duty: float) -> dict[str, Any]:
     rng = Random(seed)
     weight_sum = sum(WEIGHTS.values())
     counts = {n: max(1, round(total * w / weight_sum)) for n, w in WEIGHTS.items()}
@@ -212,6 +219,8 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
             await targets["http"].start()
             try:
                 node = r.node
+                # the node's thread (this one: the fuzzing shares the scan's loop) while it runs
+                fifo = os.sched_getscheduler(0) == os.SCHED_FIFO
                 warm = Tally()
                 await feed_stream([n for n in WEIGHTS for _ in range(WARMUP_CASES)], targets,
                                   Random(seed + 1), warm)
@@ -223,7 +232,7 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
                 base = scan_figures(node)
                 print(line("baseline: scanning, no fuzzing", base), flush=True)
                 reset_scan(node)
-                await busy(baseline_s)
+                await busy(baseline_s, duty)
                 base_busy = scan_figures(node)
                 print(line("baseline: loop kept busy, no parsing", base_busy), flush=True)
                 reset_scan(node)
@@ -231,7 +240,7 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
                 gc.callbacks.append(pauses)
                 t0 = time.perf_counter()
                 try:
-                    await feed_stream(schedule, targets, rng, tally)
+                    await feed_stream(schedule, targets, rng, tally, duty)
                 finally:
                     gc.callbacks.remove(pauses)
                 fuzz_s = time.perf_counter() - t0
@@ -266,7 +275,6 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
     for took, name, text in tally.slow[:8]:
         print(f"  {took * 1e3:7.1f} ms  {name}: {text}")
     met = tally.crashes == 0 and during["overruns"] == 0
-    fifo = os.sched_getscheduler(0) == os.SCHED_FIFO
     print(f"{tally.cases} cases in {fuzz_s + config_s:.1f} s; targets: 0 crashes, 0 overruns "
           f"while fuzzing: {'met' if met else 'NOT met'}  (machine: {platform.machine()}, "
           f"{os.cpu_count()} cpus, Python {platform.python_version()}, scheduling "
@@ -280,8 +288,8 @@ async def main_async(total: int, seed: int, baseline_s: float) -> dict[str, Any]
             "scan_10ms_config_phase": cfg, "baseline_10ms": base,
             "baseline_busy_10ms": base_busy, "gc_while_fuzzing": gcf,
             "cases_per_s": round(tally.cases / (fuzz_s + config_s), 1), "seed": seed,
-            "generator_errors": len(tally.generator_errors),
-            "targets_met": met}
+            "generator_errors": len(tally.generator_errors), "duty": duty,
+            "scheduling": "SCHED_FIFO" if fifo else "normal", "targets_met": met}
 
 
 def main() -> None:
@@ -289,12 +297,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about 3,000 cases")
     parser.add_argument("--cases", type=int, default=None, help="number of cases")
     parser.add_argument("--seed", type=int, default=1, help="generator seed")
+    parser.add_argument("--duty", type=float, default=1.0,
+                        help="share of the loop's time the fuzzing may take (default 1: flat "
+                             "out, a flood; 0.5: heavy traffic that leaves the loop idle half "
+                             "the time)")
     args = parser.parse_args()
     total = args.cases or (3_000 if args.quick else 100_000)
     counter = LogCount()
     logging.basicConfig(level=logging.WARNING, handlers=[counter])
     start = time.monotonic()
-    result = asyncio.run(main_async(total, args.seed, 3.0 if args.quick else 20.0))
+    result = asyncio.run(main_async(total, args.seed, 3.0 if args.quick else 20.0, args.duty))
     result["log_records"] = dict(counter.counts)
     result["run_s"] = round(time.monotonic() - start, 1)
     print_json_line(result)

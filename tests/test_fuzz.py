@@ -29,7 +29,7 @@ from tests.https_env import Env, running
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-QUICK = settings(max_examples=60, deadline=None, database=None,
+QUICK = settings(max_examples=100, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 RANDOMS = st.randoms(use_true_random=False)
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -190,7 +190,7 @@ async def test_https_requests(rack: Any) -> None:
     http = ft.Http(rack)
     await http.start()
     try:
-        cases = drawn(RANDOMS.map(http.generate), 120)
+        cases = drawn(RANDOMS.map(http.generate), 200)
         outcomes = [await http.feed(case) for case in cases]
     finally:
         await http.close()
@@ -204,7 +204,7 @@ async def test_https_requests(rack: Any) -> None:
 async def test_opcua_calls_and_writes(rack: Any) -> None:
     opcua = ft.OpcUa(rack.node)
     try:
-        cases = drawn(RANDOMS.map(opcua.generate), 120)
+        cases = drawn(RANDOMS.map(opcua.generate), 200)
         outcomes = [await opcua.feed(case) for case in cases]
     finally:
         opcua.close()
