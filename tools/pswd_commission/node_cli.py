@@ -68,7 +68,7 @@ def cmd_force(args: argparse.Namespace, out: Output, session: Session) -> Result
                           f"{args.reason.strip()} (technician {session.technician})")
             # The safety layer runs after every force: read what the output really is now.
             now: float | None = None
-            for _ in range(10):
+            for _ in range(30):  # a loaded node may take a few scans to publish it
                 await asyncio.sleep(0.1)
                 now = await s.read(args.point)
                 if now is not None and abs(now - args.value) <= 1e-6 * max(1.0, abs(now)):
