@@ -386,7 +386,7 @@ def test_shipped_site_example_loads() -> None:
     assert mqtt is not None and config is not None
     assert (node, site, mqtt.protocol) == ("site-01", "demo", "5")
     # The assembler gives a site node its coordinator (and no link: it has no devices)
-    assert set(assemble(cfg).services) == {"coordinator"}
+    assert set(assemble(cfg).services) == {"coordinator", "ids"}
     assert config.cooling_capacity_kw == {"cdu-01": 180.0} and config.power_limit_kw == 200.0
 
 
