@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edge_runtime.assembly.config import NodeConfig
 from edge_runtime.assembly.roles import ROLE_BLOCKS, RoleContext, RoleControls
@@ -33,19 +34,18 @@ from edge_runtime.federation.link import NONCES, NodeLink
 from edge_runtime.federation.sensor_node import build_sensor_nodes
 from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.modbus import ModbusDevice, ModbusEndpoint
-from edge_runtime.io.opcua_client import OpcUaDevice
-from edge_runtime.io.opcua_endpoint import OpcUaEndpoint
-from edge_runtime.io.opcua_failsafe import write_failsafe_opcua
 from edge_runtime.node import LinkSwitch, Node, NodeParts
 from edge_runtime.safety.config import build_safety_layer
 from edge_runtime.safety.protections import role_protections
 from edge_runtime.safety.redundancy import RedundancyBlock
 from edge_runtime.security.audit import AuditLog
 from edge_runtime.security.ids import IntrusionDetector
-from edge_runtime.servers.https.factory import command_verifier, https_service
-from edge_runtime.servers.https.service import HttpsService
-from edge_runtime.servers.opcua.server import OpcUaServer
+from edge_runtime.security.signing import CommandVerifier, load_keys
 from edge_runtime.site.coordinator import SiteCoordinator
+
+if TYPE_CHECKING:  # imported where used: asyncua and aiohttp cost every CLI start ~1 s
+    from edge_runtime.servers.https.service import HttpsService
+    from edge_runtime.servers.opcua.server import OpcUaServer
 
 # Builds a node's drivers around its input table; tests pass one that builds fakes.
 DriverFactory = Callable[[NodeConfig, InputTable, Clock], dict[str, FieldDevice]]
@@ -95,6 +95,10 @@ def build_opcua_drivers(
 ) -> Drivers:
     """One session per server URL and security (shared by its devices), one driver per
     device; a ref that is not a NodeId or browse path is a ValueError naming the point."""
+    from edge_runtime.io.opcua_client import OpcUaDevice  # asyncua: only for OPC UA devices
+    from edge_runtime.io.opcua_endpoint import OpcUaEndpoint
+    from edge_runtime.io.opcua_failsafe import write_failsafe_opcua
+
     endpoints: dict[tuple[str, object], OpcUaEndpoint] = {}
     drivers: dict[str, FieldDevice] = {}
     for dev in devices:
@@ -193,8 +197,11 @@ def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = No
     # One verifier of signed commands per node, shared by MQTT and HTTPS: a command (its
     # nonce) is taken once, whichever transport brings it.
     keys = config.mqtt if config.mqtt is not None and config.mqtt.command_keys else config.https
-    verifier = None if keys is None else command_verifier(node, keys.command_keys,
-                                                          keys.state_dir / NONCES)
+    verifier = None
+    if keys is not None and keys.command_keys is not None:
+        verifier = CommandVerifier(load_keys(keys.command_keys), node=config.name,
+                                   site=config.site, wall=node.clock.wall,
+                                   journal=keys.state_dir / NONCES, rights=node.manual.rights)
     if config.role == "site" and config.mqtt is not None and config.coordinator is not None:
         # The coordinator is the site node's MQTT presence: admission, peers, prepare.
         mqtt, site = config.mqtt, config.coordinator
@@ -213,6 +220,7 @@ def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = No
         https_cfg = config.https
 
         def https() -> HttpsService:
+            from edge_runtime.servers.https.factory import https_service  # aiohttp
             return https_service(node, https_cfg, verifier=verifier, guard=ids,
                                  audit=audit.append if audit is not None else None)
         node.attach("https", https(), rebuild=https)
@@ -220,6 +228,7 @@ def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = No
         opcua_cfg = config.opcua
 
         def opcua() -> OpcUaServer:
+            from edge_runtime.servers.opcua.server import OpcUaServer  # asyncua
             return OpcUaServer(node, opcua_cfg)
         node.attach("opcua", opcua(), rebuild=opcua)
     if node.services:
