@@ -44,6 +44,7 @@ from _jsonline import print_json_line
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_runtime.security.signing import NonceJournal  # noqa: E402
 from tests import fuzz_targets as ft  # noqa: E402
 from tests.https_env import Env, running  # noqa: E402
 
@@ -63,9 +64,12 @@ class LogCount(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()  # by message template
 
     def emit(self, record: logging.LogRecord) -> None:
         self.counts[record.levelname] += 1
+        if record.levelno >= logging.ERROR:
+            self.errors[f"{record.name}: {record.msg}"[:160]] += 1
 
 
 class GcPauses:
@@ -92,6 +96,38 @@ class GcPauses:
 
     def figures(self) -> dict[str, Any]:
         return {"collections": self.count, "max_ms": round(self.max_s * 1e3, 3),
+                "total_ms": round(self.total_s * 1e3, 1)}
+
+
+class Timed:
+    """Wall time of every call of one function the node makes in the loop's thread (the nonce
+    journal's append, fdatasync included: a stall there is a stall of the scan)."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner, self.name = owner, name
+        self.original = getattr(owner, name)
+        self.count, self.total_s, self.max_s = 0, 0.0, 0.0
+
+    def __enter__(self) -> Timed:
+        original = self.original
+
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                took = time.perf_counter() - start
+                self.count, self.total_s = self.count + 1, self.total_s + took
+                self.max_s = max(self.max_s, took)
+
+        setattr(self.owner, self.name, timed_call)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(self.owner, self.name, self.original)
+
+    def figures(self) -> dict[str, Any]:
+        return {"calls": self.count, "max_ms": round(self.max_s * 1e3, 3),
                 "total_ms": round(self.total_s * 1e3, 1)}
 
 
@@ -240,15 +276,18 @@ async def main_async(total: int, seed: int, baseline_s: float,
                 gc.callbacks.append(pauses)
                 t0 = time.perf_counter()
                 try:
-                    await feed_stream(schedule, targets, rng, tally, duty)
+                    with Timed(NonceJournal, "append") as journal:
+                        await feed_stream(schedule, targets, rng, tally, duty)
                 finally:
                     gc.callbacks.remove(pauses)
                 fuzz_s = time.perf_counter() - t0
                 during = scan_figures(node)
                 print(line(f"fuzzing {len(schedule)} transport cases", during), flush=True)
-                gcf = pauses.figures()
+                gcf, jf = pauses.figures(), journal.figures()
                 print(f"garbage collections while fuzzing: {gcf['collections']}, longest "
-                      f"{gcf['max_ms']:.2f} ms, {gcf['total_ms']:.0f} ms in all", flush=True)
+                      f"{gcf['max_ms']:.2f} ms, {gcf['total_ms']:.0f} ms in all; nonce journal "
+                      f"appends (fdatasync, in the scan's thread): {jf['calls']}, longest "
+                      f"{jf['max_ms']:.2f} ms, {jf['total_ms']:.0f} ms in all", flush=True)
                 reset_scan(node)
                 t1 = time.perf_counter()
                 await feed_stream(["config"] * counts["config"], targets, rng, tally)
@@ -287,6 +326,7 @@ async def main_async(total: int, seed: int, baseline_s: float,
                           "jitter_p99_ms": during["jitter_p99_ms"], **during},
             "scan_10ms_config_phase": cfg, "baseline_10ms": base,
             "baseline_busy_10ms": base_busy, "gc_while_fuzzing": gcf,
+            "nonce_journal_appends": jf,
             "cases_per_s": round(tally.cases / (fuzz_s + config_s), 1), "seed": seed,
             "generator_errors": len(tally.generator_errors), "duty": duty,
             "scheduling": "SCHED_FIFO" if fifo else "normal", "targets_met": met}
@@ -308,6 +348,8 @@ def main() -> None:
     start = time.monotonic()
     result = asyncio.run(main_async(total, args.seed, 3.0 if args.quick else 20.0, args.duty))
     result["log_records"] = dict(counter.counts)
+    for text, n in counter.errors.most_common(5):
+        print(f"logged at ERROR {n} times: {text}")
     result["run_s"] = round(time.monotonic() - start, 1)
     print_json_line(result)
 
