@@ -23,7 +23,7 @@ from edge_runtime.assembly import assemble
 from edge_runtime.servers.opcua.config import OpcUaConfig
 from pswd_plant_sim.simulator import Simulator
 from tests.conftest import free_port
-from tests.opcua_helpers import NPM, ROOT, node_bin, provision
+from tests.opcua_helpers import NPM, POLICIES, ROOT, SIGN_AND_ENCRYPT, node_bin, provision
 from tests.test_end_to_end import node_config, plant, sim_ports, wait_for
 
 __all__ = ["plant"]  # the plant simulator fixture of the end-to-end tests
@@ -44,6 +44,34 @@ async def _line(proc: asyncio.subprocess.Process, timeout: float) -> dict[str, A
             return result
 
 
+async def check_loops_with_asyncua(server: Any, trusted: Any, password: str) -> None:
+    """The CDU's control loops as ControlLoopType objects, and the controller's Mode."""
+    from asyncua import Client
+
+    c = Client(server.config.endpoint, timeout=10)
+    c.application_uri = trusted.uri
+    await c.set_security(POLICIES["Basic256Sha256"], str(trusted.der), str(trusted.key),
+                         server_certificate=str(server.cert.cert), mode=SIGN_AND_ENCRYPT)
+    c.set_user("bms")
+    c.set_password(password)
+    await c.connect()
+    try:
+        ns = await c.get_namespace_index("http://pswd-edge.org/UA/")
+        ctrl = await c.nodes.objects.get_child([f"{ns}:PSWD", f"{ns}:cdu-01"])
+        loop = await ctrl.get_child([f"{ns}:Loops", f"{ns}:supply_temp"])
+        mode, setpoint = (await loop.get_child(f"{ns}:Mode"),
+                          await loop.get_child(f"{ns}:Setpoint"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while await mode.read_value() != "Automatic":
+            assert asyncio.get_running_loop().time() < deadline, "loop mode not shown"
+            await asyncio.sleep(0.1)
+        assert await setpoint.read_value() == pytest.approx(30.0)  # examples/cdu.toml
+        mode_now = await (await ctrl.get_child(f"{ns}:Mode")).read_value()
+        assert mode_now in ("Running", "SafeImage"), mode_now
+    finally:
+        await c.disconnect()
+
+
 @pytest.mark.anyio
 @pytest.mark.timeout(180)
 async def test_a_bms_session_with_node_opcua(plant: Simulator, tmp_path: Path) -> None:
@@ -62,6 +90,7 @@ async def test_a_bms_session_with_node_opcua(plant: Simulator, tmp_path: Path) -
         assert server.started.is_set(), server.error  # type: ignore[attr-defined]
         await wait_for(lambda: node.image.value("flow.flow") is not None
                        and not node.safety.starting, 20, "the plant read and start-up over")
+        await check_loops_with_asyncua(server, trusted, passwords["bms"])
         conf = tmp_path / "client.json"
         conf.write_text(json.dumps({
             "url": server.config.endpoint, "node": cfg.name,  # type: ignore[attr-defined]

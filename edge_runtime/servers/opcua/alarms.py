@@ -56,6 +56,16 @@ def _set(ev: Any, name: str, value: Any) -> None:
     setattr(ev, name, value)
 
 
+def _interlock(gen: EventGenerator, name: str) -> None:
+    """PSWDTripAlarmType's Interlock field: the name ResetTrip takes (declared without a
+    value, so asyncua's event has no such field until one is added)."""
+    ev: Any = gen.event
+    try:
+        ev.add_property("Interlock", name, ua.VariantType.String)
+    except Exception:  # an event object without add_property: the attribute alone
+        setattr(ev, "Interlock", name)  # noqa: B010
+
+
 class AlarmBridge:
     """Limit and trip conditions of one node, kept in step with its safety layer."""
 
@@ -93,11 +103,9 @@ class AlarmBridge:
         for rule in safety.rules:
             gen = await self._condition(folder, f"interlock.{rule.name}", trip, None, rule.name,
                                         RULE_SEVERITY.get(rule.severity, 700))
-            if hasattr(gen.event, "Interlock"):
-                _set(gen.event, "Interlock", rule.name)
+            _interlock(gen, rule.name)
         gen = await self._condition(folder, WATCHDOG, trip, None, WATCHDOG, 1000)
-        if hasattr(gen.event, "Interlock"):
-            _set(gen.event, "Interlock", WATCHDOG)
+        _interlock(gen, WATCHDOG)
 
     async def _condition(self, folder: Node, key: str, etype: Node | int,
                          source: ua.NodeId | None, label: str, severity: int) -> EventGenerator:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +24,12 @@ from edge_runtime.core.image import PointInfo, ProcessImage
 from edge_runtime.servers.opcua.uatypes import Node, ObjectIds, Server, nodeid
 from edge_runtime.servers.opcua_model import (
     BINDINGS,
+    CONTROL_LOOP_TYPE,
     CONTROLLER_TYPE,
     FIELD_DEVICE_TYPE,
     IO_MAP_TYPES,
     IO_MAP_UNITS,
+    LOOPS_FOLDER,
     NAMESPACE_URI,
     NODESET_PATH,
     UNECE_NAMESPACE,
@@ -41,6 +43,8 @@ from edge_runtime.servers.opcua_model import METHODS as MODEL_METHODS
 log = logging.getLogger(__name__)
 
 NAMESPACE = NAMESPACE_URI
+# ControlLoopType variables kept up to date (once a second, from the block's status).
+LOOP_VARS = ("Mode", "Setpoint", "ProcessValue", "Output")
 # ControllerType variables the server keeps up to date (the others stay empty).
 CONTROLLER_VARS = ("ScanPeriod", "ScanCount", "ExecTimeP99", "JitterP99", "Overruns", "Mode",
                    "WatchdogTripped", "SafeImageActive", "ActiveTrips")
@@ -93,6 +97,7 @@ class AddressSpace:
     devices: dict[str, Node] = field(default_factory=dict)
     derived: list[Derived] = field(default_factory=list)
     controller_vars: dict[str, ua.NodeId] = field(default_factory=dict)
+    loops: dict[str, dict[str, ua.NodeId]] = field(default_factory=dict)  # loop -> var -> id
     typed: bool = False  # the PSWD NodeSet's types were used
     missing_types: list[str] = field(default_factory=list)
 
@@ -168,8 +173,10 @@ def _args(defs: tuple[tuple[str, ua.VariantType, bool], ...]) -> list[ua.Argumen
 
 
 async def build(server: Server, node_name: str, image: ProcessImage,
-                models: Mapping[str, str], nodeset: Path | None = NODESET) -> AddressSpace:
-    """Import the model and build this node's objects; `models` maps device -> io_map model."""
+                models: Mapping[str, str], nodeset: Path | None = NODESET,
+                loops: Sequence[str] = ()) -> AddressSpace:
+    """Import the model and build this node's objects; `models` maps device -> io_map model,
+    `loops` names the control loops (ControlLoopType objects under Loops)."""
     typed = nodeset is not None and nodeset.exists()
     if typed:
         assert nodeset is not None
@@ -236,4 +243,13 @@ async def build(server: Server, node_name: str, image: ProcessImage,
     for name in CONTROLLER_VARS:
         if (var := await _child(controller, ns, name)) is not None:
             space.controller_vars[name] = var.nodeid
+    if loops:
+        folder = await _folder(controller, ns, LOOPS_FOLDER, f"{node_name}.Loops")
+        ltype = await find_type(server, ns, CONTROL_LOOP_TYPE)
+        for loop in loops:
+            obj = await folder.add_object(nodeid(f"{node_name}.Loops.{loop}", ns),
+                                          ua.QualifiedName(loop, ns),
+                                          objecttype=ltype.nodeid if ltype else None)
+            space.loops[loop] = {name: var.nodeid for name in LOOP_VARS
+                                 if (var := await _child(obj, ns, name)) is not None}
     return space
