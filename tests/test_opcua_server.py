@@ -189,6 +189,11 @@ async def test_browse_read_subscribe_with_units_ranges_and_status_codes(tmp_path
             await wait_until_async(lambda: speed_decl.read_value(), 47.5, 5, "pump Speed")
             assert await running.read_value() is True
             assert await cable.read_value() is True and await state.read_value() == "Warning"
+            comm = await pump.get_child(f"{idx}:CommState")
+            await wait_until_async(lambda: comm.read_value(), "Online", 5, "pump1 Online")
+            set_input(node, "pump1.speed_actual", None, Quality.BAD, "timeout")
+            await wait_until_async(lambda: comm.read_value(), "Degraded", 5, "pump1 Degraded")
+            set_input(node, "pump1.speed_actual", 47.5)
             scans = await ctrl.get_child(f"{idx}:ScanCount")
             await wait_until_async(lambda: scans.read_value(), None, 5, "ScanCount")
             assert await (await ctrl.get_child(f"{idx}:WatchdogTripped")).read_value() is False

@@ -98,6 +98,7 @@ class AddressSpace:
     derived: list[Derived] = field(default_factory=list)
     controller_vars: dict[str, ua.NodeId] = field(default_factory=dict)
     loops: dict[str, dict[str, ua.NodeId]] = field(default_factory=dict)  # loop -> var -> id
+    comm_state: dict[str, ua.NodeId] = field(default_factory=dict)  # device -> CommState
     typed: bool = False  # the PSWD NodeSet's types were used
     missing_types: list[str] = field(default_factory=list)
 
@@ -240,6 +241,9 @@ async def build(server: Server, node_name: str, image: ProcessImage,
                 except (KeyError, UaError):
                     continue  # an optional declaration this instance does not have
                 space.derived.append(Derived(full, b, decl, target.nodeid))
+    for device, obj in space.devices.items():
+        if (var := await _child(obj, ns, "CommState")) is not None:
+            space.comm_state[device] = var.nodeid
     for name in CONTROLLER_VARS:
         if (var := await _child(controller, ns, name)) is not None:
             space.controller_vars[name] = var.nodeid

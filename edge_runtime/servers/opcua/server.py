@@ -398,6 +398,14 @@ class OpcUaServer:
         for name, var in space.controller_vars.items():
             if name in values:
                 await server.write_attribute_value(var, ua.DataValue(values[name]))
+        snap = self.tap.latest
+        if snap is not None:
+            for device, var in space.comm_state.items():
+                state = comm_state([s for n, s in snap.inputs.items()
+                                    if n in node.image.inputs_info
+                                    and node.image.inputs_info[n].device == device])
+                await server.write_attribute_value(var, ua.DataValue(
+                    ua.Variant(state, ua.VariantType.String)))
         blocks = getattr(node.manual.controls, "loops", None) or {}
         for loop, ids in space.loops.items():
             block = blocks.get(loop)
@@ -450,6 +458,15 @@ def preload() -> None:
     """Import what starting a server would import (once per process)."""
     for name in PRELOAD:
         importlib.import_module(name)
+
+
+def comm_state(samples: list[Any]) -> str:
+    """FieldDeviceType.CommState from a device's input samples: Online when every one is
+    usable, Offline when none is, Degraded between (a device with no inputs is Online)."""
+    usable = sum(1 for s in samples if s.quality.usable)
+    if usable == len(samples):
+        return "Online"
+    return "Offline" if usable == 0 else "Degraded"
 
 
 def _number(value: Any) -> float | None:
