@@ -60,6 +60,32 @@ def client_cert(directory: Path, name: str) -> ClientCert:
                       write_pem(directory / f"{name}-key.pem", made.key_pem, private=True))
 
 
+def expired_client_cert(directory: Path, name: str) -> ClientCert:
+    """A client certificate like client_cert()'s that expired yesterday."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    fresh = make_app_cert(f"urn:test:{name}", name, client=True)
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(fresh.cert.subject)
+               .issuer_name(fresh.cert.subject).public_key(fresh.key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(days=10))
+               .not_valid_after(now - dt.timedelta(days=1)))
+    for ext in fresh.cert.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    cert = builder.sign(fresh.key, hashes.SHA256())
+    from cryptography.hazmat.primitives import serialization
+    return ClientCert(f"urn:test:{name}",
+                      write_pem(directory / f"{name}.der",
+                                cert.public_bytes(serialization.Encoding.DER)),
+                      write_pem(directory / f"{name}.pem",
+                                cert.public_bytes(serialization.Encoding.PEM)),
+                      write_pem(directory / f"{name}-key.pem", fresh.key_pem, private=True))
+
+
 @dataclass(slots=True)
 class Rig:
     """A node with its OPC UA server, users and client certificates."""

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 from asyncua.ua.uaerrors import (
+    BadCertificateTimeInvalid,
     BadCertificateUntrusted,
     BadIdentityTokenRejected,
     BadUserAccessDenied,
@@ -29,7 +30,14 @@ from edge_runtime.core.points import Quality, Sample
 from edge_runtime.node import Node
 from edge_runtime.servers.opcua.users import UserStore
 from tests.fakes import FakeDevice
-from tests.opcua_helpers import SIGN, SIGN_AND_ENCRYPT, client_cert, serving, wait_until
+from tests.opcua_helpers import (
+    SIGN,
+    SIGN_AND_ENCRYPT,
+    client_cert,
+    expired_client_cert,
+    serving,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 NS = "http://pswd-edge.org/UA/"
@@ -402,6 +410,11 @@ async def test_security_refusals(tmp_path: Path) -> None:
         with pytest.raises(BadCertificateUntrusted):  # not in the trust list
             await rig.client("bms", cert=rig.stranger)
         assert rig.server.validator.refused >= 1
+        expired = expired_client_cert(tmp_path, "expired")  # trusted, but out of date
+        UserStore(rig.server.config.state_dir).trust("expired", "infrastructure_manager",
+                                                     expired.pem.read_bytes())
+        with pytest.raises(BadCertificateTimeInvalid):
+            await rig.client("bms", cert=expired)
         with pytest.raises(BadUserAccessDenied):  # wrong password
             await rig.client("bms", password="not-the-password")
         with pytest.raises(BadIdentityTokenRejected):  # anonymous is off by default
