@@ -7,8 +7,11 @@ microseconds; the server runs in its own thread and event loop (server.py).
 `Binding`, in that loop, takes the newest snapshot every scan period (polling: the scan
 never wakes the server's thread) and writes what changed into the address space (value,
 StatusCode from the point's quality, the sample's source timestamp), yielding to its loop
-every few writes so client requests are served meanwhile. Scans that pass between two polls
-are skipped: the next write has the newest image.
+every few writes so client requests are served meanwhile. The tap keeps the last RECENT
+scans, so each poll writes every scan since the last one, in order (a change that lasted one
+scan still reaches subscribers and history) when the scan is no faster than the poll
+(20 ms); a faster scan shows its newest scan per poll. `skipped_scans` counts scans not
+written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +32,7 @@ from edge_runtime.servers.opcua.model import Derived
 from edge_runtime.servers.opcua.uatypes import Server, StatusCodes, status
 from edge_runtime.servers.opcua_model import bound_value
 
+RECENT = 16  # scans the tap keeps for the next poll
 YIELD_EVERY = 32  # address-space writes between two yields to the server's loop
 
 
@@ -72,6 +77,9 @@ class ScanTap:
     def __init__(self, wall: Callable[[], float]) -> None:
         self._wall = wall
         self.latest: Snapshot | None = None
+        # The last scans, so a poll writes each one it has not seen (every scan's values
+        # reach the variables while the server keeps up within RECENT scans).
+        self.recent: deque[Snapshot] = deque(maxlen=RECENT)
         self.seq = 0
         self._waiters: list[asyncio.Future[int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the server's loop (own thread)
@@ -84,6 +92,7 @@ class ScanTap:
         self.seq += 1
         self.latest = Snapshot(self.seq, image.inputs, dict(image.outputs),
                                dict(image.output_quality), self._wall())
+        self.recent.append(self.latest)  # deque append: safe beside the server's reader
         # Only a command waiting for its scan wakes the server's loop from here: waking it
         # every scan (a write to its self-pipe) hands the GIL to the server's thread in the
         # middle of the scan, which then waits out the interpreter's switch interval
@@ -135,8 +144,13 @@ class Binding:
     variables the devices' types declare that those points feed (a pump's Speed, Running)."""
 
     def __init__(self, server: Server, tap: ScanTap, points: Mapping[str, ua.NodeId],
-                 image: ProcessImage, derived: Sequence[Derived] = ()) -> None:
+                 image: ProcessImage, derived: Sequence[Derived] = (), *,
+                 every_scan: bool = True) -> None:
         self.server = server
+        # Every scan, or only the newest at each poll: writing each scan of a 10 ms scan
+        # doubled the server's work and, through the interpreter's lock, cost that scan
+        # overruns here; at such rates the variables show the newest scan per poll.
+        self.every_scan = every_scan
         self.tap = tap
         self.points = dict(points)
         self.derived: dict[str, list[Derived]] = {}
@@ -147,7 +161,19 @@ class Binding:
         self.writes = 0
         self.snapshots = 0
         self.last_seq = 0
+        self.skipped = 0  # scans the server fell too far behind to write
 
+
+    async def follow(self) -> int:
+        """Write every scan since the last call, oldest first; how many were written."""
+        pending = [s for s in list(self.tap.recent) if s.seq > self.last_seq]
+        if not self.every_scan:
+            pending = pending[-1:]
+        if pending and self.last_seq and pending[0].seq > self.last_seq + 1:
+            self.skipped += pending[0].seq - self.last_seq - 1
+        for snap in pending:
+            await self.write(snap)
+        return len(pending)
 
     async def write(self, snap: Snapshot) -> None:
         """Write one snapshot's changed points."""
@@ -203,4 +229,5 @@ class Binding:
 
     def get_status(self) -> dict[str, Any]:
         """Snapshots written, variable writes and the last scan written."""
-        return {"snapshots": self.snapshots, "writes": self.writes, "last_scan": self.last_seq}
+        return {"snapshots": self.snapshots, "writes": self.writes, "last_scan": self.last_seq,
+                "skipped_scans": self.skipped}

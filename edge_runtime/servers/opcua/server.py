@@ -235,7 +235,8 @@ class OpcUaServer:
         server.iserver.max_subscriptions = (
             len(server.iserver.subscription_service.subscriptions) + cfg.max_subscriptions)
         self.server, self.space, self.alarms = server, space, alarms
-        self.binding = Binding(server, self.tap, space.points, node.image, space.derived)
+        self.binding = Binding(server, self.tap, space.points, node.image, space.derived,
+                               every_scan=node.config.scan_period_s >= MIN_POLL_S)
         return server
 
     def start(self) -> None:
@@ -352,7 +353,7 @@ class OpcUaServer:
         binding, alarms = self.binding, self.alarms
         assert binding is not None and alarms is not None
         period = max(self.node.config.scan_period_s, MIN_POLL_S)
-        seen, stats_due = 0, 0.0
+        stats_due = 0.0
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)
@@ -360,13 +361,9 @@ class OpcUaServer:
                 stats_due = loop.time() + 1.0
                 with contextlib.suppress(Exception):
                     await self._controller_vars()
-            snap = self.tap.latest
-            if snap is None or snap.seq == seen:
-                continue
-            seen = snap.seq
             try:
-                await binding.write(snap)
-                await alarms.refresh()
+                if await binding.follow():
+                    await alarms.refresh()
             except Exception:  # one bad write must not end the server: log, go on
                 log.exception("OPC UA: updating the address space failed")
 
