@@ -30,6 +30,9 @@ def add_node_options(p: argparse.ArgumentParser, *, required: bool) -> None:
                    help="site CA the node's certificate must chain to (default WORK/ca/ca.crt)")
     p.add_argument("--server-cert", default=None, help="or: the node's pinned certificate")
     p.add_argument("--node", default="", help="controller name when a server has several")
+    p.add_argument("--node-timeout-s", type=float, default=10.0,
+                   help="per OPC UA request to the node, connect included (default 10: "
+                        "RSA handshakes on a busy controller take seconds)")
     p.add_argument("--user", default="",
                    help="log in as this user instead of the certificate (password from "
                         "$PSWD_OPCUA_PASSWORD)")
@@ -37,6 +40,8 @@ def add_node_options(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 def target(args: argparse.Namespace, session: Session) -> NodeTarget:
     """The NodeTarget from the options, defaults from the work directory."""
+    if not (math.isfinite(args.node_timeout_s) and args.node_timeout_s > 0):
+        raise CommissionError("--node-timeout-s must be > 0")
     slug = technician_slug(session.technician)
     cert = Path(args.cert) if args.cert else session.work_dir / "technician" / f"{slug}.crt"
     key = Path(args.key) if args.key else cert.with_suffix(".key")
@@ -48,7 +53,7 @@ def target(args: argparse.Namespace, session: Session) -> NodeTarget:
         ca = None
     return NodeTarget(args.url, cert, key, ca=ca,
                       server_cert=Path(args.server_cert) if args.server_cert else None,
-                      node=args.node, user=args.user, timeout_s=args.timeout_ms / 1000.0)
+                      node=args.node, user=args.user, timeout_s=args.node_timeout_s)
 
 
 def cmd_force(args: argparse.Namespace, out: Output, session: Session) -> Result:
@@ -68,7 +73,7 @@ def cmd_force(args: argparse.Namespace, out: Output, session: Session) -> Result
                           f"{args.reason.strip()} (technician {session.technician})")
             # The safety layer runs after every force: read what the output really is now.
             now: float | None = None
-            for _ in range(30):  # a loaded node may take a few scans to publish it
+            for _ in range(60):  # a loaded node may take a while to publish it
                 await asyncio.sleep(0.1)
                 now = await s.read(args.point)
                 if now is not None and abs(now - args.value) <= 1e-6 * max(1.0, abs(now)):

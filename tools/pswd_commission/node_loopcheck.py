@@ -36,7 +36,7 @@ class NodeLoopChecker:
             return value
         return float((int(value) >> pairing.bit) & 1)
 
-    async def _held(self, name: str, test: float, budget_s: float = 3.0) -> float | None:
+    async def _held(self, name: str, test: float, budget_s: float = 6.0) -> float | None:
         """None once the node's output shows the forced value; the value it shows instead
         when it still does not after budget_s (a loaded node takes a few scans)."""
         deadline = time.monotonic() + budget_s
