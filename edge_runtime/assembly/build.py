@@ -229,7 +229,7 @@ def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = No
 
         def opcua() -> OpcUaServer:
             from edge_runtime.servers.opcua.server import OpcUaServer  # asyncua
-            return OpcUaServer(node, opcua_cfg)
+            return OpcUaServer(node, opcua_cfg, guard=ids)
         node.attach("opcua", opcua(), rebuild=opcua)
     if node.services:
         node.attach("ids", ids, external=False)

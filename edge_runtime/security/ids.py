@@ -23,17 +23,29 @@ cannot grow memory; sources are forgotten once quiet for a window and not blocke
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from edge_runtime.core.events import EventLog, Severity
 
 log = logging.getLogger(__name__)
 
 KINDS = ("auth_failure", "malformed", "replay", "rate")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """Run under the detector's lock (transports call it from more than one thread)."""
+    @functools.wraps(method)
+    def wrapper(self: IntrusionDetector, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +94,10 @@ class IntrusionDetector:
         self.max_sources = max_sources
         self._sources: dict[str, _Source] = {}
         self.alarms = 0
+        # The OPC UA server runs in a thread of its own; MQTT and HTTPS in the node's loop.
+        self._lock = threading.RLock()
 
+    @_locked
     def record(self, source: str, kind: str, detail: str = "") -> bool:
         """Count one offence of `kind` by `source`; True when this blocks the source."""
         if kind not in self.thresholds:
@@ -114,6 +129,7 @@ class IntrusionDetector:
         log.warning("intrusion: %s %s (%s); blocked %.0f s", source, kind, detail, self.block_s)
         return not was_blocked
 
+    @_locked
     def command(self, source: str) -> bool:
         """Note one command from `source`; False (and a "rate" offence) when it comes faster
         than `command_rate` over the window, or the source is blocked."""
@@ -129,6 +145,7 @@ class IntrusionDetector:
             return False
         return True
 
+    @_locked
     def blocked(self, source: str) -> float:
         """Seconds `source` stays blocked (0.0 when it is not)."""
         src = self._sources.get(source)
@@ -136,6 +153,7 @@ class IntrusionDetector:
             return 0.0
         return max(0.0, src.blocked_until - self._clock())
 
+    @_locked
     def unblock(self, source: str) -> None:
         """Lift a block by hand (an operator who knows the source)."""
         if (src := self._sources.get(source)) is not None:
@@ -166,8 +184,10 @@ class IntrusionDetector:
         """As a node service: forget quiet sources now and then, so status stays current."""
         while True:
             await asyncio.sleep(60.0)
-            self._forget(self._clock())
+            with self._lock:
+                self._forget(self._clock())
 
+    @_locked
     def get_status(self) -> dict[str, Any]:
         """Blocked sources with seconds left, offence totals per source (top 20)."""
         now = self._clock()

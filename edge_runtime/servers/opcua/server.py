@@ -37,6 +37,7 @@ from cryptography import x509
 
 from edge_runtime.core.realtime import apply_realtime_priority, current_scheduling
 from edge_runtime.node import Node
+from edge_runtime.security.ids import IntrusionDetector
 from edge_runtime.security.opcua_certs import (
     ServerCertFiles,
     Signer,
@@ -115,8 +116,9 @@ class ReloadingValidator:
     """The certificate validator over the trust list, reloaded when the list changes (a
     client trusted by `pswd-edge opcua trust` while the node runs is accepted at once)."""
 
-    def __init__(self, store: UserStore) -> None:
+    def __init__(self, store: UserStore, guard: IntrusionDetector | None = None) -> None:
         self.users = store
+        self.guard = guard
         self.trust = TrustStore([store.trusted_dir], [])
         self.validator = CertificateValidator(
             CertificateValidatorOptions.TRUSTED_VALIDATION
@@ -141,8 +143,11 @@ class ReloadingValidator:
             await self.validator.validate(cert, app)
         except Exception:
             self.refused += 1
-            log.warning("OPC UA: client certificate %s refused",
-                        cert.subject.rfc4514_string())
+            subject = cert.subject.rfc4514_string()
+            log.warning("OPC UA: client certificate %s refused", subject)
+            if self.guard is not None:
+                self.guard.record(f"opcua:app:{subject[:80]}", "auth_failure",
+                                  "application certificate not trusted")
             raise
 
 
@@ -150,8 +155,11 @@ class OpcUaServer:
     """The node's OPC UA server: built at run(), stopped when cancelled."""
 
     def __init__(self, node: Node, config: OpcUaConfig, *, nodeset: Path | None = NODESET,
-                 command_timeout_s: float = 5.0) -> None:
+                 command_timeout_s: float = 5.0,
+                 guard: IntrusionDetector | None = None) -> None:
+        """`guard`: the node's intrusion detector (failed logins, untrusted certificates)."""
         self.node = node
+        self.guard = guard
         self.config = config
         self.nodeset = nodeset
         self.uri = application_uri(config, node.config.site, node.config.name)
@@ -163,7 +171,7 @@ class OpcUaServer:
         self.space: AddressSpace | None = None
         self.binding: Binding | None = None
         self.alarms: AlarmBridge | None = None
-        self.validator = ReloadingValidator(self.users)
+        self.validator = ReloadingValidator(self.users, guard)
         self.cert: ServerCertFiles | None = None
         self.historized: list[str] = []
         self.started = threading.Event()  # set in the server's thread once it listens
@@ -194,7 +202,8 @@ class OpcUaServer:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.users.trusted_dir.mkdir(parents=True, exist_ok=True)
         server = Server(user_manager=RoleUserManager(self.users,
-                                                     allow_anonymous=cfg.allow_anonymous))
+                                                     allow_anonymous=cfg.allow_anonymous,
+                                                     guard=self.guard))
         server.iserver.bind_condition_methods = True  # ConditionRefresh
         # A controller serves a few BMS clients: floods are refused, not served.
         server.iserver.max_connections = cfg.max_connections

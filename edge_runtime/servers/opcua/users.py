@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edge_runtime.core.authority import USER_ROLES
+from edge_runtime.security.ids import IntrusionDetector
 
 VIEWER = "viewer"
 ROLES = (*USER_ROLES, VIEWER)
@@ -167,21 +168,46 @@ class UserStore:
 class RoleUserManager(UserManager):
     """asyncua's user manager: a session's user and role from its identity token."""
 
-    def __init__(self, store: UserStore, *, allow_anonymous: bool = False) -> None:
+    def __init__(self, store: UserStore, *, allow_anonymous: bool = False,
+                 guard: IntrusionDetector | None = None) -> None:
+        """`guard`: the node's intrusion detector. asyncua does not tell the user manager the
+        peer's address, so a source here is the account ("opcua:user:<name>") or the user
+        certificate ("opcua:cert:<thumbprint>"): password guessing on one account blocks
+        that account for a while, as the detector blocks an HTTPS peer."""
         self.store = store
         self.allow_anonymous = allow_anonymous
+        self.guard = guard
+
+    def _refused(self, source: str, why: str) -> None:
+        if self.guard is not None:
+            self.guard.record(source, "auth_failure", why)
+
+    def _blocked(self, source: str) -> bool:
+        return self.guard is not None and self.guard.blocked(source) > 0
 
     def get_user(self, iserver: Any, username: str | None = None,
                  password: str | None = None, certificate: Any = None) -> User | None:
         """The user for a token; None refuses the session (BadUserAccessDenied)."""
         if username is not None:
+            source = f"opcua:user:{username[:64]}"
+            if self._blocked(source):
+                return None  # refused without checking the password: guessing is paused
             role = self.store.check_password(username, password or "")
-            return None if role is None else RoleUser(UserRole.User, username, role)
+            if role is None:
+                self._refused(source, "wrong password or unknown user")
+                return None
+            return RoleUser(UserRole.User, username, role)
         if certificate is not None:
             der = certificate if isinstance(certificate, bytes) else certificate.public_bytes(
                 serialization.Encoding.DER)
+            source = f"opcua:cert:{thumbprint(der)[:16]}"
+            if self._blocked(source):
+                return None
             found = self.store.cert_user(der)
-            return None if found is None else RoleUser(UserRole.User, found[0], found[1])
+            if found is None:
+                self._refused(source, "user certificate not trusted for any role")
+                return None
+            return RoleUser(UserRole.User, found[0], found[1])
         if self.allow_anonymous:
             return RoleUser(UserRole.User, "anonymous", VIEWER)
         return None
