@@ -708,7 +708,8 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
     keep = ("items", "seconds", "cycles", "overruns", "jitter_p50_ms", "jitter_p99_ms",
             "jitter_max_ms", "exec_p99_ms", "node_cpu_pct", "opcua_thread_cpu_pct",
             "server_cpu_pct", "client_cpu_pct", "expected", "delivered", "missing",
-            "missing_at_end", "duplicates", "mqtt_samples_sent", "changes_per_s", "met")
+            "missing_at_end", "duplicates", "publishes", "mqtt_samples_sent", "changes_per_s",
+            "met")
     return {k: r[k] for k in keep if k in r}
 
 
