@@ -60,6 +60,8 @@ CONTRACT_METHODS: dict[str, tuple[list[tuple[str, str, int]], list[tuple[str, st
     "Release": ([("Point", "String", -1)], []),
     "SetMode": ([("Loop", "String", -1), ("Mode", "String", -1), ("Value", "Double", -1)], []),
     "SetSetpoint": ([("Loop", "String", -1), ("Value", "Double", -1)], []),
+    "SignedCommand": ([("Kind", "String", -1), ("Envelope", "String", -1)],
+                      [("Result", "String", -1)]),
 }
 CONTRACT_CONTROLLER_VARS = {
     "ScanPeriod": ("Double", -1), "ScanCount": ("UInt64", -1), "ExecTimeP99": ("Double", -1),

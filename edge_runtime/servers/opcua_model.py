@@ -213,6 +213,15 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            (Arg("Loop", "String", doc="control loop (block) name"),
             Arg("Value", "Double", doc="setpoint in the loop's engineering units")),
            doc="Override the loop's setpoint (SetMode Override with this value)."),
+    Method("SignedCommand",
+           (Arg("Kind", "String", doc="thermal_control | battery_control | grid_signal"),
+            Arg("Envelope", "String",
+                doc="the signed command envelope (JSON), exactly as on the MQTT command "
+                    "topics and the HTTPS control endpoints (HMAC-SHA256, nonce, role)")),
+           (Arg("Result", "String", doc="JSON: the command as applied at the scan"),),
+           doc="A signed control command: verified with the node's command keys and nonce "
+               "store (shared with MQTT and HTTPS: a command is taken once), checked by the "
+               "rights table for the signer's role and the session's role."),
 )}
 
 _IDENT = Obj("Identification", "BaseObjectType", (
