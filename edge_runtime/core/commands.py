@@ -3,14 +3,14 @@
 Every command, accepted or refused, leaves an audit record saying who asked for what and why
 it was refused, so an operator can always reconstruct what was done to the plant.
 
-Every command is checked here, whatever its transport, like a PLC checks a write: the rights
-table (core/authority.py: role x output class x kind, plus the channel of "mqtt.<kind>" and
-"https.<kind>" sources), type and range of the point (ProcessImage.check_output: an integer
+Every command is checked here, whatever its transport, like a PLC checks a write: the rights table
+(core/authority.py: role x output class x kind, plus the channel of "mqtt.<kind>", "https.<kind>"
+and "opcua.<kind>" sources), type and range of the point (ProcessImage.check_output: an integer
 register refuses 2.5), and precedence: interlock > technician force > local operator hold > remote
-command > automatic. A remote command never replaces a local hold, and a release releases
-only what its sender holds (a remote one: its own role's remote hold). A refusal names the
-rule ("rights: ...", "precedence: ...") in the audit and in the command_refused event; a
-transport that answers its sender (MQTT's error topic) calls `ManualOutputs.check` first.
+command > automatic. A remote command never replaces a local hold, and a release releases only what
+its sender holds (a remote one: its own role's remote hold). A refusal names the rule ("rights:
+...", "precedence: ...") in the audit and in the command_refused event; a transport that answers
+its sender (MQTT's error topic) calls `ManualOutputs.check` first.
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ Command = (SetOutput | ReleaseOutput | ForceOutput | ReleaseForce | ResetTrip | 
 
 
 # Transports whose sources name the channel a command came on ("<transport>.<kind>"): the
-# MQTT command topics and the HTTPS control endpoints carry the same kinds.
-CHANNEL_TRANSPORTS = ("mqtt", "https")
+# MQTT command topics, the HTTPS control endpoints and OPC UA's SignedCommand carry the same
+# kinds. (An OPC UA user named like a kind only gets the channel's check on top: stricter.)
+CHANNEL_TRANSPORTS = ("mqtt", "https", "opcua")
 
 
 class CommandRefused(Exception):

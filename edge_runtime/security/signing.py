@@ -136,6 +136,10 @@ class CommandVerifier:
         self.max_nonces = max_nonces
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> issued at
         self.refused = 0
+        # MQTT (the client's network thread), HTTPS (the node's loop) and OPC UA (its server's
+        # thread) share one verifier: the nonce's check-and-take must be one step, or one
+        # envelope sent on two transports at once could be taken twice.
+        self._lock = threading.Lock()
         self.journal = NonceJournal(journal) if journal is not None else None
         # With a journal that cannot be read, any command issued before this start may have
         # been accepted already: those are refused (later ones cannot have been).
@@ -152,9 +156,10 @@ class CommandVerifier:
                           "are refused", node, journal, exc)
 
     def __call__(self, kind: str, doc: dict[str, Any]) -> str | None:
-        why = self._check(kind, doc)
-        if why is not None:
-            self.refused += 1
+        with self._lock:
+            why = self._check(kind, doc)
+            if why is not None:
+                self.refused += 1
         return why
 
     def _check(self, kind: str, doc: dict[str, Any]) -> str | None:
