@@ -67,29 +67,33 @@ def cmd_force(args: argparse.Namespace, out: Output, session: Session) -> Result
         raise CommissionError("--value must be a finite number")
     t = target(args, session)
 
-    async def run() -> tuple[str, float | None]:
+    async def run() -> tuple[str, float | None, list[str]]:
         async with NodeSession(t) as s:
             await s.force(args.point, args.value, args.expiry_s,
                           f"{args.reason.strip()} (technician {session.technician})")
             # The safety layer runs after every force: read what the output really is now.
             now: float | None = None
-            for _ in range(60):  # a loaded node may take a while to publish it
+            for _ in range(30):  # a loaded node may take a few scans to publish it
                 await asyncio.sleep(0.1)
                 now = await s.read(args.point)
                 if now is not None and abs(now - args.value) <= 1e-6 * max(1.0, abs(now)):
-                    break
-            return s.identity, now
+                    return s.identity, now, []
+            return s.identity, now, await s.holding()
 
-    identity, now = asyncio.run(run())
-    held = now is None or abs(now - args.value) > 1e-6 * max(1.0, abs(now))
+    identity, now, holding = asyncio.run(run())
     summary = (f"forced {args.point} = {args.value:g} for {args.expiry_s:g} s "
                f"({args.reason.strip()}) as {identity}")
-    if held:
+    shown = now is not None and abs(now - args.value) <= 1e-6 * max(1.0, abs(now))
+    if holding:
         summary += (f"; but the node holds it at {now if now is not None else 'a bad value'}: "
-                    f"an interlock or trip wins over a force")
-    out.line(("FAIL " if held else "") + summary)
-    return (FAILED if held else OK), {"summary": summary, "identity": identity,
-                                      "url": args.url, "value_now": now}
+                    f"{', '.join(holding)} wins over a force")
+    elif not shown:
+        summary += (f"; the node still shows {now} (a busy node, or an override interlock "
+                    f"holding it)")
+    out.line(("FAIL " if holding else "") + summary)
+    return (FAILED if holding else OK), {"summary": summary, "identity": identity,
+                                         "url": args.url, "value_now": now,
+                                         "holding": holding}
 
 
 def cmd_release(args: argparse.Namespace, out: Output, session: Session) -> Result:

@@ -239,6 +239,23 @@ class NodeSession:
         return [str(x) for x in out] if isinstance(out, list) else ([] if out is None
                                                                      else [str(out)])
 
+    async def holding(self) -> list[str]:
+        """What holds outputs against commands now: the latched trips (ActiveTrips) and the
+        safe image (SafeImageActive); [] when the controller shows neither."""
+        ctrl = await self.controller()
+        out: list[str] = []
+        for name in ("ActiveTrips", "SafeImageActive"):
+            try:
+                node = await ctrl.get_child(ua.QualifiedName(name, self.ns))
+                value = await node.read_value()
+            except UaStatusCodeError:
+                continue
+            if name == "ActiveTrips" and value:
+                out += [f"trip {t}" for t in value]
+            elif name == "SafeImageActive" and value:
+                out.append("the safe image")
+        return out
+
     async def read(self, point: str) -> float | None:
         """A point's value as the node's image has it (None when bad)."""
         device, _, name = point.partition(".")

@@ -36,18 +36,6 @@ class NodeLoopChecker:
             return value
         return float((int(value) >> pairing.bit) & 1)
 
-    async def _held(self, name: str, test: float, budget_s: float = 6.0) -> float | None:
-        """None once the node's output shows the forced value; the value it shows instead
-        when it still does not after budget_s (a loaded node takes a few scans)."""
-        deadline = time.monotonic() + budget_s
-        now = await self.session.read(name)
-        while now is None or abs(now - test) > 1e-6 * max(1.0, abs(test)):
-            if time.monotonic() > deadline:
-                return now if now is not None else float("nan")
-            await asyncio.sleep(0.1)
-            now = await self.session.read(name)
-        return None
-
     async def check(self, dev: DeviceConfig, spec: PointSpec,
                     progress: Callable[[str], None] = lambda s: None) -> LoopResult:
         """Force, watch, release."""
@@ -82,15 +70,6 @@ class NodeLoopChecker:
             res.status, res.reason = "REFUSED", f"the node refused the force: {exc}"
             return res
         try:
-            # The safety layer runs after every force: an output an interlock or a latched trip
-            # holds never takes the test value, so say so instead of timing a loop that
-            # cannot move.
-            held = await self._held(name, test)
-            if held is not None:
-                res.status = "REFUSED"
-                res.reason = (f"the node holds {name} at {held:g}, not the forced {test:g}: an "
-                              f"interlock or latched trip wins over a force; released")
-                return res
             t0 = time.monotonic()
             in_row, first_in = 0, None
             while True:
@@ -115,7 +94,13 @@ class NodeLoopChecker:
                          f"{first_in:.2f} s; released"
         else:
             last = res.samples[-1][1] if res.samples else None
-            res.status = "FAIL"
-            res.reason = (f"no response: {pairing.feedback} stayed at {last} (forced {test:g}; "
-                          f"an interlock or trip holding the output shows the same); released")
+            holding = await self.session.holding()
+            if holding:
+                res.status = "REFUSED"
+                res.reason = (f"{', '.join(holding)} holds the outputs (a force never beats "
+                              f"it): {pairing.feedback} stayed at {last}; released")
+            else:
+                res.status = "FAIL"
+                res.reason = (f"no response: {pairing.feedback} stayed at {last} (forced "
+                              f"{test:g}, tolerance {tol:g}, {timeout:g} s); released")
         return res
