@@ -144,13 +144,14 @@ def provision(state_dir: Path, tmp: Path) -> tuple[dict[str, str], ClientCert, C
 
 
 @contextlib.asynccontextmanager
-async def serving(node: Node, tmp: Path, *, guard: Any = None,
+async def serving(node: Node, tmp: Path, *, guard: Any = None, verifier: Any = None,
                   **kw: Any) -> AsyncIterator[Rig]:
     """Run `node` with an OPC UA server attached until the block ends (`guard`: an
-    intrusion detector for the server, as the assembler hands it the node's)."""
+    intrusion detector for the server, `verifier` a CommandVerifier, as the assembler hands
+    it the node's)."""
     cfg = opcua_config(tmp, **kw)
     passwords, trusted, stranger = provision(cfg.state_dir, tmp)
-    server = OpcUaServer(node, cfg, guard=guard)
+    server = OpcUaServer(node, cfg, guard=guard, verifier=verifier)
     node.attach("opcua", server)
     runner = asyncio.create_task(node.run())
     try:

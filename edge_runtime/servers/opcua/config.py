@@ -13,6 +13,15 @@
     history_hours = 24.0                    #   points and every output)
     max_connections = 32             # floods of connections and subscriptions are refused
     max_subscriptions = 100          #   (BadTooManySubscriptions)
+    require_signed_commands = false  # true: outputs move only by SignedCommand (see below)
+
+`require_signed_commands` (default false): a stock BMS client cannot compute our HMAC
+envelope, so by default an authenticated session with the right role may still write output
+variables and call Force, Release, SetMode and SetSetpoint. When true, those answer
+BadUserAccessDenied naming the option, and outputs move over OPC UA only through the
+ControllerType's SignedCommand method (the MQTT/HTTPS envelope, the node's command keys).
+ResetTrip stays open to authenticated roles: it moves no output (the safety layer and each
+rule's reset_role decide), and a site must be able to reset a trip from its BMS.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ class OpcUaConfig:
     application_uri: str = ""  # "" : urn:pswd-edge:<site>:<node>
     max_connections: int = 32  # TCP connections, pre-activation included (floods refused)
     max_subscriptions: int = 100  # across all sessions (more: BadTooManySubscriptions)
+    require_signed_commands: bool = False  # outputs move only by SignedCommand
 
     @property
     def endpoint(self) -> str:
@@ -103,10 +113,12 @@ def read_opcua(sec: Section, base_dir: Path, points: set[str] | None = None) -> 
     application_uri = sec.get_str("application_uri", "")
     max_connections = sec.get_int("max_connections", 32, minval=1, maxval=1000)
     max_subscriptions = sec.get_int("max_subscriptions", 100, minval=1, maxval=10_000)
+    require_signed = sec.get_bool("require_signed_commands", False)
     sec.finish()
     return OpcUaConfig(state_dir=state_dir, enabled=bool(enabled), host=str(host),
                        port=int(port), security=security, allow_anonymous=bool(allow_anonymous),
                        ca_cert=ca_cert, ca_key=ca_key, history=history,
                        history_hours=float(history_hours), application_uri=str(application_uri),
                        max_connections=int(max_connections),
-                       max_subscriptions=int(max_subscriptions))
+                       max_subscriptions=int(max_subscriptions),
+                       require_signed_commands=bool(require_signed))

@@ -7,6 +7,10 @@ a command_refused event, like the scan's own refusals. What passes is submitted 
 and the caller waits (bounded) for the scan that applies it: its verdict (the safety layer
 refusing a reset while the condition is present, say) is the answer. Source "opcua.<user>",
 role the session's authenticated role, so the rights table judges OPC UA like any transport.
+
+With `[opcua] require_signed_commands` (config.py), output writes, Force, Release, SetMode and
+SetSetpoint answer BadUserAccessDenied naming the option; outputs then move over OPC UA only
+through SignedCommand (signed.py). ResetTrip stays open to authenticated roles.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from asyncua import ua
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 MODES = ("Automatic", "Override", "Manual", "Disabled")
 WATCHDOG = "watchdog"
 MAX_FORCE_S = 86_400.0  # an OPC UA force lasts at most a day; none lasts forever
+# SignedCommand's work (signed.py): (session user, kind, envelope JSON) -> the Result JSON
+SignedRunner = Callable[[Any, str, str], Awaitable[str]]
 
 # The user of the request being processed: set by SessionRoles (asyncua's permission check,
 # run in the connection's task just before the service), read by the method handlers that
@@ -103,10 +109,12 @@ def code_for(reason: str) -> int:
 class CommandGate:
     """OPC UA requests as node commands: checked, audited, queued, answered."""
 
-    def __init__(self, node: Node, tap: ScanTap, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, node: Node, tap: ScanTap, *, timeout_s: float = 5.0,
+                 require_signed: bool = False) -> None:
         self.node = node
         self.tap = tap
         self.timeout_s = timeout_s
+        self.require_signed = require_signed  # [opcua] require_signed_commands
         self.answered = {"accepted": 0, "refused": 0}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -124,6 +132,13 @@ class CommandGate:
                                      f"refused {cmd!r}: {reason}", "command_refused")
         self.answered["refused"] += 1
         return Answer(code, reason)
+
+    def _unsigned(self, cmd: Command, what: str) -> None:
+        """Refuse an unsigned output command when the node takes signed ones only."""
+        if self.require_signed:
+            raise self.refuse(cmd, StatusCodes.BadUserAccessDenied,
+                              f"rights: [opcua] require_signed_commands is true on this node: "
+                              f"{what} is refused; send a SignedCommand (the signed envelope)")
 
     def _rights(self, cmd: Command, role: str, kind: str, output_class: str | None = None,
                 point: str = "") -> None:
@@ -176,12 +191,17 @@ class CommandGate:
         if reason:
             raise Answer(code_for(reason), reason)
 
+    async def apply(self, cmd: Command) -> None:
+        """Queue a checked command and wait for the scan's verdict (Answer if refused)."""
+        await self._submit(cmd)
+
     # -- requests ---------------------------------------------------------------------------
     async def set_output(self, user: User | None, point: str, value: Any) -> None:
         """A client's write of an output variable: an operator hold (SetOutput)."""
         source, role = self.who(user)
         number = value if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
         cmd = SetOutput(point, float(number), source=source, role=role)
+        self._unsigned(cmd, "an output write")
         self._output(cmd, point)
         if role == VIEWER:
             self._rights(cmd, role, "set_output")
@@ -202,6 +222,7 @@ class CommandGate:
         source, role = self.who(user)
         cmd = ForceOutput(point, value, role=role, source=source, expires_s=expiry_s,
                           reason=reason)
+        self._unsigned(cmd, "Force")
         cls = self._output(cmd, point)
         self._rights(cmd, role, "force", cls, point)
         self._value(cmd, point, value)
@@ -217,6 +238,7 @@ class CommandGate:
         """Release(Point): end a force."""
         source, role = self.who(user)
         cmd = ReleaseForce(point, role=role, source=source)
+        self._unsigned(cmd, "Release")
         cls = self._output(cmd, point)
         self._rights(cmd, role, "release_force", cls, point)
         if point not in self.node.safety.forces:
@@ -245,6 +267,7 @@ class CommandGate:
         """SetMode(Loop, Mode, Value) (NaN: no value)."""
         source, role = self.who(user)
         cmd = SetControlMode(loop, mode, value, role=role, source=source)
+        self._unsigned(cmd, "SetMode/SetSetpoint")
         loops = getattr(self.node.manual.controls, "loops", None)
         if isinstance(loops, dict) and loop not in loops:
             raise self.refuse(cmd, StatusCodes.BadInvalidArgument,
@@ -294,8 +317,9 @@ S, D = ua.VariantType.String, ua.VariantType.Double
 class MethodHandlers:
     """The controller's methods as asyncua callbacks (coroutines: run in the request's task)."""
 
-    def __init__(self, gate: CommandGate) -> None:
+    def __init__(self, gate: CommandGate, signed: SignedRunner | None = None) -> None:
         self.gate = gate
+        self.signed = signed
 
     async def _call(self, fn: Any, args: Sequence[Any], types: Sequence[ua.VariantType],
                     user: User | None = None) -> Any:
@@ -335,7 +359,17 @@ class MethodHandlers:
             await self.gate.set_mode(user, loop, "Override", value)
         return await self._call(run, args, (S, D))
 
+    async def signed_command(self, parent: ua.NodeId, *args: Any) -> Any:
+        """SignedCommand(Kind: String, Envelope: String) -> (Result: String)."""
+        async def run(user: User | None, kind: str, envelope: str) -> list[ua.Variant]:
+            if self.signed is None:
+                raise Answer(StatusCodes.BadNotImplemented, "SignedCommand is not served here")
+            result = await self.signed(user, kind, envelope)
+            return [ua.Variant(result, ua.VariantType.String)]
+        return await self._call(run, args, (S, S))
+
     def table(self) -> dict[str, Any]:
         """Method browse name -> handler."""
         return {"ResetTrip": self.reset_trip, "Force": self.force, "Release": self.release,
-                "SetMode": self.set_mode, "SetSetpoint": self.set_setpoint}
+                "SetMode": self.set_mode, "SetSetpoint": self.set_setpoint,
+                "SignedCommand": self.signed_command}

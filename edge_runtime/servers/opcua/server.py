@@ -11,7 +11,8 @@ CA when [opcua] ca_cert/ca_key name one, self-signed otherwise.
 Data: the scan's observer (binding.ScanTap) snapshots each finished scan; the server runs in
 its own thread and event loop, where one task writes the snapshot into the variables, then
 brings the alarm conditions in step: the scan never waits on OPC UA work. Writes of output variables
-and method calls go through methods.CommandGate into the command queue.
+and method calls go through methods.CommandGate into the command queue; SignedCommand
+(signed.py) takes the signed envelope of MQTT and HTTPS, verified by the node's one verifier.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from asyncua.server.address_space import AttributeService
 from cryptography import x509
 
 from edge_runtime.core.realtime import apply_realtime_priority, current_scheduling
+from edge_runtime.federation.inbound import Verifier
 from edge_runtime.node import Node
 from edge_runtime.security.ids import IntrusionDetector
 from edge_runtime.security.opcua_certs import (
@@ -56,6 +58,7 @@ from edge_runtime.servers.opcua.methods import (
     SessionRoles,
 )
 from edge_runtime.servers.opcua.model import NODESET, AddressSpace, build
+from edge_runtime.servers.opcua.signed import SignedCommands
 from edge_runtime.servers.opcua.uatypes import (
     AttributeIds,
     ObjectIds,
@@ -156,8 +159,11 @@ class OpcUaServer:
 
     def __init__(self, node: Node, config: OpcUaConfig, *, nodeset: Path | None = NODESET,
                  command_timeout_s: float = 5.0,
-                 guard: IntrusionDetector | None = None) -> None:
-        """`guard`: the node's intrusion detector (failed logins, untrusted certificates)."""
+                 guard: IntrusionDetector | None = None,
+                 verifier: Verifier | None = None) -> None:
+        """`guard`: the node's intrusion detector (failed logins, untrusted certificates,
+        refused signed commands); `verifier`: the node's one CommandVerifier, shared with
+        MQTT and HTTPS (None: no command keys, SignedCommand refused)."""
         self.node = node
         self.guard = guard
         self.config = config
@@ -166,7 +172,12 @@ class OpcUaServer:
         self.users = UserStore(config.state_dir)
         preload()
         self.tap = ScanTap(node.clock.wall)  # a scan observer while run() runs
-        self.gate = CommandGate(node, self.tap, timeout_s=command_timeout_s)
+        self.gate = CommandGate(node, self.tap, timeout_s=command_timeout_s,
+                                require_signed=config.require_signed_commands)
+        self.signed = SignedCommands(self.gate, verifier, guard=guard)
+        if config.require_signed_commands and verifier is None:
+            log.error("%s: [opcua] require_signed_commands is true but the node holds no "
+                      "command keys: no output can be moved over OPC UA", node.config.name)
         self.server: Server | None = None
         self.space: AddressSpace | None = None
         self.binding: Binding | None = None
@@ -231,7 +242,7 @@ class OpcUaServer:
         space = await build(server, node.config.name, node.image, models, self.nodeset, loops)
         server.iserver.attribute_service = GatedWrites(server.iserver.attribute_service,
                                                        self.gate, space.outputs)
-        for name, handler in MethodHandlers(self.gate).table().items():
+        for name, handler in MethodHandlers(self.gate, self.signed).table().items():
             server.link_method(space.methods[name], handler)
         alarms = AlarmBridge(server, node, space.controller, space.ns, space.points)
         await alarms.setup()
@@ -446,6 +457,9 @@ class OpcUaServer:
             "scan_tap": self.tap.get_status(),
             "binding": None if self.binding is None else self.binding.get_status(),
             "commands": self.gate.get_status(),
+            "signed_commands": {**self.signed.get_status(),
+                                "required": self.config.require_signed_commands,
+                                "keys": self.signed.verifier is not None},
             "alarms": None if self.alarms is None else self.alarms.get_status(),
             "history": self.historized,
         }
