@@ -194,8 +194,8 @@ def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = No
     # source blocked on one door is counted the same on the others.
     ids = IntrusionDetector(node.events, node.clock.monotonic, wall=node.clock.wall)
     coordinator_only = config.role == "site" and not config.devices
-    # One verifier of signed commands per node, shared by MQTT and HTTPS: a command (its
-    # nonce) is taken once, whichever transport brings it.
+    # One verifier of signed commands per node, shared by MQTT, HTTPS and OPC UA
+    # (SignedCommand): a command (its nonce) is taken once, whichever transport brings it.
     keys = config.mqtt if config.mqtt is not None and config.mqtt.command_keys else config.https
     verifier = None
     if keys is not None and keys.command_keys is not None:
@@ -229,7 +229,7 @@ def _attach_services(node: Node, config: NodeConfig, audit: AuditLog | None = No
 
         def opcua() -> OpcUaServer:
             from edge_runtime.servers.opcua.server import OpcUaServer  # asyncua
-            return OpcUaServer(node, opcua_cfg, guard=ids)
+            return OpcUaServer(node, opcua_cfg, guard=ids, verifier=verifier)
         node.attach("opcua", opcua(), rebuild=opcua)
     if node.services:
         node.attach("ids", ids, external=False)
