@@ -216,3 +216,29 @@ async def test_require_signed_commands_refuses_plain_output_commands(tmp_path: P
         finally:
             await bms.disconnect()
     assert rig.server.get_status()["signed_commands"]["required"] is True
+
+
+def test_assembler_hands_the_opcua_server_the_nodes_one_verifier(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    generate_key(keys / "grid_operator.key")
+    path = tmp_path / "node.toml"
+    path.write_text(NODE + BATTERY + f"""
+[mqtt]
+host = "127.0.0.1"
+state_dir = "{tmp_path / 'state'}"
+command_keys = "{keys}"
+
+[opcua]
+host = "127.0.0.1"
+port = 4840
+state_dir = "{tmp_path / 'opcua'}"
+require_signed_commands = true
+""")
+    node = assemble(load_node_config(path), watchdog_thread=False, blocks=[],
+                    driver_factory=lambda c, live, clk: {d.name: FakeDevice(d, live)
+                                                         for d in c.devices})
+    opcua, link = node.services["opcua"], node.services["mqtt"]
+    verifier = opcua.signed.verifier  # type: ignore[attr-defined]
+    assert isinstance(verifier, CommandVerifier)
+    assert verifier is link._verify  # type: ignore[attr-defined]
+    assert opcua.gate.require_signed  # type: ignore[attr-defined]
