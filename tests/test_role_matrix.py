@@ -430,7 +430,9 @@ def test_every_kind_a_transport_takes_has_cells_allowed_and_refused() -> None:
     assert callable(test_https_server.test_every_role_on_every_endpoint_follows_the_rights_table)
     # the cells follow the transports' own lists: a new topic, method or endpoint fails here
     assert set(inbound.KINDS) - {"rebirth"} == {*MQTT_CONTROL_CHANNELS, *MQTT_WORKLOAD_CHANNELS}
-    assert set(METHODS) == set(OPCUA_METHOD_KINDS)
+    # SignedCommand carries the MQTT envelope (its kinds are the MQTT channel cells' kinds);
+    # its signer x session checks are in tests/test_opcua_signed.py
+    assert set(METHODS) == set(OPCUA_METHOD_KINDS) | {"SignedCommand"}
     assert {k for _, _, k, _, _ in test_https_server.CONTROL.values()} == set(
         CONTROL_KINDS.values())
     mqtt = {c.action for c in MQTT_CELLS} | {c.channel for c in MQTT_CELLS}
