@@ -18,6 +18,7 @@ from asyncua import ua
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from edge_runtime.assembly import assemble, load_node_config
+from edge_runtime.config.reader import ConfigError
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation.inbound import Invalid, parse_command
 from edge_runtime.node import Node
@@ -242,3 +243,14 @@ require_signed_commands = true
     assert isinstance(verifier, CommandVerifier)
     assert verifier is link._verify  # type: ignore[attr-defined]
     assert opcua.gate.require_signed  # type: ignore[attr-defined]
+
+
+def test_require_signed_commands_is_off_by_default_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(NODE + "[opcua]\nport = 48402\n")
+    cfg = load_node_config(path)
+    assert cfg.opcua is not None and cfg.opcua.require_signed_commands is False
+    path.write_text(NODE + '[opcua]\nrequire_signed_commands = "yes"\n')
+    with pytest.raises(ConfigError) as err:
+        load_node_config(path)
+    assert any("require_signed_commands" in line for line in err.value.lines), err.value.lines
