@@ -19,13 +19,15 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.config.reader import ConfigError
+from edge_runtime.core.authority import USER_ROLES
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation.inbound import Invalid, parse_command
 from edge_runtime.node import Node
 from edge_runtime.security.ids import IntrusionDetector
 from edge_runtime.security.signing import CommandVerifier, generate_key, load_keys, sign
+from edge_runtime.servers.opcua.users import VIEWER
 from tests.fakes import FakeDevice
-from tests.opcua_helpers import serving
+from tests.opcua_helpers import USERS, serving
 from tests.test_opcua_server import NODE, bad, call, point, set_input
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -254,3 +256,42 @@ def test_require_signed_commands_is_off_by_default_and_checked(tmp_path: Path) -
     with pytest.raises(ConfigError) as err:
         load_node_config(path)
     assert any("require_signed_commands" in line for line in err.value.lines), err.value.lines
+
+
+async def test_every_signer_through_every_session_takes_the_stricter(tmp_path: Path) -> None:
+    """Each role signs a battery_control set_output; each session (the three roles the
+    helpers provision and the viewer) delivers it: Good exactly when the one rights table
+    lets both the signer and the session do set_output and battery_control on class battery."""
+    node = build_node(tmp_path)
+    keys = Keys(tmp_path, node)
+    for role in USER_ROLES:
+        if role not in keys.keys:
+            generate_key(keys.dir / f"{role}.key")
+    keys.keys = load_keys(keys.dir)
+    keys.verifier = keys.new_verifier(node)
+    rights = node.manual.rights
+
+    def may(role: str) -> bool:
+        return all(rights.allows(role, k, "battery") for k in ("set_output", "battery_control"))
+
+    async with serving(node, tmp_path, guard=keys.ids, verifier=keys.verifier) as rig:
+        sessions = {user: await rig.client(user) for user in USERS}
+        try:
+            value, good = -100.0, 0
+            for user, session in USERS.items():
+                for signer in USER_ROLES:
+                    value += 1.0
+                    want = session != VIEWER and may(session) and may(signer)
+                    try:
+                        await signed(sessions[user], keys.envelope(value, role=signer))
+                        code = "Good"
+                    except UaStatusCodeError as exc:
+                        code = ua.StatusCode(exc.code).name
+                    assert code == ("Good" if want else "BadUserAccessDenied"), (
+                        user, signer, code)
+                    assert (node.image.output(POINT) == value) == want, (user, signer)
+                    good += want
+            assert good == 4  # {bms, grid} x {infrastructure_manager, grid_operator}
+        finally:
+            for c in sessions.values():
+                await c.disconnect()
