@@ -74,6 +74,11 @@ CLIENT_NAME = "bench-client"
 
 # --- shared bits: certificates, the client connection ---------------------------------------
 
+def emit(doc: object) -> None:
+    """One strict JSON line to the parent process (NaN is not JSON)."""
+    print(json.dumps(doc, allow_nan=False), flush=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Creds:
     """What a client needs to open a secure session."""
@@ -205,7 +210,7 @@ def helper_process(role: str, spec_path: str, run: Any) -> None:
     try:
         asyncio.run(run(spec))
     except Exception as exc:
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        emit({"error": f"{type(exc).__name__}: {exc}"})
         raise SystemExit(1) from exc
 
 
@@ -321,19 +326,18 @@ async def client_process(spec: dict[str, Any]) -> None:
         for k in range(0, len(requests), 500):
             results = await sub.create_monitored_items(requests[k:k + 500])
             refused += sum(1 for r in results if not isinstance(r, int))
-        print(json.dumps({"ready": len(requests) - refused, "refused": refused,
-                          "revised_publishing_ms": sub.parameters.RequestedPublishingInterval}),
-              flush=True)
+        emit({"ready": len(requests) - refused, "refused": refused,
+                          "revised_publishing_ms": sub.parameters.RequestedPublishingInterval})
         loop = asyncio.get_running_loop()
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             cmd = line.strip()
             if cmd == "count":
-                print(json.dumps({**tally.counts(), "last": tally.last}), flush=True)
+                emit({**tally.counts(), "last": tally.last})
             elif cmd == "report":
-                print(json.dumps({**tally.report(), "cpu_s": cpu_s(os.getpid())}), flush=True)
+                emit({**tally.report(), "cpu_s": cpu_s(os.getpid())})
             elif cmd == "cpu":
-                print(json.dumps({"cpu_s": cpu_s(os.getpid())}), flush=True)
+                emit({"cpu_s": cpu_s(os.getpid())})
             else:
                 break
     finally:
@@ -390,18 +394,18 @@ async def bare_server_process(spec: dict[str, Any]) -> None:
 
     async with server:
         task = asyncio.create_task(updater())
-        print(json.dumps({"ready": n, "nodes": [x.to_string() for x in nodes],
-                          "server_cert": str(sder)}), flush=True)
+        emit({"ready": n, "nodes": [x.to_string() for x in nodes],
+                          "server_cert": str(sder)})
         loop = asyncio.get_running_loop()
         try:
             while True:
                 cmd = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
                 if cmd == "start":
                     state["running"] = True
-                    print(json.dumps({"cpu_s": cpu_s(os.getpid())}), flush=True)
+                    emit({"cpu_s": cpu_s(os.getpid())})
                 elif cmd == "stop":
                     state["running"] = False
-                    print(json.dumps({"cpu_s": cpu_s(os.getpid()), "last": last}), flush=True)
+                    emit({"cpu_s": cpu_s(os.getpid()), "last": last})
                 else:
                     break
         finally:

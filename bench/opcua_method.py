@@ -61,6 +61,11 @@ TARGET_SCANS = 2
 CONTROL_VALUE = 10.0  # the control's speed reference; forced values are 20 .. 59 %
 
 
+def emit(doc: object) -> None:
+    """One strict JSON line to the parent process (NaN is not JSON)."""
+    print(json.dumps(doc, allow_nan=False), flush=True)
+
+
 class Control:
     """The plant's own control: speed_ref at CONTROL_VALUE every scan (what a Release hands
     the output back to)."""
@@ -91,7 +96,7 @@ async def peer_process(spec: dict[str, Any]) -> None:
 
     peer = ModbusPeer(int(spec["port"]), unit_ids=(1,))
     await peer.start()
-    print(json.dumps({"ready": True}), flush=True)
+    emit({"ready": True})
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -99,7 +104,7 @@ async def peer_process(spec: dict[str, Any]) -> None:
             if cmd != "writes":
                 break
             writes, peer.writes = peer.writes, []
-            print(json.dumps({"writes": writes}), flush=True)
+            emit({"writes": writes})
     finally:
         await peer.stop()
 
@@ -122,7 +127,7 @@ async def client_process(spec: dict[str, Any]) -> None:
         calls: list[dict[str, Any]] = []
         for _ in range(5):  # warm the session up (first requests allocate, import, ...)
             await var.read_data_value()
-        print(json.dumps({"ready": True}), flush=True)
+        emit({"ready": True})
         assert sys.stdin.readline().strip() == "go"
         for k in range(int(spec["calls"])):
             t0 = time.monotonic()
@@ -142,8 +147,7 @@ async def client_process(spec: dict[str, Any]) -> None:
             r1 = time.monotonic()
             calls.append({"v": v, "f0": f0, "f1": f1, "r0": r0, "r1": r1})
             await asyncio.sleep(4 * period)
-        print(json.dumps({"reads": reads, "calls": calls, "cpu_s": os.times().user}),
-              flush=True)
+        emit({"reads": reads, "calls": calls, "cpu_s": os.times().user})
         sys.stdin.readline()
     finally:
         with contextlib.suppress(Exception):
