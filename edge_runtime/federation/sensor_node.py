@@ -52,7 +52,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import re
 import threading
 import time
@@ -77,6 +76,7 @@ from edge_runtime.federation.sensor_state import SensorNodeState
 from edge_runtime.federation.topics import NodeTopics, check_level
 from edge_runtime.io.blocks import OutputSchedule, output_words
 from edge_runtime.io.failsafe import BlockingWriter
+from edge_runtime.io.output_loop import OutputWriter
 from edge_runtime.security.signing import sign
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def command(key: bytes, sensor: str, point: str, value: float, wall: float) -> b
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-class SensorNodeDevice:
+class SensorNodeDevice(OutputWriter):
     """FieldDevice for one sensor node over the node's broker (see the module docstring)."""
 
     def __init__(self, config: DeviceConfig, mqtt: MqttConfig, *, site: str, client_id: str,
@@ -207,38 +207,11 @@ class SensorNodeDevice:
             kind = "bad_telemetry" if msg.topic == topics.telemetry else "bad_state"
             self._error(kind, f"{msg.topic}: {exc}")
 
-    def _error(self, kind: str, message: str) -> None:
-        self.errors[kind] += 1
-        self.last_error = message
+    def _error(self, kind: str, message: str, n: int = 1) -> None:
+        super()._error(kind, message, n)
         self._log.warning(kind, "%s: %s", self._config.name, message)
 
-    # -- outputs ----------------------------------------------------------------------------
-    def stage(self, values: Mapping[str, float], now: float) -> None:
-        """Take the scan's output values (bad ones refused); wake the writer on change."""
-        refused = self.outputs.refused
-        if self.outputs.stage(values, now):
-            self._wake.set()
-        if self.outputs.refused != refused:
-            self.errors["refused"] += self.outputs.refused - refused
-            self.last_error = self.outputs.last_refusal
-
-    async def _write_loop(self) -> None:
-        while True:
-            delay = self.outputs.next_wake() - self.clock.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(None if math.isinf(delay) else delay):
-                        await self._wake.wait()
-            else:
-                await asyncio.sleep(0)
-            self._wake.clear()
-            try:
-                await self.write_due()
-            except Exception as exc:  # a driver bug must not end writing
-                self._error("internal", repr(exc))
-                log.exception("%s: write failed", self._config.name)
-                self.outputs.finished(self.clock.monotonic(), False, self._config.poll_s)
-
+    # -- outputs (stage and the writer loop: io/output_loop.py) -----------------------------
     async def write_due(self) -> None:
         """Send a signed command for every output that changed, is due a refresh or must go
         to its safe value; each waits for the broker's PUBACK (timeout_ms)."""

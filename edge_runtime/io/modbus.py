@@ -39,6 +39,7 @@ from edge_runtime.io.blocks import (
     plan_reads,
     plan_writes,
 )
+from edge_runtime.io.output_loop import OutputWriter, raise_if_cancel_was_swallowed
 
 log = logging.getLogger(__name__)
 
@@ -212,20 +213,7 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _raise_if_cancel_was_swallowed() -> None:
-    """Honour a cancel that never reached us as CancelledError.
-
-    Python 3.11's asyncio.wait_for, which pymodbus awaits every response with, returns the
-    result and drops the cancellation when both arrive together. The task still counts the
-    request, so a driver loop checks it each turn: otherwise one unlucky response keeps a
-    driver alive and the node's shutdown (failsafe writes included) waits for it forever.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-class ModbusDevice:
+class ModbusDevice(OutputWriter):
     """FieldDevice over Modbus TCP: polls inputs into the InputTable, writes staged outputs."""
 
     def __init__(self, config: DeviceConfig, endpoint: ModbusEndpoint, table: InputTable,
@@ -271,7 +259,7 @@ class ModbusDevice:
         deadline = self.clock.monotonic()
         try:
             while True:
-                _raise_if_cancel_was_swallowed()
+                raise_if_cancel_was_swallowed()
                 try:
                     await self.poll_once()
                 except Exception as exc:  # a driver bug must not end polling
@@ -371,37 +359,7 @@ class ModbusDevice:
             prev = self.table.get(key)  # keep the last value for display; BAD is never used
             self.table[key] = Sample.bad(reason, ts, prev.value if prev is not None else None)
 
-    def _error(self, kind: str, message: str, n: int = 1) -> None:
-        self.errors[kind] += n
-        self.last_error = message
-
-    # -- outputs ----------------------------------------------------------------------------
-    def stage(self, values: Mapping[str, float], now: float) -> None:
-        """Take the scan's output values (bad ones refused); wake the writer on change."""
-        refused = self.outputs.refused
-        if self.outputs.stage(values, now):
-            self._wake.set()
-        if self.outputs.refused != refused:
-            self._error("refused", self.outputs.last_refusal, self.outputs.refused - refused)
-
-    async def _write_loop(self) -> None:
-        while True:
-            _raise_if_cancel_was_swallowed()
-            delay = self.outputs.next_wake() - self.clock.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(None if math.isinf(delay) else delay):
-                        await self._wake.wait()
-            else:
-                await asyncio.sleep(0)  # always yield: a due time that does not move must not spin
-            self._wake.clear()
-            try:
-                await self.write_due()
-            except Exception as exc:  # a driver bug must not end writing
-                self._error("internal", repr(exc))
-                log.exception("%s: write failed", self._config.name)
-                self.outputs.finished(self.clock.monotonic(), False, self._config.poll_s)
-
+    # -- outputs (stage and the writer loop: io/output_loop.py) -----------------------------
     async def write_due(self) -> None:
         """Write outputs that changed, are due a refresh, or must go to failsafe (FC16)."""
         cfg, ep, outputs = self._config, self.endpoint, self.outputs

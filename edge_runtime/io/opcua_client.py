@@ -41,6 +41,7 @@ from edge_runtime.io.opcua_codec import (
     to_variant,
 )
 from edge_runtime.io.opcua_endpoint import OpcUaEndpoint, resolve
+from edge_runtime.io.output_loop import OutputWriter, raise_if_cancel_was_swallowed
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class _Notifications:
         self.device.on_lost(self.binding, status_text(status.Status))
 
 
-class OpcUaDevice:
+class OpcUaDevice(OutputWriter):
     """FieldDevice over OPC UA: subscribes to (or polls) inputs, writes staged outputs."""
 
     def __init__(self, config: DeviceConfig, endpoint: OpcUaEndpoint, table: InputTable,
@@ -101,7 +102,7 @@ class OpcUaDevice:
         deadline = self.clock.monotonic()
         try:
             while True:
-                _raise_if_cancel_was_swallowed()
+                raise_if_cancel_was_swallowed()
                 try:
                     await self.poll_once()
                 except Exception as exc:  # a driver bug must not end the device
@@ -253,37 +254,7 @@ class OpcUaDevice:
             self.table[key] = Sample.bad((reasons or {}).get(name, reason), ts,
                                          prev.value if prev is not None else None)
 
-    def _error(self, kind: str, message: str, n: int = 1) -> None:
-        self.errors[kind] += n
-        self.last_error = message
-
-    # -- outputs ----------------------------------------------------------------------------
-    def stage(self, values: Mapping[str, float], now: float) -> None:
-        """Take the scan's output values (bad ones refused); wake the writer on change."""
-        refused = self.outputs.refused
-        if self.outputs.stage(values, now):
-            self._wake.set()
-        if self.outputs.refused != refused:
-            self._error("refused", self.outputs.last_refusal, self.outputs.refused - refused)
-
-    async def _write_loop(self) -> None:
-        while True:
-            _raise_if_cancel_was_swallowed()
-            delay = self.outputs.next_wake() - self.clock.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(None if math.isinf(delay) else delay):
-                        await self._wake.wait()
-            else:
-                await asyncio.sleep(0)  # always yield: a due time that does not move must not spin
-            self._wake.clear()
-            try:
-                await self.write_due()
-            except Exception as exc:  # a driver bug must not end writing
-                self._error("internal", repr(exc))
-                log.exception("%s: write failed", self._config.name)
-                self.outputs.finished(self.clock.monotonic(), False, self._config.poll_s)
-
+    # -- outputs (stage and the writer loop: io/output_loop.py) -----------------------------
     async def write_due(self) -> None:
         """Write outputs that changed, are due a refresh, or must go to the safe image."""
         cfg, ep, outputs = self._config, self.endpoint, self.outputs
@@ -370,14 +341,6 @@ class OpcUaDevice:
             "point_errors": dict(self.point_errors), "errors": dict(self.errors),
             "last_error": self.last_error, "connection": self.endpoint.get_status(),
         }
-
-
-def _raise_if_cancel_was_swallowed() -> None:
-    """Honour a cancel that asyncio.wait_for (asyncua awaits every response with it) dropped
-    on Python 3.11 when the response arrived at the same moment (see io/modbus.py)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def _delete_quietly(sub: Subscription, timeout_s: float) -> None:
