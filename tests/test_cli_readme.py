@@ -43,6 +43,10 @@ COVERED = {
     "pswd-edge keygen --role R DIR": "test_keygen",
     "pswd-edge demo [--duration S] [--no-ui]": "test_demo",
     "pswd-plant-sim --config FILE [--duration S]": "test_plant_sim",
+    "pswd-edge certs init-ca|issue|sign-csr|revoke|crl|list|rotate ...": "test_certs",
+    "pswd-edge token init|rotate|issue ...": "test_token",
+    "pswd-edge opcua add-user|trust|client-cert|cert ...": "test_opcua",
+    "pswd-edge audit verify FILE": "test_audit_verify",
 }
 
 
@@ -264,3 +268,63 @@ def test_plant_sim() -> None:
         proc = sh(line, own_network=True)
         assert proc.returncode == 0, (line, proc.stderr)
         assert "serving cdu on 127.0.0.1:" in proc.stdout and "stopped at t=" in proc.stdout
+
+
+def test_certs(tmp_path: Path) -> None:
+    ca, out = tmp_path / "ca", tmp_path / "node"
+    assert sh("pswd-edge certs init-ca {ca}", ca=ca).returncode == 0
+    proc = sh("pswd-edge certs issue --ca-dir {ca} --out {out} --server --client --ip 127.0.0.1 "
+              "rack-01", ca=ca, out=out)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE((out / "rack-01.key").stat().st_mode) == 0o600
+    check = subprocess.run(["openssl", "verify", "-CAfile", str(ca / "ca.crt"),
+                            str(out / "rack-01.crt")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = sh("pswd-edge certs list --json --ca-dir {ca}", ca=ca)
+    assert listed.returncode == 0 and "rack-01" in listed.stdout
+    proc = sh("pswd-edge certs revoke --ca-dir {ca} {crt}", ca=ca, crt=out / "rack-01.crt")
+    assert proc.returncode == 0, proc.stderr
+    again = sh("pswd-edge certs init-ca {ca}", ca=ca)  # never overwritten
+    assert again.returncode != 0 and again.stderr.count("\n") == 1
+
+
+def test_token(tmp_path: Path) -> None:
+    from edge_runtime.security.tokens import KeyRing
+
+    keys = tmp_path / "token_keys"
+    assert sh("pswd-edge token init {k}", k=keys).returncode == 0
+    proc = sh("pswd-edge token issue --keys {k} --role grid_operator --aud rack-01 --ttl 60",
+              k=keys)
+    assert proc.returncode == 0, proc.stderr
+    token = proc.stdout.strip().splitlines()[-1]
+    claims = KeyRing(keys).verifier().verify(token, audience="rack-01")
+    assert claims.role == "grid_operator"
+
+
+def test_opcua(tmp_path: Path) -> None:
+    from edge_runtime.servers.opcua.users import UserStore
+
+    state = tmp_path / "opcua"
+    proc = sh("pswd-edge opcua add-user bms --role infrastructure_manager --state-dir {s}",
+              s=state, stdin="correct horse battery staple\n")
+    assert proc.returncode == 0, proc.stderr
+    assert UserStore(state).check_password("bms", "correct horse battery staple") == \
+        "infrastructure_manager"
+    assert UserStore(state).check_password("bms", "guess") is None
+    proc = sh("pswd-edge opcua cert --state-dir {s}", s=state)
+    assert proc.returncode == 0, proc.stderr
+    assert list(state.glob("*.der")) or list(state.rglob("*.pem"))
+
+
+def test_audit_verify(tmp_path: Path) -> None:
+    from edge_runtime.security.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.log")
+    log.append("command", source="local", command="SetOutput(pump1.speed_ref, 40)")
+    log.append("trip_reset", source="panel", rule="leak")
+    log.close()
+    assert sh("pswd-edge audit verify {f}", f=tmp_path / "audit.log").returncode == 0
+    path = tmp_path / "audit.log"
+    path.write_text(path.read_text().replace("speed_ref, 40", "speed_ref, 90"))
+    proc = sh("pswd-edge audit verify {f}", f=path)
+    assert proc.returncode == 1 and "seq" in (proc.stdout + proc.stderr)
