@@ -64,7 +64,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime import PSWD_VERSION
-from edge_runtime.config.codec import CodecError, decode
+from edge_runtime.config.codec import decode
 from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.core.clock import Clock
 from edge_runtime.core.points import Sample
@@ -74,7 +74,7 @@ from edge_runtime.federation.mqtt import Message, MqttClient, tls_context
 from edge_runtime.federation.ratelog import RateLimitedLog
 from edge_runtime.federation.sensor_state import SensorNodeState
 from edge_runtime.federation.topics import NodeTopics, check_level
-from edge_runtime.io.blocks import OutputSchedule, output_words
+from edge_runtime.io.blocks import OutputSchedule
 from edge_runtime.io.failsafe import BlockingWriter
 from edge_runtime.io.output_loop import OutputWriter
 from edge_runtime.security.signing import sign
@@ -239,18 +239,6 @@ class SensorNodeDevice(OutputWriter):
             self.commands += 1
             outputs.acknowledged([item.name])
         outputs.finished(now, ok, cfg.poll_s)
-
-    def _use_safe_image(self) -> None:
-        """Max-hold expiry sends the safe image of the last scan, not the io_map failsafe."""
-        values = self.safe_source() if self.safe_source is not None else None
-        if values is None or values is self._safe_seen:
-            return
-        self._safe_seen = values
-        for name in self.outputs.failsafe:
-            value = values.get(f"{self._config.name}.{name}")
-            if value is not None:
-                with contextlib.suppress(CodecError):  # keep the io_map failsafe then
-                    self.outputs.failsafe[name] = output_words(self.outputs.specs[name], value)
 
     def get_status(self) -> dict[str, Any]:
         """Connection, liveness, message and command figures for every status reader."""

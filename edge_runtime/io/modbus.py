@@ -35,7 +35,6 @@ from edge_runtime.io.blocks import (
     OutputSchedule,
     ReadBlock,
     minimum_requests,
-    output_words,
     plan_reads,
     plan_writes,
 )
@@ -396,24 +395,6 @@ class ModbusDevice(OutputWriter):
         if ok:
             self._write_reason = ""
         outputs.finished(now, ok, cfg.poll_s)
-
-    def _use_safe_image(self) -> None:
-        """Max-hold expiry falls back to the safe image of the last scan, not the io_map
-        failsafe: an output the last scan isolated stays isolated when the scan stops."""
-        source = self.safe_source
-        values = source() if source is not None else None
-        if values is None or values is self._safe_seen:
-            return
-        self._safe_seen = values
-        outputs, device = self.outputs, self._config.name
-        for name in outputs.failsafe:
-            value = values.get(f"{device}.{name}")
-            if value is None:
-                continue
-            try:
-                outputs.failsafe[name] = output_words(outputs.specs[name], value)
-            except CodecError as exc:  # keep the io_map failsafe rather than nothing
-                self._error("safe_image", f"{name}: safe value {value!r} refused: {exc}")
 
     def get_status(self) -> dict[str, Any]:
         """Connection, polling, request and error figures for every status reader."""

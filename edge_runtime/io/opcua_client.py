@@ -30,7 +30,7 @@ from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.core.clock import Clock
 from edge_runtime.core.points import Sample
 from edge_runtime.core.ports import InputTable
-from edge_runtime.io.blocks import OutputSchedule, output_words
+from edge_runtime.io.blocks import OutputSchedule
 from edge_runtime.io.modbus import DISCONNECTED, FieldError
 from edge_runtime.io.opcua_codec import (
     by_nodeid,
@@ -311,23 +311,6 @@ class OpcUaDevice(OutputWriter):
         if f"{where}: {reason}" != self._write_reason:  # log transitions, not every retry
             log.warning("%s: %s: %s", self._config.name, where, reason)
             self._write_reason = f"{where}: {reason}"
-
-    def _use_safe_image(self) -> None:
-        """Max-hold expiry falls back to the last scan's safe image (as ModbusDevice)."""
-        source = self.safe_source
-        values = source() if source is not None else None
-        if values is None or values is self._safe_seen:
-            return
-        self._safe_seen = values
-        outputs, device = self.outputs, self._config.name
-        for name in outputs.failsafe:
-            value = values.get(f"{device}.{name}")
-            if value is None:
-                continue
-            try:
-                outputs.failsafe[name] = output_words(outputs.specs[name], value)
-            except CodecError as exc:  # keep the io_map failsafe rather than nothing
-                self._error("safe_image", f"{name}: safe value {value!r} refused: {exc}")
 
     def get_status(self) -> dict[str, Any]:
         """Connection, subscription, request and error figures for every status reader."""

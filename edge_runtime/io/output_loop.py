@@ -13,11 +13,12 @@ import contextlib
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from edge_runtime.config.codec import CodecError
 from edge_runtime.config.schema import DeviceConfig
 from edge_runtime.core.clock import Clock
-from edge_runtime.io.blocks import OutputSchedule
+from edge_runtime.io.blocks import OutputSchedule, output_words
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class OutputWriter:
     errors: Counter[str]
     last_error: str
     _wake: asyncio.Event
+    # The safety layer's safe image of the last scan (set by it at node start), and the one
+    # already taken into the failsafe words.
+    safe_source: Callable[[], Mapping[str, float]] | None
+    _safe_seen: Mapping[str, float] | None
 
     def _error(self, kind: str, message: str, n: int = 1) -> None:
         self.errors[kind] += n
@@ -58,6 +63,24 @@ class OutputWriter:
             self._wake.set()
         if self.outputs.refused != refused:
             self._error("refused", self.outputs.last_refusal, self.outputs.refused - refused)
+
+    def _use_safe_image(self) -> None:
+        """Max-hold expiry falls back to the safe image of the last scan, not the io_map
+        failsafe: an output the last scan isolated stays isolated when the scan stops."""
+        source = self.safe_source
+        values = source() if source is not None else None
+        if values is None or values is self._safe_seen:
+            return
+        self._safe_seen = values
+        outputs, device = self.outputs, self._config.name
+        for name in outputs.failsafe:
+            value = values.get(f"{device}.{name}")
+            if value is None:
+                continue
+            try:
+                outputs.failsafe[name] = output_words(outputs.specs[name], value)
+            except CodecError as exc:  # keep the io_map failsafe rather than nothing
+                self._error("safe_image", f"{name}: safe value {value!r} refused: {exc}")
 
     async def write_due(self) -> None:
         """Write what is due now (the driver's own protocol)."""
