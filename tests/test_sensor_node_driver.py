@@ -250,7 +250,7 @@ async def _started(driver: SensorNodeDevice) -> None:
 
 
 async def scan_until(node: Node, pred: Callable[[], bool], what: str,
-                     timeout: float = 5.0) -> None:
+                     timeout: float = 10.0) -> None:
     """Wait, scan by scan, until `pred()` holds (bounded)."""
     seen = asyncio.Event()
 

@@ -29,9 +29,9 @@ import pytest
 from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.core.points import Quality, Sample
 from edge_runtime.federation.sensor_node import SensorNodeDevice
-from edge_runtime.node import Node
 from edge_runtime.security.signing import generate_key
 from tests.mosquitto import Broker, mosquitto_fixture  # noqa: F401
+from tests.test_sensor_node_driver import scan_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "rack_sensors.toml"
@@ -157,27 +157,6 @@ async def board_running(broker: Broker, key: Path, umqtt: Path,
         await proc.wait()
         stderr.close()
 
-
-async def scan_until(node: Node, pred: Callable[[], bool], what: str,
-                     timeout: float = 10.0) -> None:
-    """Wait, scan by scan, until `pred()` holds (bounded)."""
-    seen = asyncio.Event()
-
-    class Watch:
-        name = "watch"
-
-        def step(self, *_args: object) -> None:
-            if pred():
-                seen.set()
-
-    node.engine.observers.append(Watch())
-    try:
-        await asyncio.wait_for(seen.wait(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"{what} not within {timeout} s: "
-                             f"{node.drivers['sensors'].get_status()}") from None
-    finally:
-        node.engine.observers.remove(node.engine.observers[-1])
 
 
 @pytest.mark.anyio
