@@ -18,7 +18,7 @@ import pytest
 
 from edge_runtime.assembly import assemble, load_node_config
 from edge_runtime.core.clock import WallClock
-from edge_runtime.core.commands import LinkCommand
+from edge_runtime.core.commands import LinkCommand, SetOutput
 from edge_runtime.core.points import Quality
 from edge_runtime.core.ports import FieldDevice, InputTable
 from edge_runtime.federation.mqtt import MqttClient
@@ -117,6 +117,13 @@ async def test_the_manager_cuts_every_link_and_only_a_local_command_restores_the
         assert node.links_cut == "intrusion on VLAN 20"
         assert node.manual.holds() == {}  # the remote hold went back to local control
         assert [e for e in node.events.recent(50) if e.code == "emergency_disconnect"]
+        # a remote command that reaches the queue after the cut (a transport still winding
+        # down, or queued just before) is refused by the command path itself
+        node.commands.submit(SetOutput("battery.w_set_kw", -40.0, source="mqtt.battery_control",
+                                       role="infrastructure_manager"))
+        await scans_pass(node, 2)
+        late = [r for r in node.commands.audit if "-40.0" in r.command]
+        assert late and not late[-1].accepted and late[-1].reason.startswith("links: cut")
         before = node.engine.stats.cycles
         await command(mosquitto, tmp_path, -30.0)  # nobody listens now
         await scans_pass(node, 5)

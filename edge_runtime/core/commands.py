@@ -232,6 +232,8 @@ class ControlPort(Protocol):
 class LinkPort(Protocol):
     """What the command path needs from the node to cut and restore its external links."""
 
+    links_cut: str  # why the links are cut, "" while they are up
+
     def disconnect(self, reason: str) -> None:
         """Cut every external link now (MQTT, OPC UA, HTTPS); idempotent."""
         ...
@@ -338,6 +340,14 @@ class ManualOutputs:
     def _apply(self, cmd: Command, image: ProcessImage) -> None:
         ts = self._wall()
         try:
+            if (self.links is not None and self.links.links_cut
+                    and level_of(cmd.source) is Level.REMOTE
+                    and cmd.source not in SYSTEM_SOURCES and not isinstance(cmd, LinkCommand)):
+                # A transport winding down after the cut (or a command queued just before it)
+                # must not act: from the cut on, only local commands and the node's own.
+                raise CommandRefused(f"links: cut by an emergency disconnect "
+                                     f"({self.links.links_cut}); remote commands are refused "
+                                     "until a local reconnect")
             if isinstance(cmd, SetOutput):
                 info = image.check_output(cmd.point, cmd.value)
                 if self._not_held_by(cmd, ts):
